@@ -1,0 +1,70 @@
+"""greentic_session: asyncio-native persistence for paused Greentic flows.
+
+The public API lives here. `RedisSessionStore` is imported lazily (on first attribute access),
+so `import greentic_session` never imports redis.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .backends.memory import InMemorySessionStore
+from .backends.options import DEFAULT_NAMESPACE
+from .codec import decode_session_data, encode_session_data
+from .errors import (
+    ConflictError,
+    ErrorCode,
+    InternalError,
+    InvalidInputError,
+    NotFoundError,
+    PoolExhaustedError,
+    SessionError,
+    UnavailableError,
+    UnknownOutcomeError,
+)
+from .schema import (
+    Impersonation,
+    InvocationDeadline,
+    SessionCursor,
+    SessionData,
+    SessionKey,
+    TenantCtx,
+)
+from .store import SessionBackendConfig, SessionStore, create_session_store
+
+if TYPE_CHECKING:
+    from .backends.redis import RedisSessionStore as RedisSessionStore
+
+# `RedisSessionStore` is deliberately not in __all__: a star import must not import redis.
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "ConflictError",
+    "ErrorCode",
+    "Impersonation",
+    "InMemorySessionStore",
+    "InternalError",
+    "InvalidInputError",
+    "InvocationDeadline",
+    "NotFoundError",
+    "PoolExhaustedError",
+    "SessionBackendConfig",
+    "SessionCursor",
+    "SessionData",
+    "SessionError",
+    "SessionKey",
+    "SessionStore",
+    "TenantCtx",
+    "UnavailableError",
+    "UnknownOutcomeError",
+    "create_session_store",
+    "decode_session_data",
+    "encode_session_data",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisSessionStore":
+        from .backends.redis import RedisSessionStore
+
+        return RedisSessionStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,47 @@
+"""The Redis key layout, shared byte for byte with the Rust greentic-session.
+
+- session blob:  `{namespace}:session:{session_key}`
+- user pointer:  `{namespace}:user:{env}:{tenant_id}:{team or "-"}:{user}`
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import InvalidInputError
+from ..fence import UserSlot
+
+__all__ = ["RedisKeys", "validate_namespace"]
+
+# Glob characters and whitespace are kept out so that `~{namespace}:*` ACL patterns and SCAN
+# matches mean what they say; braces are allowed for cluster hash tags.
+_NAMESPACE = re.compile(r"[A-Za-z0-9._{}-]+(?::[A-Za-z0-9._{}-]+)*")
+
+
+def validate_namespace(namespace: object) -> str:
+    if not isinstance(namespace, str):
+        raise InvalidInputError(f"namespace must be a str, not {type(namespace).__name__}")
+    if len(namespace) > 256 or _NAMESPACE.fullmatch(namespace) is None:
+        raise InvalidInputError(
+            "namespace must be ':'-separated non-empty parts of ASCII letters, digits, '.', '_', "
+            "'-', '{', '}' (at most 256 characters)"
+        )
+    return namespace
+
+
+class RedisKeys:
+    """Builds every Redis key the store touches, for one namespace."""
+
+    __slots__ = ("namespace", "session_prefix", "_user_prefix")
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = validate_namespace(namespace)
+        self.session_prefix = f"{namespace}:session:"
+        self._user_prefix = f"{namespace}:user:"
+
+    def session(self, key: str) -> str:
+        return self.session_prefix + key
+
+    def user(self, slot: UserSlot) -> str:
+        team = slot.team if slot.team is not None else "-"
+        return f"{self._user_prefix}{slot.env}:{slot.tenant_id}:{team}:{slot.user}"

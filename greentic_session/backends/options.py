@@ -1,0 +1,96 @@
+"""Redis connection options, validated at construction, with the password kept out of reprs.
+
+Redis-free on purpose: `SessionBackendConfig.redis_url(...)` builds these without the extra.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
+
+from ..errors import InvalidInputError
+from .keys import validate_namespace
+
+__all__ = ["DEFAULT_NAMESPACE", "RedisOptions", "redact_url"]
+
+DEFAULT_NAMESPACE = "greentic:session"
+_SCHEMES = frozenset({"redis", "rediss", "unix"})
+
+
+def _split(url: object) -> SplitResult:
+    if not isinstance(url, str):
+        raise InvalidInputError(f"Redis URL must be a str, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise InvalidInputError("malformed Redis URL") from None
+    if parts.scheme not in _SCHEMES:
+        raise InvalidInputError("Redis URL scheme must be redis://, rediss:// or unix://")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise InvalidInputError("unix:// Redis URL needs a socket path")
+    else:
+        if not parts.hostname:
+            raise InvalidInputError("Redis URL needs a host")
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise InvalidInputError("Redis URL path must be a database number")
+    return parts
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password (userinfo or `?password=`) replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            user = parts.username or ""
+            host = parts.netloc.rpartition("@")[2]
+            parts = parts._replace(netloc=f"{user}:***@{host}")
+        if "password" in parts.query:
+            query = [
+                (name, "***" if name == "password" else value)
+                for name, value in parse_qsl(parts.query, keep_blank_values=True)
+            ]
+            parts = parts._replace(query=urlencode(query, safe="*"))
+        return parts.geturl()
+    except ValueError:
+        return "<unparsable url>"
+
+
+def _positive(value: float, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInputError(f"{what} must be a finite number")
+    if value <= 0:
+        raise InvalidInputError(f"{what} must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOptions:
+    """How to reach Redis. Timeouts are seconds; `pool_timeout` bounds the wait for a connection."""
+
+    url: str = field(repr=False)
+    namespace: str = DEFAULT_NAMESPACE
+    max_connections: int = 64
+    connect_timeout: float = 2.0
+    socket_timeout: float = 2.0
+    pool_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        _split(self.url)
+        validate_namespace(self.namespace)
+        if isinstance(self.max_connections, bool) or not isinstance(self.max_connections, int):
+            raise InvalidInputError("max_connections must be an int")
+        if self.max_connections < 1:
+            raise InvalidInputError("max_connections must be at least 1")
+        _positive(self.connect_timeout, "connect_timeout")
+        _positive(self.socket_timeout, "socket_timeout")
+        _positive(self.pool_timeout, "pool_timeout")
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisOptions(url={redact_url(self.url)!r}, namespace={self.namespace!r}, "
+            f"max_connections={self.max_connections}, connect_timeout={self.connect_timeout}, "
+            f"socket_timeout={self.socket_timeout}, pool_timeout={self.pool_timeout})"
+        )

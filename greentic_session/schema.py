@@ -1,0 +1,170 @@
+"""The session schema: msgspec Structs that speak greentic-types JSON byte for byte.
+
+Field names and order follow the Rust structs (serde writes fields in declaration order);
+`kw_only=True` lets a required field such as `attempt` sit after optional ones, exactly where
+Rust declares it. `omit_defaults=True` reproduces `skip_serializing_if`: `None` options and an
+empty `attributes` map are left out, while `attempt` has no default and so is always written
+(and required on decode, as in Rust).
+
+Structs are frozen; persisted Structs evolve only by adding fields with defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NewType, Self
+
+import msgspec
+
+from .errors import InvalidInputError
+
+__all__ = [
+    "Impersonation",
+    "InvocationDeadline",
+    "SessionCursor",
+    "SessionData",
+    "SessionKey",
+    "TenantCtx",
+    "validate_identifier",
+]
+
+SessionKey = NewType("SessionKey", str)
+"""Opaque session identifier; stores accept any non-empty `str`."""
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def validate_identifier(value: object, what: str) -> str:
+    """The greentic-types identifier rule: non-empty, ASCII letters, digits, '.', '_', '-'.
+
+    The message names the field, never the offending value (it may be a user id).
+    """
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a str, not {type(value).__name__}")
+    if _IDENTIFIER.fullmatch(value) is None:
+        raise InvalidInputError(
+            f"{what} must be non-empty and use only ASCII letters, digits, '.', '_' or '-'"
+        )
+    return value
+
+
+def _check_optional(value: str | None, what: str) -> None:
+    if value is not None:
+        validate_identifier(value, what)
+
+
+class _Wire(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
+    """Base for every persisted Struct: serde-compatible options in one place.
+
+    msgspec inherits `omit_defaults` and `frozen`, but `kw_only` applies per class, so each
+    subclass repeats it.
+    """
+
+
+class InvocationDeadline(_Wire, kw_only=True):
+    unix_millis: int
+
+
+class Impersonation(_Wire, kw_only=True):
+    actor_id: str
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_identifier(self.actor_id, "impersonation.actor_id")
+
+
+class TenantCtx(_Wire, kw_only=True):
+    """Who a session belongs to. Build it with `TenantCtx.new(...)`."""
+
+    env: str
+    tenant: str
+    tenant_id: str
+    team: str | None = None
+    team_id: str | None = None
+    user: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    flow_id: str | None = None
+    node_id: str | None = None
+    provider_id: str | None = None
+    trace_id: str | None = None
+    i18n_id: str | None = None
+    correlation_id: str | None = None
+    attributes: dict[str, str] = msgspec.field(default_factory=dict)
+    deadline: InvocationDeadline | None = None
+    attempt: int
+    idempotency_key: str | None = None
+    impersonation: Impersonation | None = None
+
+    def __post_init__(self) -> None:
+        validate_identifier(self.env, "env")
+        validate_identifier(self.tenant, "tenant")
+        validate_identifier(self.tenant_id, "tenant_id")
+        _check_optional(self.team, "team")
+        _check_optional(self.team_id, "team_id")
+        _check_optional(self.user, "user")
+        _check_optional(self.user_id, "user_id")
+        if self.attempt < 0 or self.attempt > 0xFFFF_FFFF:
+            raise InvalidInputError("attempt must fit an unsigned 32-bit integer")
+
+    @classmethod
+    def new(
+        cls,
+        env: str,
+        tenant: str,
+        *,
+        team: str | None = None,
+        user: str | None = None,
+        attempt: int = 0,
+        **fields: Any,
+    ) -> Self:
+        """Like Rust's `TenantCtx::new(env, tenant).with_team(team).with_user(user)`."""
+        return cls(
+            env=env,
+            tenant=tenant,
+            tenant_id=tenant,
+            team=team,
+            team_id=team,
+            user=user,
+            user_id=user,
+            attempt=attempt,
+            **fields,
+        )
+
+    def with_team(self, team: str | None) -> Self:
+        """A copy whose `team` and `team_id` are both `team`."""
+        return msgspec.structs.replace(self, team=team, team_id=team)
+
+    def with_user(self, user: str | None) -> Self:
+        """A copy whose `user` and `user_id` are both `user`."""
+        return msgspec.structs.replace(self, user=user, user_id=user)
+
+    @property
+    def normalized_team(self) -> str | None:
+        return self.team_id if self.team_id is not None else self.team
+
+    @property
+    def normalized_user(self) -> str | None:
+        return self.user_id if self.user_id is not None else self.user
+
+
+class SessionCursor(_Wire, kw_only=True):
+    """Where the paused flow waits."""
+
+    node_pointer: str
+    wait_reason: str | None = None
+    outbox_marker: str | None = None
+
+
+class SessionData(_Wire, kw_only=True):
+    """The snapshot a runner persists between a flow's pause and its resume."""
+
+    tenant_ctx: TenantCtx
+    flow_id: str
+    pack_id: str | None = None
+    cursor: SessionCursor
+    context_json: str
+
+    def __post_init__(self) -> None:
+        validate_identifier(self.flow_id, "flow_id")
+        _check_optional(self.pack_id, "pack_id")
