@@ -5,9 +5,9 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, Self, Unpack
 
-from .backends.options import DEFAULT_NAMESPACE, RedisOptions
+from .backends.options import DEFAULT_NAMESPACE, RedisOptions, RedisPoolOptions
 from .schema import SessionData, SessionKey, TenantCtx
 
 __all__ = ["SessionBackendConfig", "SessionStore", "create_session_store"]
@@ -74,21 +74,14 @@ class SessionBackendConfig:
         url: str,
         *,
         namespace: str = DEFAULT_NAMESPACE,
-        max_connections: int = RedisOptions.max_connections,
-        connect_timeout: float = RedisOptions.connect_timeout,
-        socket_timeout: float = RedisOptions.socket_timeout,
-        pool_timeout: float = RedisOptions.pool_timeout,
+        **options: Unpack[RedisPoolOptions],
     ) -> SessionBackendConfig:
-        """Redis at `url` (`redis://`, `rediss://` or `unix://`); checked now, connected lazily."""
-        options = RedisOptions(
-            url=url,
-            namespace=namespace,
-            max_connections=max_connections,
-            connect_timeout=connect_timeout,
-            socket_timeout=socket_timeout,
-            pool_timeout=pool_timeout,
-        )
-        return cls("redis", options)
+        """Redis at `url` (`redis://`, `rediss://` or `unix://`); checked now, connected lazily.
+
+        `options` are `RedisOptions` fields: max_connections, connect_timeout, socket_timeout,
+        pool_timeout, tls_ca_file.
+        """
+        return cls("redis", RedisOptions(url=url, namespace=namespace, **options))
 
 
 def create_session_store(config: SessionBackendConfig) -> SessionStore:

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TypedDict
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 from ..errors import InvalidInputError
 from .keys import validate_namespace
 
-__all__ = ["DEFAULT_NAMESPACE", "RedisOptions", "redact_url"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_POOL_TIMEOUT",
+    "RedisOptions", "RedisPoolOptions", "redact_url"]
 
 DEFAULT_NAMESPACE = "greentic:session"
+DEFAULT_POOL_TIMEOUT = 2.0
 _SCHEMES = frozenset({"redis", "rediss", "unix"})
 
 
@@ -66,6 +71,16 @@ def _positive(value: float, what: str) -> None:
         raise InvalidInputError(f"{what} must be positive")
 
 
+class RedisPoolOptions(TypedDict, total=False):
+    """The tunable `RedisOptions` fields, for `**options` signatures."""
+
+    max_connections: int
+    connect_timeout: float
+    socket_timeout: float
+    pool_timeout: float
+    tls_ca_file: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class RedisOptions:
     """How to reach Redis. Timeouts are seconds; `pool_timeout` bounds the wait for a connection."""
@@ -75,7 +90,8 @@ class RedisOptions:
     max_connections: int = 64
     connect_timeout: float = 2.0
     socket_timeout: float = 2.0
-    pool_timeout: float = 2.0
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT
+    tls_ca_file: str | None = None
 
     def __post_init__(self) -> None:
         _split(self.url)
@@ -87,10 +103,13 @@ class RedisOptions:
         _positive(self.connect_timeout, "connect_timeout")
         _positive(self.socket_timeout, "socket_timeout")
         _positive(self.pool_timeout, "pool_timeout")
+        if self.tls_ca_file is not None and not isinstance(self.tls_ca_file, str):
+            raise InvalidInputError("tls_ca_file must be a path str")
 
     def __repr__(self) -> str:
         return (
             f"RedisOptions(url={redact_url(self.url)!r}, namespace={self.namespace!r}, "
             f"max_connections={self.max_connections}, connect_timeout={self.connect_timeout}, "
-            f"socket_timeout={self.socket_timeout}, pool_timeout={self.pool_timeout})"
+            f"socket_timeout={self.socket_timeout}, pool_timeout={self.pool_timeout}, "
+            f"tls_ca_file={self.tls_ca_file!r})"
         )

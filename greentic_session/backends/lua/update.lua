@@ -1,0 +1,26 @@
+-- Replace a session blob only while it exists and is still owned by the caller's scope, so an
+-- update can neither resurrect a removed session nor overwrite one whose owner differs.
+-- KEYS[1]  session blob key
+-- ARGV[1..4] expected owner: env, tenant_id, team, user ('' means none), as fence.scope_of gives
+-- ARGV[5]  the new blob
+-- Returns 1 when written, 0 when the session is missing, -1 when the stored blob is not
+-- SessionData JSON, or {env, tenant_id, team, user} of the stored owner when it differs.
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, data = pcall(cjson.decode, raw)
+if not ok or type(data) ~= 'table' or type(data.tenant_ctx) ~= 'table' then return -1 end
+local ctx = data.tenant_ctx
+-- Mirrors fence.scope_of: the *_id field wins, else the plain one; absent is ''.
+local function pick(primary, fallback)
+  local v = ctx[primary]
+  if type(v) ~= 'string' then v = ctx[fallback] end
+  if type(v) ~= 'string' then v = '' end
+  return v
+end
+local owner = {pick('env', 'env'), pick('tenant_id', 'tenant_id'), pick('team_id', 'team'),
+               pick('user_id', 'user')}
+for i = 1, 4 do
+  if owner[i] ~= ARGV[i] then return owner end
+end
+redis.call('SET', KEYS[1], ARGV[5], 'KEEPTTL')
+return 1

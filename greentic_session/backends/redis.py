@@ -1,0 +1,357 @@
+"""RedisSessionStore: the production backend, on `redis.asyncio`. The only module that imports redis.
+
+Round trips per call: get 1, create 1 (MULTI SET blob + SET pointer EXEC), find_by_user 1 (a Lua
+script follows the pointer; a stale pointer costs a second, compare-and-delete, trip), update 1 (a
+Lua script checks existence and owner, then SETs), remove 2 (GET to learn the owner's pointer,
+then a Lua script deletes blob and pointer).
+
+Failure rules:
+- redis-py's own retries are off: they re-send commands whose replies were lost, which could apply
+  a write twice. Reads are retried here with a short bounded backoff; a write whose reply was lost
+  raises `UnknownOutcomeError`.
+- redis-py closes a connection whenever a call is interrupted mid-reply (cancellation included),
+  so a cancelled call never leaves a reply behind for the next user of that connection.
+- A gate of `max_connections` permits bounds in-flight calls, so a saturated pool waits at most
+  `pool_timeout` and then raises `PoolExhaustedError`, distinct from "server down".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any, NoReturn, Self, TypeVar, Unpack
+
+try:
+    import redis.asyncio as aioredis
+    from redis import exceptions as redis_errors
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "The Redis session backend needs the redis extra: pip install 'greentic-session[redis]'"
+    ) from exc
+
+from ..codec import decode_session_data, encode_session_data
+from ..errors import (
+    ErrorCode,
+    InternalError,
+    InvalidInputError,
+    NotFoundError,
+    PoolExhaustedError,
+    SessionError,
+    UnavailableError,
+    UnknownOutcomeError,
+)
+from ..fence import Scope, check_create, check_key, check_update, lookup_slot, scope_of, visible_to
+from ..schema import SessionData, SessionKey, TenantCtx
+from ..store import SessionStore
+from .keys import RedisKeys
+from .options import DEFAULT_NAMESPACE, DEFAULT_POOL_TIMEOUT, RedisOptions, RedisPoolOptions, redact_url
+
+__all__ = ["RedisSessionStore"]
+
+T = TypeVar("T")
+
+# Pauses before the 2nd and 3rd attempt of a read whose connection failed.
+_READ_BACKOFF = (0.02, 0.1)
+
+
+def _load_script(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", name).read_text(encoding="utf-8")
+
+
+_UPDATE_LUA = _load_script("update.lua")
+_REMOVE_LUA = _load_script("remove.lua")
+_FIND_LUA = _load_script("find.lua")
+_CLEAR_POINTER_LUA = _load_script("clear_pointer.lua")
+
+_POOL_FULL_MESSAGES = ("Too many connections", "No connection available")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _retries_of(client: aioredis.Redis) -> int:
+    retry = client.get_retry()
+    return 0 if retry is None else retry.get_retries()
+
+
+class RedisSessionStore(SessionStore):
+    """Sessions in Redis, in the key layout the Rust greentic-session uses.
+
+    Build it with `from_url(...)`, `create_session_store(SessionBackendConfig.redis_url(...))`, or
+    around your own `redis.asyncio.Redis` (created with `retry=Retry(NoBackoff(), 0)`; the store
+    does not close a client it was given).
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        _owns_client: bool = False,
+        _where: str | None = None,
+    ) -> None:
+        if not isinstance(client, aioredis.Redis):
+            raise TypeError(f"client must be redis.asyncio.Redis, not {type(client).__name__}")
+        if _retries_of(client) != 0:
+            raise InvalidInputError(
+                "RedisSessionStore needs a client with redis-py retries off "
+                "(Redis(..., retry=Retry(NoBackoff(), 0))): redis-py re-sends commands whose "
+                "reply was lost, which could apply a write twice; the store retries reads itself"
+            )
+        self.client = client
+        self.keys = RedisKeys(namespace)
+        pool = client.connection_pool
+        self._pool_timeout = pool_timeout
+        self._gate = asyncio.Semaphore(min(getattr(pool, "max_connections", 2**31), 2**31))
+        self._owns_client = _owns_client
+        self._closed = False
+        self._where = _where or self._describe(pool.connection_kwargs)
+        password = pool.connection_kwargs.get("password")
+        self._password: str | None = password if isinstance(password, str) and password else None
+        self._update = client.register_script(_UPDATE_LUA)
+        self._remove = client.register_script(_REMOVE_LUA)
+        self._find = client.register_script(_FIND_LUA)
+        self._clear_pointer = client.register_script(_CLEAR_POINTER_LUA)
+
+    @staticmethod
+    def _describe(kwargs: dict[str, Any]) -> str:
+        if "path" in kwargs:
+            return f"unix://{kwargs['path']}"
+        return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+    @classmethod
+    def from_options(cls, options: RedisOptions) -> Self:
+        """A store that owns a new client and pool built from `options`."""
+        extra: dict[str, Any] = {}
+        if options.tls_ca_file is not None:
+            extra["ssl_ca_certs"] = options.tls_ca_file
+        try:
+            pool = aioredis.ConnectionPool.from_url(
+                options.url,
+                max_connections=options.max_connections,
+                socket_connect_timeout=options.connect_timeout,
+                socket_timeout=options.socket_timeout,
+                retry=Retry(NoBackoff(), 0),
+                **extra,
+            )
+        except ValueError:
+            raise InvalidInputError("malformed Redis URL") from None
+        client = aioredis.Redis(connection_pool=pool)
+        return cls(
+            client,
+            namespace=options.namespace,
+            pool_timeout=options.pool_timeout,
+            _owns_client=True,
+            _where=redact_url(options.url),
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        **options: Unpack[RedisPoolOptions],
+    ) -> Self:
+        """A store for `url` (`redis://`, `rediss://`, `unix://`; credentials may be in it)."""
+        return cls.from_options(RedisOptions(url=url, namespace=namespace, **options))
+
+    def __repr__(self) -> str:
+        return f"RedisSessionStore(url={self._where!r}, namespace={self.keys.namespace!r})"
+
+    # -- the SessionStore API ------------------------------------------------------------------
+
+    async def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
+        self._check_open()
+        slot = check_create(ctx, data)
+        blob = encode_session_data(data)
+        key = SessionKey(str(uuid.uuid4()))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.keys.session(key), blob)
+        if slot is not None:
+            pipe.set(self.keys.user(slot), key)
+        await self._call(pipe.execute, write=True, key=key)
+        return key
+
+    async def get_session(self, key: str) -> SessionData | None:
+        self._check_open()
+        check_key(key)
+        raw = await self._call(self.client.get, self.keys.session(key), key=key)
+        return None if raw is None else self._decode(key, raw)
+
+    async def update_session(self, key: str, data: SessionData) -> None:
+        self._check_open()
+        check_key(key)
+        blob = encode_session_data(data)
+        want = scope_of(data.tenant_ctx)
+        args = (want.env, want.tenant_id, want.team or "", want.user or "", blob)
+        result = await self._call(
+            self._update, [self.keys.session(key)], args, write=True, key=key
+        )
+        if result == 1:
+            return
+        if result == 0:
+            raise NotFoundError(f"session {key!r} not found")
+        if result == -1:
+            raise self._corrupt(key, "stored blob is not SessionData JSON")
+        env, tenant_id, team, user = (_text(part) for part in result)
+        check_update(Scope(env, tenant_id, team or None, user or None), data)
+        raise InternalError(f"session {key!r}: the owner check disagreed with the tenant fence")
+
+    async def remove_session(self, key: str) -> None:
+        self._check_open()
+        check_key(key)
+        blob_key = self.keys.session(key)
+        raw = await self._call(self.client.get, blob_key, key=key)
+        if raw is None:
+            raise NotFoundError(f"session {key!r} not found")
+        keys = [blob_key]
+        try:
+            stored = decode_session_data(raw)
+        except InvalidInputError:
+            stored = None  # a corrupt blob is still removable; its pointer is cleared on lookup
+        if stored is not None:
+            owner = scope_of(stored.tenant_ctx)
+            if owner.user is not None:
+                keys.append(self.keys.user(lookup_slot(stored.tenant_ctx, owner.user)))
+        removed = await self._call(self._remove, keys, (key,), write=True, key=key)
+        if removed != 1:
+            raise NotFoundError(f"session {key!r} not found")
+
+    async def find_by_user(
+        self, ctx: TenantCtx, user: str
+    ) -> tuple[SessionKey, SessionData] | None:
+        self._check_open()
+        slot = lookup_slot(ctx, user)
+        pointer = self.keys.user(slot)
+        found = await self._call(self._find, [pointer], (self.keys.session_prefix,))
+        if found is None:
+            return None
+        key, raw = _text(found[0]), found[1]
+        if raw == 0:
+            raise self._corrupt(key, "blob key holds a non-string Redis value")
+        if raw is not None:
+            data = self._decode(key, raw)
+            if visible_to(slot, scope_of(data.tenant_ctx)):
+                return SessionKey(key), data
+        # Missing or foreign blob: drop the pointer, but only if nobody re-pointed it meanwhile.
+        await self._call(self._clear_pointer, [pointer], (key,), write=True, key=key)
+        return None
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            await self.client.aclose(close_connection_pool=True)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UnavailableError("the session store is closed")
+
+    def _decode(self, key: str, raw: bytes | str) -> SessionData:
+        try:
+            return decode_session_data(raw)
+        except InvalidInputError as exc:
+            raise self._corrupt(key, exc.message) from None
+
+    @staticmethod
+    def _corrupt(key: str, why: str) -> InternalError:
+        return InternalError(f"session {key!r}: {why}")
+
+    async def _call(
+        self,
+        op: Callable[..., Awaitable[T]],
+        *args: Any,
+        write: bool = False,
+        key: str | None = None,
+    ) -> T:
+        """Run one Redis call through the gate, mapping redis-py errors to SessionErrors.
+
+        Reads whose connection failed are retried after `_READ_BACKOFF` pauses; writes never are.
+        """
+        attempt = 0
+        while True:
+            await self._enter_gate()
+            try:
+                return await op(*args)
+            except redis_errors.ConnectionError as exc:
+                retryable = not (
+                    write
+                    or attempt >= len(_READ_BACKOFF)
+                    or isinstance(exc, redis_errors.AuthenticationError)
+                    or self._pool_full(exc)
+                )
+                if not retryable:
+                    self._raise(exc, write=write, key=key)
+            except redis_errors.RedisError as exc:
+                self._raise(exc, write=write, key=key)
+            finally:
+                self._gate.release()
+            await asyncio.sleep(_READ_BACKOFF[attempt])
+            attempt += 1
+
+    async def _enter_gate(self) -> None:
+        if not self._gate.locked():
+            await self._gate.acquire()  # a free permit: returns without suspending
+            return
+        try:
+            async with asyncio.timeout(self._pool_timeout):
+                await self._gate.acquire()
+        except TimeoutError:
+            raise PoolExhaustedError(
+                f"no Redis connection became free within {self._pool_timeout}s "
+                f"(max_connections reached on {self._where})"
+            ) from None
+
+    @staticmethod
+    def _pool_full(exc: redis_errors.ConnectionError) -> bool:
+        return any(text in str(exc) for text in _POOL_FULL_MESSAGES)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._password, "***") if self._password else text
+
+    def _raise(self, exc: redis_errors.RedisError, *, write: bool, key: str | None) -> NoReturn:
+        detail = self._scrub(str(exc))
+        where = self._where
+        error: SessionError
+        if isinstance(exc, redis_errors.AuthenticationError):
+            error = UnavailableError(
+                f"Redis at {where} rejected the credentials: {detail}",
+                code=ErrorCode.UNAUTHENTICATED,
+            )
+        elif isinstance(exc, redis_errors.NoPermissionError):
+            error = SessionError(
+                f"Redis at {where} denied the command: {detail}",
+                code=ErrorCode.PERMISSION_DENIED,
+            )
+        elif isinstance(exc, redis_errors.ConnectionError) and self._pool_full(exc):
+            error = PoolExhaustedError(f"Redis connection pool exhausted on {where}: {detail}")
+        elif isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
+            code = (
+                ErrorCode.TIMEOUT
+                if isinstance(exc, redis_errors.TimeoutError)
+                else ErrorCode.UNAVAILABLE
+            )
+            if write:
+                error = UnknownOutcomeError(
+                    f"Redis at {where} failed during a write; the outcome is unknown: {detail}",
+                    code=code,
+                )
+            else:
+                error = UnavailableError(f"Redis at {where} is unavailable: {detail}", code=code)
+        elif "WRONGTYPE" in detail and key is not None:
+            error = InternalError(f"session {key!r}: a Redis key holds the wrong type of value")
+        elif "WRONGTYPE" in detail:
+            error = InternalError("a user pointer key holds the wrong type of value")
+        else:
+            error = InternalError(f"Redis at {where} returned an error: {detail}")
+        raise error from exc

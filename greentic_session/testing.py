@@ -1,0 +1,184 @@
+"""Test support: a private, throwaway `redis-server` on a free loopback port.
+
+Used by this project's tests and benchmarks, and by applications that want the same. It never
+touches a server it did not start. Readiness is signalled by the server's own
+"Ready to accept connections" log line, not by polling.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import IO, Self
+
+from .store import SessionBackendConfig, SessionStore, create_session_store
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "RedisServer",
+    "TLSFiles",
+    "find_redis_server",
+    "free_port",
+]
+
+_READY = "Ready to accept connections"
+
+
+def find_redis_server() -> str | None:
+    """`$REDIS_SERVER`, else `redis-server` on PATH, else None."""
+    explicit = os.environ.get("REDIS_SERVER")
+    if explicit:
+        return explicit
+    return shutil.which("redis-server")
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM paths for a TLS listener: server cert and key, and the CA clients should trust."""
+
+    cert: str
+    key: str
+    ca: str
+
+
+class RedisServer:
+    """A `redis-server` child process; `start()`/`stop()`/`restart()` keep the same port."""
+
+    def __init__(
+        self,
+        *,
+        binary: str | None = None,
+        port: int | None = None,
+        tls: TLSFiles | None = None,
+        extra_args: Sequence[str] = (),
+        startup_timeout: float = 20.0,
+    ) -> None:
+        found = binary or find_redis_server()
+        if found is None:
+            raise FileNotFoundError("redis-server not found on PATH and $REDIS_SERVER is unset")
+        self.binary = found
+        self.port = port or free_port()
+        self.tls = tls
+        self.extra_args = tuple(extra_args)
+        self.startup_timeout = startup_timeout
+        self._dir = tempfile.TemporaryDirectory(prefix="greentic-redis-")
+        self._proc: subprocess.Popen[str] | None = None
+        self._log: list[str] = []
+
+    @property
+    def url(self) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def log(self) -> str:
+        return "".join(self._log)
+
+    def _args(self) -> list[str]:
+        args = [self.binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args += ["--dir", self._dir.name, "--logfile", "", "--daemonize", "no"]
+        if self.tls:
+            args += ["--port", "0", "--tls-port", str(self.port)]
+            args += ["--tls-cert-file", self.tls.cert, "--tls-key-file", self.tls.key]
+            args += ["--tls-ca-cert-file", self.tls.ca, "--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(self.port)]
+        return args + list(self.extra_args)
+
+    def start(self) -> Self:
+        if self._proc is not None and self._proc.poll() is None:
+            return self
+        ready = threading.Event()
+        proc = subprocess.Popen(
+            self._args(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        assert proc.stdout is not None
+        self._log = []
+        # Drain the log for the server's whole life so a full pipe can never block it.
+        threading.Thread(target=self._drain, args=(proc.stdout, ready), daemon=True).start()
+        self._proc = proc
+        if not ready.wait(self.startup_timeout) or proc.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"redis-server did not start on port {self.port}:\n{self.log}")
+        return self
+
+    def _drain(self, stream: IO[str], ready: threading.Event) -> None:
+        for line in stream:
+            self._log.append(line)
+            if _READY in line:
+                ready.set()
+        ready.set()  # the process ended; start() sees poll() is not None
+
+    def stop(self) -> None:
+        """Stop the server (SIGKILL: no shutdown save, like a crash)."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def restart(self) -> Self:
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        self.stop()
+        self._dir.cleanup()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RedisServer(port={self.port}, running={self._proc is not None})"
+
+
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One row of the backend table that drives the conformance suite and the benchmarks."""
+
+    id: str
+    needs_redis: bool
+
+    def open(self, *, redis_url: str | None = None, namespace: str) -> SessionStore:
+        """A fresh store of this kind; Redis stores live under their own `namespace`."""
+        if not self.needs_redis:
+            return create_session_store(SessionBackendConfig.in_memory())
+        if redis_url is None:
+            raise ValueError(f"backend {self.id!r} needs a redis_url")
+        return create_session_store(SessionBackendConfig.redis_url(redis_url, namespace=namespace))
+
+
+BACKENDS: tuple[Backend, ...] = (Backend("memory", needs_redis=False), Backend("redis", needs_redis=True))
