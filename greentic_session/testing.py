@@ -80,6 +80,7 @@ class RedisServer:
         self._dir = tempfile.TemporaryDirectory(prefix="greentic-redis-")
         self._proc: subprocess.Popen[str] | None = None
         self._log: list[str] = []
+        self._drainer: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -119,7 +120,8 @@ class RedisServer:
         assert proc.stdout is not None
         self._log = []
         # Drain the log for the server's whole life so a full pipe can never block it.
-        threading.Thread(target=self._drain, args=(proc.stdout, ready), daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, args=(proc.stdout, ready), daemon=True)
+        self._drainer.start()
         self._proc = proc
         if not ready.wait(self.startup_timeout) or proc.poll() is not None:
             self.stop()
@@ -127,18 +129,23 @@ class RedisServer:
         return self
 
     def _drain(self, stream: IO[str], ready: threading.Event) -> None:
-        for line in stream:
-            self._log.append(line)
-            if _READY in line:
-                ready.set()
+        with stream:
+            for line in stream:
+                self._log.append(line)
+                if _READY in line:
+                    ready.set()
         ready.set()  # the process ended; start() sees poll() is not None
 
     def stop(self) -> None:
         """Stop the server (SIGKILL: no shutdown save, like a crash)."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
             proc.wait()
+        if self._drainer is not None:
+            self._drainer.join()  # the log pipe hits EOF once the process is gone
+            self._drainer = None
 
     def restart(self) -> Self:
         self.stop()
