@@ -78,7 +78,10 @@ class UnknownOutcomeError(UnavailableError):
 
 
 class PoolExhaustedError(UnavailableError):
-    """Every pooled connection stayed busy for the whole wait: the client is overloaded, not the server."""
+    """No pooled connection became free within `pool_timeout`: the client is overloaded.
+
+    Distinct from a server outage; the code is `rate_limited`.
+    """
 
     code = ErrorCode.RATE_LIMITED
 

@@ -34,9 +34,7 @@ def telegram_update_to_session_key(
     )
 
 
-def webhook_to_session_key(
-    source: str | int, subject: str | int, id_hint: str | int
-) -> SessionKey:
+def webhook_to_session_key(source: str | int, subject: str | int, id_hint: str | int) -> SessionKey:
     """`sha256("wh:{source}:{subject}:{id_hint}")` as lowercase hex."""
     return _digest(
         "wh", _part(source, "source"), _part(subject, "subject"), _part(id_hint, "id_hint")

@@ -56,16 +56,16 @@ def _check_optional(value: str | None, what: str) -> None:
 class _Wire(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     """Base for every persisted Struct: serde-compatible options in one place.
 
-    msgspec inherits `omit_defaults` and `frozen`, but `kw_only` applies per class, so each
-    subclass repeats it.
+    msgspec inherits `omit_defaults`, but `kw_only` applies per class, and mypy's view of
+    dataclass-like classes needs `frozen` restated, so each subclass repeats both.
     """
 
 
-class InvocationDeadline(_Wire, kw_only=True):
+class InvocationDeadline(_Wire, kw_only=True, frozen=True):
     unix_millis: int
 
 
-class Impersonation(_Wire, kw_only=True):
+class Impersonation(_Wire, kw_only=True, frozen=True):
     actor_id: str
     reason: str | None = None
 
@@ -73,7 +73,7 @@ class Impersonation(_Wire, kw_only=True):
         validate_identifier(self.actor_id, "impersonation.actor_id")
 
 
-class TenantCtx(_Wire, kw_only=True):
+class TenantCtx(_Wire, kw_only=True, frozen=True):
     """Who a session belongs to. Build it with `TenantCtx.new(...)`."""
 
     env: str
@@ -148,7 +148,7 @@ class TenantCtx(_Wire, kw_only=True):
         return self.user_id if self.user_id is not None else self.user
 
 
-class SessionCursor(_Wire, kw_only=True):
+class SessionCursor(_Wire, kw_only=True, frozen=True):
     """Where the paused flow waits."""
 
     node_pointer: str
@@ -156,7 +156,7 @@ class SessionCursor(_Wire, kw_only=True):
     outbox_marker: str | None = None
 
 
-class SessionData(_Wire, kw_only=True):
+class SessionData(_Wire, kw_only=True, frozen=True):
     """The snapshot a runner persists between a flow's pause and its resume."""
 
     tenant_ctx: TenantCtx

@@ -170,8 +170,6 @@ class RedisServer:
         return f"RedisServer(port={self.port}, running={self._proc is not None})"
 
 
-
-
 @dataclass(frozen=True)
 class Backend:
     """One row of the backend table that drives the conformance suite and the benchmarks."""
@@ -188,4 +186,7 @@ class Backend:
         return create_session_store(SessionBackendConfig.redis_url(redis_url, namespace=namespace))
 
 
-BACKENDS: tuple[Backend, ...] = (Backend("memory", needs_redis=False), Backend("redis", needs_redis=True))
+BACKENDS: tuple[Backend, ...] = (
+    Backend("memory", needs_redis=False),
+    Backend("redis", needs_redis=True),
+)

@@ -52,7 +52,7 @@ def namespace() -> str:
     return f"test-{uuid.uuid4().hex}:session"
 
 
-async def _drop_namespace(url: str, namespace: str) -> None:
+async def drop_namespace(url: str, namespace: str) -> None:
     # Tests may run against a server they did not start: delete only this test's own keys.
     import redis.asyncio as aioredis
 
@@ -73,4 +73,4 @@ async def store(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator
     async with backend.open(redis_url=url, namespace=namespace) as opened:
         yield opened
     if url is not None:
-        await _drop_namespace(url, namespace)
+        await drop_namespace(url, namespace)

@@ -70,10 +70,18 @@ async def test_quickstart_flow_create_get_find_update_remove(store: SessionStore
 @pytest.mark.parametrize(
     ("caller", "owner", "rule"),
     [
-        pytest.param(ALICE, TenantCtx.new("prod", "tenant-42", team="support", user="alice"),
-                     "env/tenant", id="env"),
-        pytest.param(ALICE, TenantCtx.new("dev", "tenant-43", team="support", user="alice"),
-                     "env/tenant", id="tenant"),
+        pytest.param(
+            ALICE,
+            TenantCtx.new("prod", "tenant-42", team="support", user="alice"),
+            "env/tenant",
+            id="env",
+        ),
+        pytest.param(
+            ALICE,
+            TenantCtx.new("dev", "tenant-43", team="support", user="alice"),
+            "env/tenant",
+            id="tenant",
+        ),
         pytest.param(ALICE, ALICE.with_team("sales"), "team", id="team-mismatch"),
         pytest.param(ALICE, ALICE.with_team(None), "team", id="team-missing-in-data"),
         pytest.param(ALICE.with_team(None), ALICE, "team", id="team-missing-in-caller"),
@@ -84,7 +92,7 @@ async def test_quickstart_flow_create_get_find_update_remove(store: SessionStore
 async def test_create_outside_the_fence_is_refused_and_writes_nothing(
     store: SessionStore, caller: TenantCtx, owner: TenantCtx, rule: str
 ) -> None:
-    """A create whose data does not belong to the caller names the broken rule and stores nothing."""
+    """A create whose data is not the caller's names the broken rule and stores nothing."""
     with pytest.raises(InvalidInputError, match=rf"\({rule}\)") as caught:
         await store.create_session(caller, make_data(owner))
     assert "alice" not in caught.value.message
@@ -127,10 +135,18 @@ async def test_no_user_anywhere_creates_no_pointer(store: SessionStore) -> None:
 @pytest.mark.parametrize(
     ("stored", "changed", "rule"),
     [
-        pytest.param(ALICE, TenantCtx.new("prod", "tenant-42", team="support", user="alice"),
-                     "env/tenant", id="env"),
-        pytest.param(ALICE, TenantCtx.new("dev", "tenant-43", team="support", user="alice"),
-                     "env/tenant", id="tenant"),
+        pytest.param(
+            ALICE,
+            TenantCtx.new("prod", "tenant-42", team="support", user="alice"),
+            "env/tenant",
+            id="env",
+        ),
+        pytest.param(
+            ALICE,
+            TenantCtx.new("dev", "tenant-43", team="support", user="alice"),
+            "env/tenant",
+            id="tenant",
+        ),
         pytest.param(ALICE, ALICE.with_team("sales"), "team", id="team"),
         pytest.param(ALICE, ALICE.with_team(None), "team", id="team-dropped"),
         pytest.param(ALICE, BOB, "user", id="user-changed"),

@@ -32,7 +32,7 @@ def validate_namespace(namespace: object) -> str:
 class RedisKeys:
     """Builds every Redis key the store touches, for one namespace."""
 
-    __slots__ = ("namespace", "session_prefix", "_user_prefix")
+    __slots__ = ("_user_prefix", "namespace", "session_prefix")
 
     def __init__(self, namespace: str) -> None:
         self.namespace = validate_namespace(namespace)

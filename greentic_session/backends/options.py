@@ -16,7 +16,10 @@ from .keys import validate_namespace
 __all__ = [
     "DEFAULT_NAMESPACE",
     "DEFAULT_POOL_TIMEOUT",
-    "RedisOptions", "RedisPoolOptions", "redact_url"]
+    "RedisOptions",
+    "RedisPoolOptions",
+    "redact_url",
+]
 
 DEFAULT_NAMESPACE = "greentic:session"
 DEFAULT_POOL_TIMEOUT = 2.0

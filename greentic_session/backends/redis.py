@@ -1,4 +1,4 @@
-"""RedisSessionStore: the production backend, on `redis.asyncio`. The only module that imports redis.
+"""RedisSessionStore: the production backend on `redis.asyncio`; the only module importing redis.
 
 Round trips per call: get 1, create 1 (MULTI SET blob + SET pointer EXEC), find_by_user 1 (a Lua
 script follows the pointer; a stale pointer costs a second, compare-and-delete, trip), update 1 (a
@@ -48,7 +48,13 @@ from ..fence import Scope, check_create, check_key, check_update, lookup_slot, s
 from ..schema import SessionData, SessionKey, TenantCtx
 from ..store import SessionStore
 from .keys import RedisKeys
-from .options import DEFAULT_NAMESPACE, DEFAULT_POOL_TIMEOUT, RedisOptions, RedisPoolOptions, redact_url
+from .options import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_POOL_TIMEOUT,
+    RedisOptions,
+    RedisPoolOptions,
+    redact_url,
+)
 
 __all__ = ["RedisSessionStore"]
 
@@ -191,9 +197,7 @@ class RedisSessionStore(SessionStore):
         blob = encode_session_data(data)
         want = scope_of(data.tenant_ctx)
         args = (want.env, want.tenant_id, want.team or "", want.user or "", blob)
-        result = await self._call(
-            self._update, [self.keys.session(key)], args, write=True, key=key
-        )
+        result = await self._call(self._update, [self.keys.session(key)], args, write=True, key=key)
         if result == 1:
             return
         if result == 0:

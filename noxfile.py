@@ -1,0 +1,54 @@
+"""Every developer command: `nox -s tests`, `lint`, `typecheck`, `quickstart`, `bench`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = None  # the interpreter nox runs on (3.11+)
+
+
+def install(session: nox.Session, *groups: str, extras: str = "redis") -> None:
+    """Install the package (editable, with `extras`) plus dependency groups from pyproject."""
+    session.install("--upgrade", "pip")
+    spec = f".[{extras}]" if extras else "."
+    group_args = [arg for group in groups for arg in ("--group", group)]
+    session.install("-e", spec, *group_args)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole suite, Redis included (a private redis-server is started by the tests)."""
+    install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    install(session, "lint", extras="")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package and tests/typing (settings in pyproject.toml)."""
+    install(session, "typecheck")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def quickstart(session: nox.Session) -> None:
+    """The README walk-through; `-- --redis-url URL` runs it against Redis."""
+    install(session)
+    session.run("python", "docs/examples/quickstart.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against floors and peers; `-- --quick` for a short run."""
+    install(session, "bench")
+    session.run("python", "-m", "benchmarks", *session.posargs)

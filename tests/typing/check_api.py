@@ -1,0 +1,53 @@
+"""Typed usage of the public API, checked by `mypy --strict` (nox -s typecheck); never run."""
+
+from __future__ import annotations
+
+from typing import assert_type
+
+from greentic_session import (
+    ErrorCode,
+    InMemorySessionStore,
+    RedisSessionStore,
+    SessionBackendConfig,
+    SessionData,
+    SessionError,
+    SessionKey,
+    SessionStore,
+    TenantCtx,
+    create_session_store,
+    decode_session_data,
+    encode_session_data,
+)
+from greentic_session.mapping import telegram_update_to_session_key, webhook_to_session_key
+
+
+async def tour(data: SessionData) -> None:
+    ctx = TenantCtx.new("dev", "tenant", team="ops", user="u1")
+    assert_type(ctx, TenantCtx)
+    assert_type(ctx.with_user("u2"), TenantCtx)
+    assert_type(ctx.normalized_team, str | None)
+
+    store = create_session_store(SessionBackendConfig.in_memory())
+    assert_type(store, SessionStore)
+    async with InMemorySessionStore() as memory:
+        assert_type(memory, InMemorySessionStore)
+        key = await memory.create_session(ctx, data)
+        assert_type(key, SessionKey)
+        assert_type(await memory.get_session(key), SessionData | None)
+        assert_type(await memory.find_by_user(ctx, "u1"), tuple[SessionKey, SessionData] | None)
+        assert_type(await memory.update_session(key, data), None)
+
+    redis_store = RedisSessionStore.from_url("redis://localhost:6379/0", max_connections=8)
+    assert_type(redis_store, RedisSessionStore)
+    config = SessionBackendConfig.redis_url("redis://localhost", pool_timeout=1.5)
+    assert_type(config, SessionBackendConfig)
+
+    assert_type(encode_session_data(data), bytes)
+    assert_type(decode_session_data(b"{}"), SessionData)
+    assert_type(telegram_update_to_session_key(1, "chat", 3), SessionKey)
+    assert_type(webhook_to_session_key("crm", "ticket", 7), SessionKey)
+
+    try:
+        await store.remove_session(key)
+    except SessionError as exc:
+        assert_type(exc.code, ErrorCode)
