@@ -81,8 +81,14 @@ def _text(value: bytes | str) -> str:
 
 
 def _retries_of(client: aioredis.Redis) -> int:
-    retry = client.get_retry()
-    return 0 if retry is None else retry.get_retries()
+    """How often redis-py itself would re-send a command on this client's connections."""
+    kwargs = client.connection_pool.connection_kwargs
+    retry = kwargs.get("retry")
+    if retry is not None:
+        retries: int = retry.get_retries()
+        return retries
+    # redis-py turns retry_on_error/retry_on_timeout without a Retry into one retry.
+    return 1 if kwargs.get("retry_on_error") or kwargs.get("retry_on_timeout") else 0
 
 
 class RedisSessionStore(SessionStore):

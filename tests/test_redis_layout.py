@@ -1,0 +1,184 @@
+"""What only Redis has: the Rust-shared key layout, Rust-written data, and the cost of each call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError
+
+from greentic_session import (
+    InvalidInputError,
+    RedisSessionStore,
+    TenantCtx,
+    decode_session_data,
+    encode_session_data,
+)
+from tests.conftest import drop_namespace, make_data
+
+ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
+WIRE = Path(__file__).resolve().parent / "wire" / "session_data.json"
+
+
+@pytest.fixture
+async def redis_store(redis_url: str, namespace: str) -> AsyncIterator[RedisSessionStore]:
+    async with RedisSessionStore.from_url(redis_url, namespace=namespace) as store:
+        yield store
+    await drop_namespace(redis_url, namespace)
+
+
+async def raw_keys(store: RedisSessionStore) -> dict[str, bytes]:
+    client = store.client
+    keys = [key async for key in client.scan_iter(match=f"{store.keys.namespace}:*")]
+    return {key.decode(): await client.get(key) for key in keys}
+
+
+async def test_create_update_remove_leave_exactly_the_rust_layout(
+    redis_store: RedisSessionStore, namespace: str
+) -> None:
+    """Keys and bytes are `{ns}:session:{key}` and `{ns}:user:{env}:{tenant}:{team}:{user}`."""
+    data = make_data(ALICE, state='{"a":1}')
+    key = await redis_store.create_session(ALICE, data)
+    assert await raw_keys(redis_store) == {
+        f"{namespace}:session:{key}": encode_session_data(data),
+        f"{namespace}:user:dev:tenant-42:support:alice": key.encode(),
+    }
+    updated = make_data(ALICE, state='{"a":2}')
+    await redis_store.update_session(key, updated)
+    assert (await raw_keys(redis_store))[f"{namespace}:session:{key}"] == (
+        encode_session_data(updated)
+    )
+    await redis_store.remove_session(key)
+    assert await raw_keys(redis_store) == {}
+
+
+async def test_missing_team_is_a_dash_in_the_pointer_key(
+    redis_store: RedisSessionStore, namespace: str
+) -> None:
+    """A session without a team is pointed to from `...:{tenant}:-:{user}`."""
+    ctx = TenantCtx.new("prod", "acme", user="u1")
+    key = await redis_store.create_session(ctx, make_data(ctx))
+    assert await redis_store.client.get(f"{namespace}:user:prod:acme:-:u1") == key.encode()
+
+
+async def test_default_namespace_is_the_rust_one(redis_url: str) -> None:
+    """Without a namespace the keys start with `greentic:session:`, as the Rust crate's do."""
+    async with RedisSessionStore.from_url(redis_url) as store:
+        assert store.keys.session("k") == "greentic:session:session:k"
+
+
+async def test_sessions_written_by_a_rust_runner_are_found_and_updated(
+    redis_store: RedisSessionStore, namespace: str
+) -> None:
+    """Blob bytes and a pointer laid down as Rust writes them are read, found and updated."""
+    for vector in json.loads(WIRE.read_text(encoding="utf-8")):
+        blob = vector["json"].encode()
+        ctx = decode_session_data(blob).tenant_ctx
+        key = f"rust-{vector['name']}"
+        team = ctx.normalized_team or "-"
+        user = ctx.normalized_user or "someone"
+        await redis_store.client.set(f"{namespace}:session:{key}", blob)
+        pointer = f"{namespace}:user:{ctx.env}:{ctx.tenant_id}:{team}:{user}"
+        await redis_store.client.set(pointer, key)
+        assert await redis_store.find_by_user(ctx, user) == (key, decode_session_data(blob))
+        resumed = msgspec.structs.replace(decode_session_data(blob), context_json="{}")
+        await redis_store.update_session(key, resumed)
+        assert await redis_store.get_session(key) == resumed
+
+
+@pytest.mark.parametrize(
+    ("stored", "new"),
+    [
+        pytest.param(
+            msgspec.structs.replace(ALICE, team="label", team_id="support"),
+            ALICE,
+            id="team_id-wins-over-team",
+        ),
+        pytest.param(
+            msgspec.structs.replace(ALICE, user=None, user_id="alice"),
+            msgspec.structs.replace(ALICE, user="alice", user_id=None),
+            id="user-spelled-either-way",
+        ),
+    ],
+)
+async def test_server_side_owner_check_normalizes_like_the_fence(
+    redis_store: RedisSessionStore, stored: TenantCtx, new: TenantCtx
+) -> None:
+    """The Lua owner check accepts exactly what fence.scope_of calls the same owner."""
+    key = await redis_store.create_session(stored, make_data(stored))
+    await redis_store.update_session(key, make_data(new, node="moved"))
+    assert await redis_store.get_session(key) == make_data(new, node="moved")
+    with pytest.raises(InvalidInputError, match=r"\(team\)"):
+        await redis_store.update_session(key, make_data(new.with_team("other")))
+
+
+async def test_store_refuses_a_client_that_retries_writes(redis_url: str) -> None:
+    """A client whose redis-py retries are on is refused; one without works and stays open."""
+    parts = urlsplit(redis_url)
+    host, port = parts.hostname, parts.port
+    for retrying in [
+        aioredis.Redis(
+            host=host or "127.0.0.1", port=port or 6379
+        ),  # redis-py's default: 10 retries
+        aioredis.Redis.from_url(redis_url, retry=Retry(ExponentialBackoff(), 3)),
+        aioredis.Redis.from_url(redis_url, retry_on_error=[ConnectionError]),
+    ]:
+        with pytest.raises(InvalidInputError, match="retries"):
+            RedisSessionStore(retrying)
+        await retrying.aclose()
+
+    client = aioredis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
+    async with RedisSessionStore(client, namespace="byo-client") as store:
+        assert await store.get_session("missing") is None
+    assert await client.ping() is True  # the store did not close a client it was given
+    await client.aclose()
+
+
+@contextmanager
+def counting_round_trips() -> Iterator[list[int]]:
+    """Count writes of commands to the socket (each is one round trip for this store)."""
+    sent = [0]
+    original = AbstractConnection.send_packed_command
+
+    async def counted(self: AbstractConnection, command: object, check_health: bool = True) -> None:
+        sent[0] += 1
+        await original(self, command, check_health)  # type: ignore[arg-type]
+
+    AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+
+
+async def test_round_trips_per_call(redis_store: RedisSessionStore) -> None:
+    """get, create, find_by_user and update take one round trip each; remove takes two."""
+    await redis_store.get_session("warm-up")  # connect and load nothing yet
+    data = make_data(ALICE)
+    key = await redis_store.create_session(ALICE, data)
+    await redis_store.find_by_user(ALICE, "alice")  # scripts are loaded once, then cached
+    await redis_store.update_session(key, data)
+    spare = await redis_store.create_session(ALICE, data)
+    await redis_store.remove_session(spare)
+
+    counts: dict[str, int] = {}
+    for name, call in [
+        ("create", lambda: redis_store.create_session(ALICE, data)),
+        ("get", lambda: redis_store.get_session(key)),
+        ("find_by_user", lambda: redis_store.find_by_user(ALICE, "alice")),
+        ("update", lambda: redis_store.update_session(key, data)),
+        ("remove", lambda: redis_store.remove_session(key)),
+    ]:
+        with counting_round_trips() as sent:
+            await call()
+        counts[name] = sent[0]
+    assert counts == {"create": 1, "get": 1, "find_by_user": 1, "update": 1, "remove": 2}
