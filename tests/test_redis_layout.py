@@ -23,6 +23,7 @@ from greentic_session import (
     decode_session_data,
     encode_session_data,
 )
+from greentic_session.testing import RedisServer
 from tests.conftest import drop_namespace, make_data
 
 ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
@@ -182,3 +183,14 @@ async def test_round_trips_per_call(redis_store: RedisSessionStore) -> None:
             await call()
         counts[name] = sent[0]
     assert counts == {"create": 1, "get": 1, "find_by_user": 1, "update": 1, "remove": 2}
+
+
+async def test_unix_socket_urls_work(tmp_path: Path) -> None:
+    """A `unix://` URL reaches a server listening on a Unix socket and runs the whole flow."""
+    socket_path = tmp_path / "redis.sock"
+    with RedisServer(extra_args=["--unixsocket", str(socket_path), "--unixsocketperm", "700"]):
+        async with RedisSessionStore.from_url(f"unix://{socket_path}", namespace="unix") as store:
+            key = await store.create_session(ALICE, make_data(ALICE))
+            assert await store.find_by_user(ALICE, "alice") == (key, make_data(ALICE))
+            await store.remove_session(key)
+            assert "unix://" in repr(store)

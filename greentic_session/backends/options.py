@@ -52,6 +52,8 @@ def redact_url(url: str) -> str:
     """`url` with any password (userinfo or `?password=`) replaced by `***`."""
     try:
         parts = urlsplit(url)
+        if parts.password is None and "password" not in parts.query:
+            return url
         if parts.password is not None:
             user = parts.username or ""
             host = parts.netloc.rpartition("@")[2]
@@ -62,7 +64,9 @@ def redact_url(url: str) -> str:
                 for name, value in parse_qsl(parts.query, keep_blank_values=True)
             ]
             parts = parts._replace(query=urlencode(query, safe="*"))
-        return parts.geturl()
+        # Rebuilt by hand: SplitResult.geturl() drops the '//' of unix:// URLs (empty host).
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{parts.scheme}://{parts.netloc}{parts.path}{query}"
     except ValueError:
         return "<unparsable url>"
 
