@@ -21,6 +21,14 @@ ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
 BOB = ALICE.with_user("bob")
 NO_USER = ALICE.with_user(None)
 
+# (ALICE, a context in another env or tenant, the rule named): shared by both fence tables.
+OTHER_ENV_OR_TENANT = [
+    pytest.param(
+        ALICE, TenantCtx.new(env, tenant, team="support", user="alice"), "env/tenant", id=id_
+    )
+    for env, tenant, id_ in [("prod", "tenant-42", "env"), ("dev", "tenant-43", "tenant")]
+]
+
 
 async def test_create_then_get_returns_an_equal_snapshot(store: SessionStore) -> None:
     """A created session reads back equal to what was stored, under a fresh non-empty key."""
@@ -70,18 +78,7 @@ async def test_quickstart_flow_create_get_find_update_remove(store: SessionStore
 @pytest.mark.parametrize(
     ("caller", "owner", "rule"),
     [
-        pytest.param(
-            ALICE,
-            TenantCtx.new("prod", "tenant-42", team="support", user="alice"),
-            "env/tenant",
-            id="env",
-        ),
-        pytest.param(
-            ALICE,
-            TenantCtx.new("dev", "tenant-43", team="support", user="alice"),
-            "env/tenant",
-            id="tenant",
-        ),
+        *OTHER_ENV_OR_TENANT,
         pytest.param(ALICE, ALICE.with_team("sales"), "team", id="team-mismatch"),
         pytest.param(ALICE, ALICE.with_team(None), "team", id="team-missing-in-data"),
         pytest.param(ALICE.with_team(None), ALICE, "team", id="team-missing-in-caller"),
@@ -135,18 +132,7 @@ async def test_no_user_anywhere_creates_no_pointer(store: SessionStore) -> None:
 @pytest.mark.parametrize(
     ("stored", "changed", "rule"),
     [
-        pytest.param(
-            ALICE,
-            TenantCtx.new("prod", "tenant-42", team="support", user="alice"),
-            "env/tenant",
-            id="env",
-        ),
-        pytest.param(
-            ALICE,
-            TenantCtx.new("dev", "tenant-43", team="support", user="alice"),
-            "env/tenant",
-            id="tenant",
-        ),
+        *OTHER_ENV_OR_TENANT,
         pytest.param(ALICE, ALICE.with_team("sales"), "team", id="team"),
         pytest.param(ALICE, ALICE.with_team(None), "team", id="team-dropped"),
         pytest.param(ALICE, BOB, "user", id="user-changed"),
