@@ -1,0 +1,392 @@
+"""Case 1 and 2: the Redis backend, operation by operation, beside its floor and peers.
+
+For each operation and payload size, in a fresh namespace, four contenders run interleaved:
+
+- ours:    `RedisSessionStore` (opened from the shared backend table) doing the real call;
+- floor:   raw redis.asyncio on the store's own client and pool doing the least work the
+           operation needs, payload pre-encoded (GET for reads, MULTI SET+SET for create, one
+           SET for update, one DEL of blob and pointer for remove);
+- aiogram: aiogram 3's `RedisStorage` with the payload as a dict: `get_data` for reads,
+           `set_data` for writes, `set_data({})` (a DEL) for remove;
+- seed:    `SeedPatternStore`, the original Rust crate's access pattern.
+
+Reported per contender: per-call latency at concurrency 1 (median, p99), ops/s at concurrency
+64, and for one call: client round trips, new connections and server commands.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiogram.fsm.storage.base import DefaultKeyBuilder, StorageKey
+from aiogram.fsm.storage.redis import RedisStorage
+
+from greentic_session import SessionKey
+from greentic_session.backends.redis import RedisSessionStore
+from greentic_session.fence import lookup_slot
+from greentic_session.testing import BACKENDS
+
+from .harness import Contender, Summary, latency, throughput
+from .payloads import Population
+from .seed_store import SeedPatternStore
+from .settings import Profile
+from .wire import WireCounter, command_deltas, commandstats
+
+__all__ = ["REDIS_OPS", "delete_namespace", "open_redis_store", "run_redis_op"]
+
+REDIS_OPS: tuple[str, ...] = ("create", "get", "update", "find_by_user", "remove")
+USERS = 64  # distinct users (and sessions) each case cycles through
+WIRE_OPS = 21  # one call for round trips, then 20 for command counts
+
+
+def open_redis_store(url: str, namespace: str) -> RedisSessionStore:
+    """A Redis store exactly as the tests open it: the shared backend table."""
+    backend = next(b for b in BACKENDS if b.id == "redis")
+    store = backend.open(redis_url=url, namespace=namespace)
+    if not isinstance(store, RedisSessionStore):
+        raise TypeError(f"backend table gave {type(store).__name__}, not RedisSessionStore")
+    return store
+
+
+async def delete_namespace(client: aioredis.Redis, namespace: str) -> int:
+    """UNLINK every key under `namespace:` (SCAN, never FLUSHALL)."""
+    removed = 0
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=f"{namespace}:*", count=2000):
+        batch.append(key)
+        if len(batch) >= 2000:
+            removed += await client.unlink(*batch)
+            batch.clear()
+    if batch:
+        removed += await client.unlink(*batch)
+    return removed
+
+
+async def _unlink(client: aioredis.Redis, keys: Sequence[str]) -> None:
+    for start in range(0, len(keys), 2000):
+        chunk = keys[start : start + 2000]
+        if chunk:
+            await client.unlink(*chunk)
+
+
+@dataclass
+class Rig:
+    """Everything one (operation, size) case needs, under its own namespace."""
+
+    url: str
+    namespace: str
+    pop: Population
+    store: RedisSessionStore
+    aiogram: RedisStorage
+    seed: SeedPatternStore
+    ids: list[SessionKey] = field(default_factory=list)
+    blob_keys: list[str] = field(default_factory=list)
+    pointers: list[str] = field(default_factory=list)
+    skeys: list[StorageKey] = field(default_factory=list)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self.store.client
+
+    @classmethod
+    async def open(cls, url: str, namespace: str, pop: Population) -> Rig:
+        store = open_redis_store(url, namespace)
+        storage = RedisStorage.from_url(
+            url,
+            connection_kwargs={"max_connections": 64},
+            key_builder=DefaultKeyBuilder(prefix=f"{namespace}:aiogram"),
+        )
+        rig = cls(url, namespace, pop, store, storage, SeedPatternStore(url, namespace=namespace))
+        for ctx, data, user in zip(pop.ctxs, pop.datas, pop.users, strict=True):
+            key = await store.create_session(ctx, data)
+            rig.ids.append(key)
+            rig.blob_keys.append(store.keys.session(key))
+            rig.pointers.append(store.keys.user(lookup_slot(ctx, user)))
+        rig.skeys = [StorageKey(bot_id=1, chat_id=j, user_id=j) for j in range(pop.count)]
+        for skey in rig.skeys:
+            await storage.set_data(skey, pop.payload_dict)
+        await rig._sanity()
+        return rig
+
+    async def _sanity(self) -> None:
+        """Every contender reads back what the others wrote, before any timing."""
+        pop = self.pop
+        if await self.store.get_session(self.ids[0]) != pop.datas[0]:
+            raise AssertionError("ours: get_session does not return the stored data")
+        if await self.client.get(self.blob_keys[0]) != pop.blobs[0]:
+            raise AssertionError("floor: the blob is not the codec's bytes")
+        if await self.aiogram.get_data(self.skeys[0]) != pop.payload_dict:
+            raise AssertionError("aiogram: get_data does not return the payload")
+        if await self.seed.get_session(self.ids[0]) != pop.datas[0]:
+            raise AssertionError("seed: get_session does not return the stored data")
+        found = await self.store.find_by_user(pop.ctxs[1], pop.users[1])
+        if found is None or found[0] != self.ids[1]:
+            raise AssertionError("ours: find_by_user does not follow the pointer")
+
+    async def close(self) -> None:
+        await delete_namespace(self.client, self.namespace)
+        await self.store.aclose()
+        await self.aiogram.close()
+
+
+def _create(rig: Rig) -> list[Contender]:
+    pop, store, client, n_users = rig.pop, rig.store, rig.client, rig.pop.count
+    ours_made: list[str] = []
+    seed_made: list[str] = []
+    fresh_ids: list[str] = []
+    fresh_keys: list[str] = []
+
+    async def ours(i: int) -> None:
+        j = i % n_users
+        ours_made.append(await store.create_session(pop.ctxs[j], pop.datas[j]))
+
+    async def seed(i: int) -> None:
+        j = i % n_users
+        seed_made.append(await rig.seed.create_session(pop.ctxs[j], pop.datas[j]))
+
+    async def floor_prepare(n: int) -> None:
+        fresh_ids[:] = [str(uuid.uuid4()) for _ in range(n)]
+        fresh_keys[:] = [store.keys.session(k) for k in fresh_ids]
+
+    async def floor(i: int) -> None:
+        j = i % n_users
+        pipe = client.pipeline(transaction=True)
+        pipe.set(fresh_keys[i], pop.blobs[j])
+        pipe.set(rig.pointers[j], fresh_ids[i])
+        await pipe.execute()
+
+    async def aiogram(i: int) -> None:
+        await rig.aiogram.set_data(rig.skeys[i % n_users], pop.payload_dict)
+
+    def cleaner(made: list[str]) -> Callable[[], Any]:
+        async def finish() -> None:
+            await _unlink(client, [store.keys.session(k) for k in made])
+            made.clear()
+
+        return finish
+
+    async def floor_finish() -> None:
+        await _unlink(client, fresh_keys)
+
+    return [
+        Contender("ours", "ours", ours, finish=cleaner(ours_made)),
+        Contender("floor: MULTI SET+SET", "floor", floor, floor_prepare, floor_finish),
+        Contender("aiogram set_data", "peer", aiogram),
+        Contender("seed pattern", "seed", seed, finish=cleaner(seed_made)),
+    ]
+
+
+def _get(rig: Rig) -> list[Contender]:
+    n_users, client = rig.pop.count, rig.client
+
+    async def ours(i: int) -> None:
+        await rig.store.get_session(rig.ids[i % n_users])
+
+    async def floor(i: int) -> None:
+        await client.get(rig.blob_keys[i % n_users])
+
+    async def aiogram(i: int) -> None:
+        await rig.aiogram.get_data(rig.skeys[i % n_users])
+
+    async def seed(i: int) -> None:
+        await rig.seed.get_session(rig.ids[i % n_users])
+
+    return [
+        Contender("ours", "ours", ours),
+        Contender("floor: GET", "floor", floor),
+        Contender("aiogram get_data", "peer", aiogram),
+        Contender("seed pattern", "seed", seed),
+    ]
+
+
+def _find_by_user(rig: Rig) -> list[Contender]:
+    pop, client = rig.pop, rig.client
+
+    async def ours(i: int) -> None:
+        j = i % pop.count
+        await rig.store.find_by_user(pop.ctxs[j], pop.users[j])
+
+    async def floor(i: int) -> None:
+        await client.get(rig.blob_keys[i % pop.count])
+
+    async def aiogram(i: int) -> None:
+        await rig.aiogram.get_data(rig.skeys[i % pop.count])
+
+    async def seed(i: int) -> None:
+        j = i % pop.count
+        await rig.seed.find_by_user(pop.ctxs[j], pop.users[j])
+
+    return [
+        Contender("ours", "ours", ours),
+        Contender("floor: GET", "floor", floor),
+        Contender("aiogram get_data", "peer", aiogram),
+        Contender("seed pattern", "seed", seed),
+    ]
+
+
+def _update(rig: Rig) -> list[Contender]:
+    pop, client = rig.pop, rig.client
+
+    async def ours(i: int) -> None:
+        j = i % pop.count
+        await rig.store.update_session(rig.ids[j], pop.datas[j])
+
+    async def floor(i: int) -> None:
+        j = i % pop.count
+        await client.set(rig.blob_keys[j], pop.blobs[j])
+
+    async def aiogram(i: int) -> None:
+        await rig.aiogram.set_data(rig.skeys[i % pop.count], pop.payload_dict)
+
+    async def seed(i: int) -> None:
+        j = i % pop.count
+        await rig.seed.update_session(rig.ids[j], pop.datas[j])
+
+    return [
+        Contender("ours", "ours", ours),
+        Contender("floor: SET", "floor", floor),
+        Contender("aiogram set_data", "peer", aiogram),
+        Contender("seed pattern", "seed", seed),
+    ]
+
+
+def _remove(rig: Rig) -> list[Contender]:
+    """Each batch removes sessions written for it beforehand (untimed, pipelined)."""
+    pop, client, keys = rig.pop, rig.client, rig.store.keys
+    doomed: list[str] = []
+    doomed_keys: list[str] = []
+    doomed_skeys: list[StorageKey] = []
+    aiogram_blob = rig.aiogram.json_dumps(pop.payload_dict)
+
+    async def prepare(n: int) -> None:
+        doomed[:] = [str(uuid.uuid4()) for _ in range(n)]
+        doomed_keys[:] = [keys.session(k) for k in doomed]
+        for start in range(0, n, 500):
+            pipe = client.pipeline(transaction=False)
+            for i in range(start, min(n, start + 500)):
+                pipe.set(doomed_keys[i], pop.blobs[i % pop.count])
+                pipe.set(rig.pointers[i % pop.count], doomed[i])
+            await pipe.execute()
+
+    async def finish() -> None:
+        await _unlink(client, doomed_keys)
+
+    async def aiogram_prepare(n: int) -> None:
+        base = pop.count
+        doomed_skeys[:] = [StorageKey(bot_id=1, chat_id=base + i, user_id=i) for i in range(n)]
+        build = rig.aiogram.key_builder.build
+        for start in range(0, n, 500):
+            pipe = client.pipeline(transaction=False)
+            for skey in doomed_skeys[start : start + 500]:
+                pipe.set(build(skey, "data"), aiogram_blob)
+            await pipe.execute()
+
+    async def aiogram_finish() -> None:
+        build = rig.aiogram.key_builder.build
+        await _unlink(client, [build(skey, "data") for skey in doomed_skeys])
+
+    async def ours(i: int) -> None:
+        await rig.store.remove_session(doomed[i])
+
+    async def floor(i: int) -> None:
+        await client.delete(doomed_keys[i], rig.pointers[i % pop.count])
+
+    async def aiogram(i: int) -> None:
+        await rig.aiogram.set_data(doomed_skeys[i], {})
+
+    async def seed(i: int) -> None:
+        await rig.seed.remove_session(doomed[i])
+
+    return [
+        Contender("ours", "ours", ours, prepare, finish),
+        Contender("floor: DEL blob+pointer", "floor", floor, prepare, finish),
+        Contender("aiogram set_data({})", "peer", aiogram, aiogram_prepare, aiogram_finish),
+        Contender("seed pattern", "seed", seed, prepare, finish),
+    ]
+
+
+_BUILDERS: dict[str, Callable[[Rig], list[Contender]]] = {
+    "create": _create,
+    "get": _get,
+    "update": _update,
+    "find_by_user": _find_by_user,
+    "remove": _remove,
+}
+
+
+async def _wire(rig: Rig, contenders: Sequence[Contender]) -> dict[str, dict[str, Any]]:
+    """Round trips and new connections of one call; server commands averaged over 20."""
+    counter = WireCounter()
+    out: dict[str, dict[str, Any]] = {}
+    for c in contenders:
+        await c.prepare(WIRE_OPS)
+        counter.reset()
+        with counter.installed():
+            await c.op(0)
+        before = await commandstats(rig.client)
+        for i in range(1, WIRE_OPS):
+            await c.op(i)
+        after = await commandstats(rig.client)
+        await c.finish()
+        out[c.label] = {
+            "round_trips": counter.round_trips,
+            "connects": counter.connects,
+            "commands": command_deltas(before, after, WIRE_OPS - 1),
+        }
+    return out
+
+
+async def run_redis_op(
+    url: str,
+    op: str,
+    size: int,
+    profile: Profile,
+    *,
+    run_id: str,
+    tick: Callable[[], None],
+) -> list[dict[str, Any]]:
+    """Measure one operation at one payload size; one result row per contender."""
+    pop = Population(size, USERS)
+    rig = await Rig.open(url, f"bench:{run_id}:redis:{op}:{size}", pop)
+    try:
+        contenders = _BUILDERS[op](rig)
+        lat = await latency(
+            contenders,
+            rounds=profile.rounds,
+            ops=profile.redis_latency_ops,
+            seconds=profile.redis_latency_seconds,
+            warmup=profile.redis_warmup,
+            tick=tick,
+        )
+        tput = await throughput(
+            contenders,
+            rounds=profile.rounds,
+            ops=profile.redis_throughput_ops,
+            seconds=profile.redis_throughput_seconds,
+            concurrency=profile.concurrency,
+            warmup=profile.redis_warmup,
+            tick=tick,
+        )
+        wire = await _wire(rig, contenders)
+        tick()
+    finally:
+        await rig.close()
+    return [
+        {
+            "section": "redis",
+            "op": op,
+            "size": size,
+            "blob_bytes": pop.blob_size,
+            "label": c.label,
+            "role": c.role,
+            "latency_ns": Summary.of(lat[c.label]).as_dict(),
+            "concurrency": profile.concurrency,
+            "ops_per_s": Summary.of(tput[c.label]).as_dict(),
+            **wire[c.label],
+        }
+        for c in contenders
+    ]

@@ -1,0 +1,296 @@
+"""Timing and statistics shared by every case.
+
+Rules every measurement follows:
+- `time.perf_counter_ns` only; warm-up calls before the first timed round.
+- Contenders of one operation run in interleaved rounds (A B C, B C A, C A B, ...) so that
+  machine drift and noisy neighbours hit all of them alike; samples are pooled over rounds.
+- The cyclic garbage collector is off inside timed loops (a collection runs before each loop),
+  so a collection triggered by one contender's garbage is never billed to another.
+- Untimed `prepare`/`finish` hooks build and clean up each batch's state outside the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+__all__ = [
+    "AsyncOp",
+    "Contender",
+    "Role",
+    "Summary",
+    "SyncContender",
+    "batched_async_latency",
+    "batched_sync_latency",
+    "latency",
+    "rotations",
+    "throughput",
+]
+
+Role = Literal["ours", "floor", "peer", "seed"]
+AsyncOp = Callable[[int], Awaitable[Any]]
+T = TypeVar("T")
+
+
+async def _nothing(_n: int = 0) -> None:
+    return None
+
+
+@dataclass
+class Contender:
+    """One implementation of one operation.
+
+    `op(i)` is the timed call for index `i` of a batch; `prepare(n)` readies indices `0..n-1`
+    (untimed) and `finish()` cleans up after the batch (untimed).
+    """
+
+    label: str
+    role: Role
+    op: AsyncOp
+    prepare: Callable[[int], Awaitable[None]] = _nothing
+    finish: Callable[[], Awaitable[None]] = _nothing
+
+
+@dataclass
+class SyncContender:
+    """A synchronous call timed in batches (codec cases)."""
+
+    label: str
+    role: Role
+    op: Callable[[], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Order statistics of a set of samples, in nanoseconds (or ops/s for throughput)."""
+
+    n: int
+    median: float
+    p99: float
+    mean: float
+    minimum: float
+    maximum: float
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Summary:
+        if not samples:
+            raise ValueError("no samples")
+        ordered = sorted(samples)
+        return cls(
+            n=len(ordered),
+            median=quantile(ordered, 0.5),
+            p99=quantile(ordered, 0.99),
+            mean=math.fsum(ordered) / len(ordered),
+            minimum=ordered[0],
+            maximum=ordered[-1],
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "n": self.n,
+            "median": self.median,
+            "p99": self.p99,
+            "mean": self.mean,
+            "min": self.minimum,
+            "max": self.maximum,
+        }
+
+
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile of already sorted samples."""
+    pos = (len(ordered) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def rotations(items: Sequence[T], rounds: int) -> Iterator[list[T]]:
+    """`rounds` orderings of `items`, each rotated one further: ABC, BCA, CAB, ABC, ..."""
+    k = len(items)
+    for r in range(rounds):
+        s = r % k
+        yield [*items[s:], *items[:s]]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@dataclass
+class _Budget:
+    ops: int
+    seconds: float
+    deadline_ns: int = field(init=False, default=0)
+
+    def start(self) -> None:
+        self.deadline_ns = time.perf_counter_ns() + int(self.seconds * 1e9)
+
+
+async def _warm(contenders: Sequence[Contender], warmup: int) -> None:
+    for c in contenders:
+        await c.prepare(warmup)
+        for i in range(warmup):
+            await c.op(i)
+        await c.finish()
+
+
+async def latency(
+    contenders: Sequence[Contender],
+    *,
+    rounds: int,
+    ops: int,
+    seconds: float,
+    warmup: int,
+    tick: Callable[[], None] = lambda: None,
+) -> dict[str, list[int]]:
+    """Per-call latency at concurrency 1: each call timed on its own.
+
+    Each round gives every contender up to `ops` calls or `seconds`, whichever ends first.
+    """
+    await _warm(contenders, warmup)
+    samples: dict[str, list[int]] = {c.label: [] for c in contenders}
+    clock = time.perf_counter_ns
+    for order in rotations(contenders, rounds):
+        for c in order:
+            await c.prepare(ops)
+            out = samples[c.label]
+            op = c.op
+            with gc_paused():
+                deadline = clock() + int(seconds * 1e9)
+                for i in range(ops):
+                    t0 = clock()
+                    await op(i)
+                    t1 = clock()
+                    out.append(t1 - t0)
+                    if t1 > deadline:
+                        break
+            await c.finish()
+        tick()
+    return samples
+
+
+async def batched_async_latency(
+    contenders: Sequence[Contender],
+    *,
+    rounds: int,
+    batches: int,
+    batch: int,
+    warmup: int,
+    tick: Callable[[], None] = lambda: None,
+) -> dict[str, list[float]]:
+    """Per-call latency of sub-microsecond-to-microsecond coroutines, timed `batch` calls at a time.
+
+    A sample is one batch's elapsed time divided by `batch`, so the timer's own cost is spread
+    over the batch; median and p99 are over those per-batch means.
+    """
+    await _warm(contenders, warmup)
+    samples: dict[str, list[float]] = {c.label: [] for c in contenders}
+    clock = time.perf_counter_ns
+    for order in rotations(contenders, rounds):
+        for c in order:
+            await c.prepare(batches * batch)
+            out = samples[c.label]
+            op = c.op
+            with gc_paused():
+                i = 0
+                for _ in range(batches):
+                    t0 = clock()
+                    for j in range(i, i + batch):
+                        await op(j)
+                    out.append((clock() - t0) / batch)
+                    i += batch
+            await c.finish()
+        tick()
+    return samples
+
+
+def batched_sync_latency(
+    contenders: Sequence[SyncContender],
+    *,
+    rounds: int,
+    batches: int,
+    batch: int,
+    warmup: int,
+    tick: Callable[[], None] = lambda: None,
+) -> dict[str, list[float]]:
+    """Like `batched_async_latency`, for plain functions."""
+    for c in contenders:
+        for _ in range(warmup):
+            c.op()
+    samples: dict[str, list[float]] = {c.label: [] for c in contenders}
+    clock = time.perf_counter_ns
+    for order in rotations(contenders, rounds):
+        for c in order:
+            out = samples[c.label]
+            op = c.op
+            with gc_paused():
+                for _ in range(batches):
+                    t0 = clock()
+                    for _ in range(batch):
+                        op()
+                    out.append((clock() - t0) / batch)
+        tick()
+    return samples
+
+
+async def _run_concurrently(op: AsyncOp, budget: _Budget, concurrency: int) -> tuple[int, int]:
+    """Run up to `budget.ops` calls of `op` on `concurrency` tasks; (calls done, elapsed ns)."""
+    next_index = 0
+    clock = time.perf_counter_ns
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < budget.ops and clock() < budget.deadline_ns:
+            i = next_index
+            next_index += 1
+            await op(i)
+
+    budget.start()
+    t0 = clock()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = clock() - t0
+    return next_index, elapsed
+
+
+async def throughput(
+    contenders: Sequence[Contender],
+    *,
+    rounds: int,
+    ops: int,
+    seconds: float,
+    concurrency: int,
+    warmup: int,
+    tick: Callable[[], None] = lambda: None,
+) -> dict[str, list[float]]:
+    """Operations per second with `concurrency` tasks sharing each contender; one figure a round.
+
+    The warm-up runs at full concurrency too, so connection pools are full before timing.
+    """
+    for c in contenders:
+        await c.prepare(warmup)
+        await _run_concurrently(c.op, _Budget(warmup, 60.0), concurrency)
+        await c.finish()
+    result: dict[str, list[float]] = {c.label: [] for c in contenders}
+    for order in rotations(contenders, rounds):
+        for c in order:
+            await c.prepare(ops)
+            with gc_paused():
+                done, elapsed = await _run_concurrently(c.op, _Budget(ops, seconds), concurrency)
+            await c.finish()
+            result[c.label].append(done / (elapsed / 1e9))
+        tick()
+    return result

@@ -1,0 +1,261 @@
+"""`python -m benchmarks`: run every case in one process, print the table, write JSON and a plot."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from tqdm import tqdm
+
+from greentic_session.backends.options import redact_url
+from greentic_session.testing import RedisServer
+
+from .cases_codec import CODEC_OPS, run_codec_size
+from .cases_memory import MEMORY_OPS, run_memory_op
+from .cases_redis import REDIS_OPS, run_redis_op
+from .memory_usage import memory_footprint, redis_footprint
+from .report import render_table, write_json, write_plot
+from .settings import FULL, QUICK, Profile
+from .targets import check_targets
+
+__all__ = ["main"]
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = (
+    "greentic-session",
+    "msgspec",
+    "redis",
+    "hiredis",
+    "aiogram",
+    "pydantic",
+    "pydantic-core",
+    "matplotlib",
+    "tqdm",
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="greentic_session against its floors and peers, in one run on one machine.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="the short profile (under 60 s on 2 cores)"
+    )
+    parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="benchmark this Redis instead of starting a private redis-server (keys are written "
+        "under bench:<run id>: and deleted afterwards; never FLUSHALL)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        default=REPO / "benchmarks" / "results",
+        help="where latest.json and latency.png go (default: benchmarks/results)",
+    )
+    parser.add_argument(
+        "--no-plot", action="store_true", help="skip latency.png (matplotlib not needed)"
+    )
+    return parser.parse_args(argv)
+
+
+@contextmanager
+def redis_target(url: str | None) -> Iterator[tuple[str, bool]]:
+    """(url, private): the given server, or a private one for the length of the run."""
+    if url is not None:
+        yield url, False
+        return
+    with RedisServer() as server:
+        yield server.url, True
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mem_total() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _git() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "event_loop": "asyncio (default policy)",
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_bytes": _mem_total(),
+    }
+
+
+async def _redis_version(url: str) -> str:
+    client = aioredis.Redis.from_url(url)
+    try:
+        info: dict[str, Any] = await client.info("server")
+        return str(info.get("redis_version", "?"))
+    finally:
+        await client.aclose()
+
+
+def plan_ticks(profile: Profile) -> int:
+    codec = len(profile.codec_sizes) * len(CODEC_OPS) * profile.rounds
+    memory = len(profile.memory_sizes) * len(MEMORY_OPS) * profile.rounds
+    redis = len(profile.redis_sizes) * len(REDIS_OPS) * (2 * profile.rounds + 1)
+    footprint = len(profile.footprint_sizes) * 2
+    return codec + memory + redis + footprint
+
+
+async def run_cases(
+    url: str,
+    profile: Profile,
+    *,
+    run_id: str,
+    tick: Callable[[], None],
+    status: Callable[[str], None],
+    seconds: dict[str, float],
+) -> list[dict[str, Any]]:
+    """Every case, in order; `seconds` gets each section's wall time."""
+    rows: list[dict[str, Any]] = []
+    mark = time.perf_counter()
+
+    def lap(section: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        seconds[section] = round(now - mark, 1)
+        mark = now
+
+    for size in profile.codec_sizes:
+        status(f"codec {size} B")
+        rows += run_codec_size(size, profile, tick=tick)
+    lap("codec")
+    for size in profile.memory_sizes:
+        for op in MEMORY_OPS:
+            status(f"memory {op} {size} B")
+            rows += await run_memory_op(op, size, profile, tick=tick)
+    lap("memory")
+    for size in profile.redis_sizes:
+        for op in REDIS_OPS:
+            status(f"redis {op} {size} B")
+            rows += await run_redis_op(url, op, size, profile, run_id=run_id, tick=tick)
+    lap("redis")
+    for size in profile.footprint_sizes:
+        status(f"footprint {size} B")
+        rows.append(await memory_footprint(size, profile.footprint_sessions))
+        tick()
+        rows.append(
+            await redis_footprint(url, size, profile.footprint_sessions, run_id=run_id, tick=tick)
+        )
+    lap("footprint")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    run_id = uuid.uuid4().hex[:8]
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    section_seconds: dict[str, float] = {}
+    bar = tqdm(
+        total=plan_ticks(profile),
+        desc=f"bench ({profile.name})",
+        unit="step",
+        file=sys.stderr,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    )
+    with bar, redis_target(args.redis_url) as (url, private):
+        rows = asyncio.run(
+            run_cases(
+                url,
+                profile,
+                run_id=run_id,
+                tick=bar.update,
+                status=bar.set_postfix_str,
+                seconds=section_seconds,
+            )
+        )
+        redis_version = asyncio.run(_redis_version(url))
+    wall = time.perf_counter() - t0
+    targets = check_targets(rows)
+    doc: dict[str, Any] = {
+        "schema": 1,
+        "started_at": started.isoformat(timespec="seconds"),
+        "wall_seconds": round(wall, 1),
+        "section_seconds": section_seconds,
+        "profile": profile.as_dict(),
+        "machine": machine_info(),
+        "versions": {name: _version(name) for name in PACKAGES},
+        "git": _git(),
+        "redis": {
+            "url": redact_url(url),
+            "private": private,
+            "version": redis_version,
+        },
+        "method": {
+            "timer": "time.perf_counter_ns",
+            "interleaving": "contenders rotate order every round (ABC, BCA, CAB, ...)",
+            "gc": "cyclic GC disabled inside timed loops, collected before each",
+            "latency": "per call for Redis; per-call mean of batches for in-memory and codec",
+            "ratios": "cost ratios ours/theirs: latency medians; their ops/s over ours",
+        },
+        "rows": rows,
+        "targets": [t.as_dict() for t in targets],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(doc, args.out / "latest.json")
+    if not args.no_plot:
+        write_plot(doc, args.out / "latency.png")
+    print(render_table(doc, targets))
+    print(f"\nwrote {args.out / 'latest.json'}" + ("" if args.no_plot else " and latency.png"))
+    sections = ", ".join(f"{name} {secs:.1f} s" for name, secs in section_seconds.items())
+    print(f"wall time {wall:.1f} s ({sections})")
+    return 0

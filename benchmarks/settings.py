@@ -1,0 +1,78 @@
+"""How much to measure: the quick profile (< 60 s on 2 cores) and the full one (< 10 min)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .payloads import HEADLINE_SIZE, SIZES
+
+__all__ = ["FULL", "QUICK", "Profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    rounds: int  # interleaved rounds per measurement (every contender runs once a round)
+    concurrency: int
+    # Redis: per round and contender, at most this many calls or seconds, whichever ends first.
+    redis_sizes: tuple[int, ...]
+    redis_warmup: int
+    redis_latency_ops: int
+    redis_latency_seconds: float
+    redis_throughput_ops: int
+    redis_throughput_seconds: float
+    # In-memory backend and codec: `batches` timed batches of `batch` calls per round.
+    memory_sizes: tuple[int, ...]
+    memory_batches: int
+    memory_batch: int
+    codec_sizes: tuple[int, ...]
+    codec_batches: int
+    codec_batch: int
+    # Bytes per session: how many sessions, at which payload sizes.
+    footprint_sessions: int
+    footprint_sizes: tuple[int, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+QUICK = Profile(
+    name="quick",
+    rounds=3,
+    concurrency=64,
+    redis_sizes=(HEADLINE_SIZE,),
+    redis_warmup=100,
+    redis_latency_ops=400,
+    redis_latency_seconds=0.15,
+    redis_throughput_ops=2000,
+    redis_throughput_seconds=0.25,
+    memory_sizes=(HEADLINE_SIZE,),
+    memory_batches=100,
+    memory_batch=50,
+    codec_sizes=SIZES,
+    codec_batches=60,
+    codec_batch=50,
+    footprint_sessions=10_000,
+    footprint_sizes=(HEADLINE_SIZE,),
+)
+
+FULL = Profile(
+    name="full",
+    rounds=6,
+    concurrency=64,
+    redis_sizes=SIZES,
+    redis_warmup=300,
+    redis_latency_ops=2000,
+    redis_latency_seconds=0.5,
+    redis_throughput_ops=8000,
+    redis_throughput_seconds=0.8,
+    memory_sizes=SIZES,
+    memory_batches=400,
+    memory_batch=50,
+    codec_sizes=SIZES,
+    codec_batches=300,
+    codec_batch=50,
+    footprint_sessions=100_000,
+    footprint_sizes=(256, HEADLINE_SIZE),
+)

@@ -1,0 +1,111 @@
+"""The issue's targets, checked against one run's rows. A report, never a test: nothing fails.
+
+Every ratio is a cost ratio, ours / theirs: below 1 ours is cheaper. For latency it is the ratio
+of medians at concurrency 1; for throughput it is their ops/s over ours at concurrency 64 (the
+ratio of time per operation). Targets are judged at the headline payload (4 KiB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .payloads import HEADLINE_SIZE
+
+__all__ = ["OURS_LABEL", "Target", "check_targets", "cost_ratio", "find_row"]
+
+SEED_CLEARLY = 1 / 1.5  # "clearly faster" than the seed: at least 1.5x faster
+
+# (operation, the floor it is held to, the limit)
+REDIS_FLOORS: tuple[tuple[str, str, float], ...] = (
+    ("get", "floor: GET", 1.15),
+    ("find_by_user", "floor: GET", 1.15),
+    ("create", "floor: MULTI SET+SET", 1.15),
+    ("update", "floor: SET", 1.30),
+)
+# aiogram's nearest operation to each of ours
+REDIS_AIOGRAM: dict[str, str] = {
+    "create": "aiogram set_data",
+    "get": "aiogram get_data",
+    "update": "aiogram set_data",
+    "find_by_user": "aiogram get_data",
+    "remove": "aiogram set_data({})",
+}
+OURS_LABEL: dict[str, str] = {"redis": "ours", "memory": "ours", "codec": "ours (msgspec)"}
+MEMORY_FLOOR = ("floor: dict+decode", 1.5)
+CODEC_PEER = ("pydantic v2", 1 / 5)
+
+
+@dataclass(frozen=True)
+class Target:
+    section: str
+    op: str
+    size: int
+    against: str
+    metric: str  # "latency c=1 median" or "throughput c=64"
+    ratio: float
+    limit: float
+
+    @property
+    def met(self) -> bool:
+        return self.ratio <= self.limit
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "met": self.met}
+
+
+def find_row(
+    rows: Iterable[dict[str, Any]], section: str, op: str, size: int, label: str
+) -> dict[str, Any] | None:
+    for row in rows:
+        if (row["section"], row.get("op"), row["size"], row.get("label")) == (
+            section,
+            op,
+            size,
+            label,
+        ):
+            return row
+    return None
+
+
+def cost_ratio(ours: dict[str, Any], other: dict[str, Any], metric: str) -> float:
+    if metric == "throughput":
+        return float(other["ops_per_s"]["median"]) / float(ours["ops_per_s"]["median"])
+    return float(ours["latency_ns"]["median"]) / float(other["latency_ns"]["median"])
+
+
+def _pair(
+    rows: list[dict[str, Any]], section: str, op: str, against: str, limit: float
+) -> list[Target]:
+    ours = find_row(rows, section, op, HEADLINE_SIZE, OURS_LABEL[section])
+    other = find_row(rows, section, op, HEADLINE_SIZE, against)
+    if ours is None or other is None:
+        return []
+    metrics = ["latency"] + (["throughput"] if section == "redis" else [])
+    return [
+        Target(
+            section,
+            op,
+            HEADLINE_SIZE,
+            against,
+            "latency c=1 median" if m == "latency" else "throughput c=64",
+            cost_ratio(ours, other, m),
+            limit,
+        )
+        for m in metrics
+    ]
+
+
+def check_targets(rows: list[dict[str, Any]]) -> list[Target]:
+    out: list[Target] = []
+    for op, floor, limit in REDIS_FLOORS:
+        out += _pair(rows, "redis", op, floor, limit)
+    for op, peer in REDIS_AIOGRAM.items():
+        out += _pair(rows, "redis", op, peer, 1.0)
+    for op in REDIS_AIOGRAM:
+        out += _pair(rows, "redis", op, "seed pattern", SEED_CLEARLY)
+    for op in ("create", "get", "update", "find_by_user", "remove"):
+        out += _pair(rows, "memory", op, *MEMORY_FLOOR)
+    out += _pair(rows, "codec", "encode+decode", *CODEC_PEER)
+    return out
