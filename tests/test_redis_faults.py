@@ -1,0 +1,652 @@
+"""Redis under faults: crashes, cancellations, a saturated pool, corrupt data, races, lost replies.
+
+Every fault is real: a killed redis-server, a proxy that delays, holds or drops real replies, or
+keys overwritten with a raw client. Each store call is bounded, so a hang fails instead of stalling.
+Section numbers follow issue 3's list; 5 and 6 (ACL, TLS, secrets) are in test_redis_security.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, NamedTuple, TypeVar
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from greentic_session import (
+    ErrorCode,
+    InternalError,
+    NotFoundError,
+    PoolExhaustedError,
+    RedisSessionStore,
+    SessionData,
+    SessionKey,
+    TenantCtx,
+    UnavailableError,
+    UnknownOutcomeError,
+    decode_session_data,
+)
+from greentic_session.backends.keys import RedisKeys
+from greentic_session.fence import UserSlot, scope_of
+from greentic_session.testing import RedisServer, free_port
+from tests.conftest import drop_namespace, make_data
+from tests.faultproxy import FaultProxy
+
+T = TypeVar("T")
+
+ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
+CALL_BOUND = 5.0  # no single store call may take longer: past it, the call counts as hung
+WAIT_BOUND = 30.0  # bound on waiting for a whole phase of a scenario
+
+
+def ctx_of(user: str) -> TenantCtx:
+    return ALICE.with_user(user)
+
+
+def marked(user: str, marker: str, *, node: str = "node.wait") -> SessionData:
+    """Data owned by `user` whose context_json carries a unique `marker`."""
+    return make_data(ctx_of(user), node=node, state=json.dumps({"marker": marker}))
+
+
+def marker_of(data: SessionData) -> str:
+    marker: str = json.loads(data.context_json)["marker"]
+    return marker
+
+
+async def bounded(call: Awaitable[T]) -> T:
+    """Await one store call; fail the test if it takes longer than CALL_BOUND."""
+    try:
+        async with asyncio.timeout(CALL_BOUND):
+            return await call
+    except TimeoutError:
+        pytest.fail(f"a store call hung for more than {CALL_BOUND}s")
+
+
+@asynccontextmanager
+async def open_store(url: str, namespace: str, **options: Any) -> AsyncIterator[RedisSessionStore]:
+    async with RedisSessionStore.from_url(url, namespace=namespace, **options) as store:
+        yield store
+
+
+@asynccontextmanager
+async def raw_client(url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain redis-py client for planting faults and inspecting keys."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def pool_counts(store: RedisSessionStore) -> tuple[int, int]:
+    """(connections in use, connections in total) of the store's redis-py pool."""
+    pool = store.client.connection_pool
+    in_use = len(pool._in_use_connections)
+    return in_use, in_use + len(pool._available_connections)
+
+
+@pytest.fixture(scope="module")
+def fault_server() -> Iterator[RedisServer]:
+    """A private redis-server behind the proxies: its command statistics are this module's."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def fault_raw(fault_server: RedisServer, namespace: str) -> AsyncIterator[aioredis.Redis]:
+    async with raw_client(fault_server.url) as client:
+        yield client
+    await drop_namespace(fault_server.url, namespace)
+
+
+async def command_calls(raw: aioredis.Redis, command: str) -> int:
+    """How often the server ran `command` since the last CONFIG RESETSTAT."""
+    stats = await raw.info("commandstats")
+    calls: int = stats.get(f"cmdstat_{command}", {}).get("calls", 0)
+    return calls
+
+
+# -- the pointer/blob invariant ----------------------------------------------------------------
+
+
+async def assert_pointers_consistent(raw: aioredis.Redis, namespace: str) -> int:
+    """Check every pointer and blob of `namespace`; return how many blobs there are.
+
+    No pointer may name a missing blob or one of another slot, and every slot that owns blobs
+    has its pointer on one of them. (Every session written by these tests has a user.)
+    """
+    keys = RedisKeys(namespace)
+    blobs: dict[str, SessionData] = {}
+    pointers: dict[str, str] = {}
+    async for name in raw.scan_iter(match=f"{namespace}:*", count=1000):
+        text, value = name.decode(), await raw.get(name)
+        assert isinstance(value, bytes), f"{text} vanished during the scan"
+        if text.startswith(keys.session_prefix):
+            blobs[text.removeprefix(keys.session_prefix)] = decode_session_data(value)
+        else:
+            pointers[text] = value.decode()
+    by_slot: defaultdict[str, set[str]] = defaultdict(set)
+    for key, data in blobs.items():
+        env, tenant_id, team, user = scope_of(data.tenant_ctx)
+        assert user is not None
+        by_slot[keys.user(UserSlot(env, tenant_id, team, user))].add(key)
+    for pointer, target in pointers.items():
+        assert target in blobs, f"pointer {pointer} names the missing session {target}"
+        assert target in by_slot[pointer], f"pointer {pointer} names another slot's session"
+    for slot, members in by_slot.items():
+        assert pointers.get(slot) in members, f"sessions {members} of {slot} lost their pointer"
+    return len(blobs)
+
+
+# -- 1. the server dies during a load loop and comes back on the same port ---------------------
+
+
+class Outage:
+    """The phases of a crash drill and a tally of call outcomes per (phase, worker)."""
+
+    def __init__(self) -> None:
+        self.phase = "up-before"
+        self.ok: Counter[tuple[str, int]] = Counter()
+        self.failed: Counter[tuple[str, int]] = Counter()
+        self.crash: BaseException | None = None
+        self._changed = asyncio.Condition()
+
+    async def call(self, worker: int, call: Awaitable[T]) -> T:
+        """Run one call, checking its outcome against the phase it started and ended in."""
+        started = self.phase
+        try:
+            result = await bounded(call)
+        except UnavailableError:
+            assert started != "up-after", "a call started after the restart failed"
+            await self._count(self.failed, started, worker)
+            raise
+        assert not (started == self.phase == "down"), "a call succeeded while Redis was down"
+        await self._count(self.ok, started, worker)
+        return result
+
+    async def _count(self, tally: Counter[tuple[str, int]], phase: str, worker: int) -> None:
+        tally[phase, worker] += 1
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def crashed(self, error: BaseException) -> None:
+        self.crash = error
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def until(
+        self, tally: Counter[tuple[str, int]], phase: str, workers: int, n: int
+    ) -> None:
+        """Wait until every worker has `n` outcomes of `tally` in calls started in `phase`."""
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: (
+                    self.crash is not None
+                    or all(tally[phase, worker] >= n for worker in range(workers))
+                )
+            )
+        if self.crash is not None:
+            raise self.crash
+
+
+async def session_cycle(store: RedisSessionStore, outage: Outage, worker: int, user: str) -> None:
+    """One user's life: create twice (the pointer moves), read, find, update, remove both."""
+    ctx, first, second = ctx_of(user), marked(user, f"{user}/1"), marked(user, f"{user}/2")
+    assert await outage.call(worker, store.find_by_user(ctx, user)) is None
+    a = await outage.call(worker, store.create_session(ctx, first))
+    assert await outage.call(worker, store.get_session(a)) == first
+    b = await outage.call(worker, store.create_session(ctx, second))
+    assert await outage.call(worker, store.find_by_user(ctx, user)) == (b, second)
+    moved = msgspec.structs.replace(second, context_json='{"marker":"moved"}')
+    await outage.call(worker, store.update_session(b, moved))
+    await outage.call(worker, store.remove_session(a))
+    assert await outage.call(worker, store.find_by_user(ctx, user)) == (b, moved)
+    await outage.call(worker, store.remove_session(b))
+    assert await outage.call(worker, store.get_session(b)) is None
+
+
+async def churn(store: RedisSessionStore, outage: Outage, worker: int, stop: asyncio.Event) -> None:
+    """Run session cycles for fresh users until `stop`; a failed cycle is abandoned."""
+    cycle = 0
+    while not stop.is_set():
+        cycle += 1
+        assert cycle < 100_000, "the load loop did not stop"
+        try:
+            await session_cycle(store, outage, worker, f"w{worker}-c{cycle}")
+        except UnavailableError:
+            continue
+        except BaseException as error:  # an assertion, or a hung call: stop the drill
+            await outage.crashed(error)
+            raise
+
+
+async def test_server_killed_mid_load_then_restarted_same_store_recovers(namespace: str) -> None:
+    """A crash mid-load fails calls fast with UnavailableError, the same store recovers by
+    itself after a restart on the same port, and no pointer or blob is left dangling."""
+    workers = 4
+    # Persist every write before it is acknowledged, so state from before the crash survives it.
+    with RedisServer(extra_args=["--appendonly", "yes", "--appendfsync", "always"]) as server:
+        outage, stop = Outage(), asyncio.Event()
+        async with open_store(
+            server.url, namespace, max_connections=8, connect_timeout=1, socket_timeout=1
+        ) as store:
+            tasks = [asyncio.create_task(churn(store, outage, w, stop)) for w in range(workers)]
+            try:
+                async with asyncio.timeout(WAIT_BOUND):
+                    await outage.until(outage.ok, "up-before", workers, 20)
+                    await asyncio.to_thread(server.stop)  # SIGKILL, with calls in flight
+                    outage.phase = "down"
+                    await outage.until(outage.failed, "down", workers, 3)
+                    outage.phase = "restarting"
+                    await asyncio.to_thread(server.start)
+                    outage.phase = "up-after"
+                    await outage.until(outage.ok, "up-after", workers, 20)
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+        async with raw_client(server.url) as raw:
+            await assert_pointers_consistent(raw, namespace)
+
+
+# -- 2. a thousand cancellations through a slow network ----------------------------------------
+
+
+class CancelDrill:
+    """Random store calls cancelled at random points, and the truth to check replies against."""
+
+    def __init__(self, store: RedisSessionStore, owners: dict[SessionKey, str]) -> None:
+        self.store = store
+        self.owners = owners  # base sessions: key -> user (its marker is the key itself)
+        self.users = {user: key for key, user in owners.items()}
+        self.created: dict[SessionKey, str] = {}  # scratch sessions whose create completed
+        self.removable: list[SessionKey] = []
+        self.removed: set[SessionKey] = set()
+        self.outcomes: Counter[str] = Counter()
+        self.rng = random.Random(1234)
+
+    def check_base(self, key: SessionKey, data: SessionData | None) -> None:
+        assert data is not None, f"base session {key} vanished"
+        assert marker_of(data) == key, f"get({key}) returned another session's data"
+        assert data.tenant_ctx == ctx_of(self.owners[key])
+
+    async def get_base(self) -> None:
+        key = self.rng.choice(list(self.owners))
+        self.check_base(key, await self.store.get_session(key))
+
+    async def find_base(self) -> None:
+        user = self.rng.choice(list(self.users))
+        found = await self.store.find_by_user(ctx_of(user), user)
+        assert found is not None, f"find_by_user({user}) lost its session"
+        assert found[0] == self.users[user], f"find_by_user({user}) returned another key"
+        self.check_base(*found)
+
+    async def update_base(self) -> None:
+        key = self.rng.choice(list(self.owners))
+        node = f"node.{self.rng.randrange(1000)}"
+        await self.store.update_session(key, marked(self.owners[key], key, node=node))
+
+    async def create_scratch(self) -> None:
+        marker = f"scratch-{self.rng.randrange(10**9)}"
+        key = await self.store.create_session(ctx_of(marker), marked(marker, marker))
+        self.created[key] = marker
+
+    async def remove_scratch(self) -> None:
+        if self.removable:
+            key = self.removable.pop()
+            await self.store.remove_session(key)
+            self.removed.add(key)
+
+    def random_call(self) -> Callable[[], Awaitable[None]]:
+        calls = [self.get_base, self.find_base, self.update_base]
+        return self.rng.choice([*calls, self.create_scratch, self.remove_scratch])
+
+    async def cancelled(self, call: Callable[[], Awaitable[None]], after: float) -> None:
+        """Run `call`, cancelling it once `after` seconds have passed."""
+        try:
+            async with asyncio.timeout(after) as deadline:
+                await call()
+        except TimeoutError:
+            assert deadline.expired(), "a store call raised TimeoutError by itself"
+            self.outcomes["cancelled"] += 1
+        else:
+            self.outcomes["completed"] += 1
+
+    async def verify(self) -> None:
+        """Uncancelled reads: every reply must belong to its own request."""
+        await bounded(self.get_base())
+        await bounded(self.find_base())
+
+    async def verify_all(self) -> None:
+        for key in self.owners:
+            self.check_base(key, await bounded(self.store.get_session(key)))
+        for key, marker in self.created.items():
+            data = await bounded(self.store.get_session(key))
+            assert data is not None, f"created session {key} vanished"
+            assert marker_of(data) == marker, f"get({key}) returned another session's data"
+        for key in self.removed:
+            assert await bounded(self.store.get_session(key)) is None
+
+
+async def test_a_thousand_random_cancellations_leave_no_crosstalk_or_leaks(
+    fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
+) -> None:
+    """Cancelling 1,000 calls at random points never hands a reply to the wrong request and
+    leaves no connection or permit behind."""
+    max_connections = 8
+    async with (
+        FaultProxy(fault_server.port, max_delay=0.002, seed=7) as proxy,
+        open_store(proxy.url, namespace, max_connections=max_connections) as store,
+    ):
+        owners: dict[SessionKey, str] = {}
+        for n in range(16):
+            user = f"base-{n}"
+            key = await store.create_session(ctx_of(user), marked(user, "pending"))
+            await store.update_session(key, marked(user, key))  # the marker is the key itself
+            owners[key] = user
+        drill = CancelDrill(store, owners)
+        doomed = [f"doomed-{n}" for n in range(200)]
+        creates = (store.create_session(ctx_of(user), marked(user, user)) for user in doomed)
+        drill.removable = list(await bounded(asyncio.gather(*creates)))
+
+        for _ in range(125):  # 125 waves of 8 cancelled calls, each followed by checked reads
+            wave = [
+                drill.cancelled(drill.random_call(), drill.rng.uniform(0, 0.008))
+                for _ in range(max_connections)
+            ]
+            await bounded(asyncio.gather(*wave))
+            await drill.verify()
+        await drill.verify_all()
+
+        assert drill.outcomes.total() == 1000
+        assert drill.outcomes["cancelled"] >= 50, drill.outcomes
+        assert drill.outcomes["completed"] >= 50, drill.outcomes
+        in_use, total = pool_counts(store)
+        assert in_use == 0, "a cancelled call leaked a pooled connection"
+        assert total <= max_connections
+        assert store._gate._value == max_connections, "a cancelled call kept a gate permit"
+        assert await bounded(store.get_session(next(iter(owners)))) is not None
+
+
+# -- 3. ten times more concurrent calls than connections ---------------------------------------
+
+
+async def create_and_read_back(store: RedisSessionStore, user: str) -> None:
+    data = marked(user, user)
+    key = await store.create_session(ctx_of(user), data)
+    assert await store.get_session(key) == data
+
+
+async def test_ten_times_more_calls_than_connections_all_complete(
+    fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
+) -> None:
+    """40 concurrent callers on 4 connections all complete correctly when the wait is generous."""
+    async with (
+        FaultProxy(fault_server.port, max_delay=0.002, seed=3) as proxy,
+        open_store(proxy.url, namespace, max_connections=4, pool_timeout=10) as store,
+    ):
+        users = [f"crowd-{n}" for n in range(40)]
+        await bounded(asyncio.gather(*(create_and_read_back(store, user) for user in users)))
+        assert pool_counts(store) == (0, 4), "the crowd should have used exactly 4 connections"
+    assert await assert_pointers_consistent(fault_raw, namespace) == 40
+
+
+async def test_saturated_pool_raises_pool_exhausted_not_server_down(
+    fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
+) -> None:
+    """With every connection stuck on a slow server, waiting callers get PoolExhaustedError
+    (code rate_limited) after pool_timeout, and the stuck calls still complete afterwards."""
+    async with (
+        FaultProxy(fault_server.port) as proxy,
+        open_store(proxy.url, namespace, max_connections=4, pool_timeout=0.2) as store,
+    ):
+        key = await store.create_session(ALICE, marked("alice", "slow"))
+        proxy.hold_replies()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        calls = [asyncio.create_task(store.get_session(key)) for _ in range(40)]
+        async with asyncio.timeout(CALL_BOUND):
+            for finished in itertools.islice(asyncio.as_completed(calls), 36):
+                with pytest.raises(PoolExhaustedError) as raised:
+                    await finished
+                assert raised.value.code is ErrorCode.RATE_LIMITED
+                assert not isinstance(raised.value, UnknownOutcomeError)
+        assert 0.19 <= loop.time() - started < 0.2 + 1.5
+        stuck = [call for call in calls if not call.done()]
+        assert len(stuck) == 4, "only the 4 calls holding connections should still be waiting"
+        proxy.release_replies()
+        for data in await bounded(asyncio.gather(*stuck)):
+            assert data is not None
+            assert marker_of(data) == "slow"
+
+
+async def test_server_down_is_unavailable_not_pool_exhausted(namespace: str) -> None:
+    """A server that refuses connections gives UnavailableError (code unavailable), quickly."""
+    async with open_store(f"redis://127.0.0.1:{free_port()}/0", namespace) as store:
+        with pytest.raises(UnavailableError) as raised:
+            await bounded(store.get_session("any"))
+    assert not isinstance(raised.value, PoolExhaustedError)
+    assert raised.value.code is ErrorCode.UNAVAILABLE
+
+
+# -- 4. corrupt blobs and wrong-type keys ------------------------------------------------------
+
+
+# The owner fields the update script checks are right; the rest is not SessionData.
+OWNER = {"env": "dev", "tenant_id": "tenant-42", "team_id": "support", "user_id": "victim"}
+BAD_BLOBS: dict[str, bytes | None] = {  # None: the blob key holds a list instead of a string
+    "not-json": b'{"tenant_ctx": {',
+    "json-array": b"[1, 2, 3]",
+    "json-string": b'"a string"',
+    "json-object-not-session": b'{"hello": "world"}',
+    "owner-matches-rest-invalid": json.dumps({"tenant_ctx": OWNER, "flow_id": 7}).encode(),
+    "list-not-string": None,
+}
+
+
+async def plant(raw: aioredis.Redis, name: str, blob: bytes | None) -> None:
+    if blob is None:
+        await raw.delete(name)
+        await raw.lpush(name, b"x")
+    else:
+        await raw.set(name, blob)
+
+
+@pytest.fixture
+async def redis_raw(redis_url: str, namespace: str) -> AsyncIterator[aioredis.Redis]:
+    async with raw_client(redis_url) as client:
+        yield client
+    await drop_namespace(redis_url, namespace)
+
+
+async def assert_store_works(store: RedisSessionStore, user: str) -> None:
+    """A full create/get/find/update/remove flow for `user` succeeds."""
+    ctx, data = ctx_of(user), marked(user, user)
+    key = await store.create_session(ctx, data)
+    assert await store.get_session(key) == data
+    assert await store.find_by_user(ctx, user) == (key, data)
+    moved = marked(user, user, node="node.next")
+    await store.update_session(key, moved)
+    assert await store.get_session(key) == moved
+    await store.remove_session(key)
+    assert await store.find_by_user(ctx, user) is None
+
+
+@pytest.mark.parametrize("corrupt", list(BAD_BLOBS))
+async def test_corrupt_blob_raises_internal_error_naming_the_key(
+    corrupt: str, redis_url: str, redis_raw: aioredis.Redis, namespace: str
+) -> None:
+    """A blob that is not SessionData makes get, update and find raise InternalError naming the
+    session key, while other sessions keep working."""
+    async with open_store(redis_url, namespace) as store:
+        key = await store.create_session(ctx_of("victim"), marked("victim", "victim"))
+        await plant(redis_raw, store.keys.session(key), BAD_BLOBS[corrupt])
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "get": lambda: store.get_session(key),
+            "update": lambda: store.update_session(key, marked("victim", "again")),
+            "find": lambda: store.find_by_user(ctx_of("victim"), "victim"),
+        }
+        for name, call in calls.items():
+            with pytest.raises(InternalError) as raised:
+                await bounded(call())
+            assert key in str(raised.value), f"{name}: {raised.value}"
+            assert raised.value.code is ErrorCode.INTERNAL
+        await assert_store_works(store, "bystander")
+
+
+async def test_wrong_type_user_pointer_raises_internal_error(
+    redis_url: str, redis_raw: aioredis.Redis, namespace: str
+) -> None:
+    """A user pointer holding a list makes find_by_user raise InternalError without naming the
+    user, other users keep working, and a new create repairs the pointer."""
+    async with open_store(redis_url, namespace) as store:
+        pointer = store.keys.user(UserSlot("dev", "tenant-42", "support", "victim"))
+        await redis_raw.lpush(pointer, b"x")
+        with pytest.raises(InternalError, match="pointer") as raised:
+            await bounded(store.find_by_user(ctx_of("victim"), "victim"))
+        assert "victim" not in str(raised.value)
+        await assert_store_works(store, "bystander")
+        await assert_store_works(store, "victim")
+
+
+# -- 7. update racing remove -------------------------------------------------------------------
+
+
+async def keep_updating(store: RedisSessionStore, key: SessionKey, user: str) -> list[str]:
+    """Update `key` 4 times in a row; return each outcome, "landed" or "not-found"."""
+    outcomes = []
+    for n in range(4):
+        try:
+            await store.update_session(key, marked(user, f"v{n}"))
+        except NotFoundError:
+            outcomes.append("not-found")
+        else:
+            outcomes.append("landed")
+    return outcomes
+
+
+async def test_updates_racing_a_remove_never_resurrect_the_session(
+    fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
+) -> None:
+    """When updaters race a remove, the remove wins for good: once an update raised
+    NotFoundError no later one lands, and afterwards neither blob nor pointer exists."""
+    rng = random.Random(99)
+    tally: Counter[str] = Counter()
+    async with (
+        FaultProxy(fault_server.port, max_delay=0.001, seed=5) as proxy,
+        open_store(proxy.url, namespace, max_connections=16) as store,
+    ):
+        for round_ in range(40):
+            user = f"racer-{round_ % 3}"
+            key = await store.create_session(ctx_of(user), marked(user, "v0"))
+            racers: list[Awaitable[list[str] | None]] = [
+                keep_updating(store, key, user) for _ in range(3)
+            ]
+            racers.insert(rng.randrange(4), store.remove_session(key))
+            for outcome in await bounded(asyncio.gather(*racers)):
+                if outcome is None:
+                    continue  # the remove succeeded
+                if "not-found" in outcome:
+                    after = outcome[outcome.index("not-found") :]
+                    assert "landed" not in after, f"an update landed after the remove: {outcome}"
+                tally.update(outcome)
+            assert await store.get_session(key) is None
+            assert await fault_raw.exists(store.keys.session(key)) == 0
+            assert await store.find_by_user(ctx_of(user), user) is None
+    assert await assert_pointers_consistent(fault_raw, namespace) == 0
+    assert tally["landed"] > 0, tally
+    assert tally["not-found"] > 0, tally
+
+
+# -- 8. lost replies ---------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def lossy_store(
+    fault_server: RedisServer, namespace: str
+) -> AsyncIterator[tuple[FaultProxy, RedisSessionStore]]:
+    """A one-connection store behind a proxy, warmed up (connected, scripts loaded)."""
+    async with (
+        FaultProxy(fault_server.port) as proxy,
+        open_store(proxy.url, namespace, max_connections=1) as store,
+    ):
+        await assert_store_works(store, "warm-up")
+        yield proxy, store
+
+
+Call = Callable[[RedisSessionStore, SessionKey], Awaitable[object]]
+AFTER = marked("alice", "after")
+
+
+class LostWrite(NamedTuple):
+    command: str  # the server command whose reply is lost
+    skip: int  # requests the call sends before that command
+    call: Call
+    found_after: str | None  # the marker find_by_user sees once the write applied
+
+
+WRITES = {
+    "create": LostWrite("exec", 0, lambda store, key: store.create_session(ALICE, AFTER), "after"),
+    "update": LostWrite("evalsha", 0, lambda store, key: store.update_session(key, AFTER), "after"),
+    # remove reads the blob first, then runs its script
+    "remove": LostWrite("evalsha", 1, lambda store, key: store.remove_session(key), None),
+}
+
+
+@pytest.mark.parametrize("write", list(WRITES))
+async def test_write_whose_reply_is_lost_raises_unknown_outcome(
+    write: str, fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
+) -> None:
+    """A write whose reply is lost raises UnknownOutcomeError, is not re-sent, and did apply."""
+    lost = WRITES[write]
+    async with lossy_store(fault_server, namespace) as (proxy, store):
+        key = await store.create_session(ALICE, marked("alice", "before"))
+        await fault_raw.config_resetstat()
+        proxy.lose_replies(1, skip=lost.skip)
+        with pytest.raises(UnknownOutcomeError) as raised:
+            await bounded(lost.call(store, key))
+        assert isinstance(raised.value, UnavailableError)
+        assert raised.value.code is ErrorCode.UNAVAILABLE
+        assert await command_calls(fault_raw, lost.command) == 1, "the write was re-sent"
+        found = await bounded(store.find_by_user(ALICE, "alice"))
+        assert (marker_of(found[1]) if found else None) == lost.found_after, "it did not apply"
+
+
+READS: dict[str, tuple[str, Call]] = {
+    "get": ("get", lambda store, key: store.get_session(key)),
+    "find": ("evalsha", lambda store, key: store.find_by_user(ctx_of("alice"), "alice")),
+}
+
+
+@pytest.mark.parametrize("read", list(READS))
+async def test_read_whose_reply_is_lost_is_retried(
+    read: str, fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
+) -> None:
+    """A read whose reply is lost is sent again and succeeds; when every reply is lost it raises
+    plain UnavailableError after a bounded number of tries, and the store then recovers."""
+    command, call = READS[read]
+    async with lossy_store(fault_server, namespace) as (proxy, store):
+        key = await store.create_session(ctx_of("alice"), marked("alice", "kept"))
+
+        await fault_raw.config_resetstat()
+        proxy.lose_replies(1)
+        result = await bounded(call(store, key))
+        assert await command_calls(fault_raw, command) == 2, "the read was not retried"
+        assert result in (marked("alice", "kept"), (key, marked("alice", "kept")))
+
+        await fault_raw.config_resetstat()
+        proxy.lose_replies(1000)
+        with pytest.raises(UnavailableError) as raised:
+            await bounded(call(store, key))
+        assert not isinstance(raised.value, UnknownOutcomeError)
+        assert raised.value.code is ErrorCode.UNAVAILABLE
+        assert 1 <= await command_calls(fault_raw, command) <= 3
+
+        proxy.lose_replies(0)
+        assert await bounded(call(store, key)) == result
