@@ -137,10 +137,14 @@ async def test_store_refuses_a_client_that_retries_writes(redis_url: str) -> Non
             RedisSessionStore(retrying)
         await retrying.aclose()
 
-    client = aioredis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
+    client = aioredis.Redis.from_url(
+        redis_url, retry=Retry(NoBackoff(), 0), single_connection_client=True
+    )
+    connection_id = await client.client_id()
     async with RedisSessionStore(client, namespace="byo-client") as store:
         assert await store.get_session("missing") is None
-    assert await client.ping() is True  # the store did not close a client it was given
+    # Same server-side connection id: the store did not close (and so reconnect) the client.
+    assert await client.client_id() == connection_id
     await client.aclose()
 
 

@@ -52,23 +52,24 @@ def redact_url(url: str) -> str:
     """`url` with any password (userinfo or `?password=`) replaced by `***`."""
     try:
         parts = urlsplit(url)
-        if parts.password is None and "password" not in parts.query:
-            return url
-        if parts.password is not None:
-            user = parts.username or ""
-            host = parts.netloc.rpartition("@")[2]
-            parts = parts._replace(netloc=f"{user}:***@{host}")
-        if "password" in parts.query:
-            query = [
-                (name, "***" if name == "password" else value)
-                for name, value in parse_qsl(parts.query, keep_blank_values=True)
-            ]
-            parts = parts._replace(query=urlencode(query, safe="*"))
-        # Rebuilt by hand: SplitResult.geturl() drops the '//' of unix:// URLs (empty host).
-        query = f"?{parts.query}" if parts.query else ""
-        return f"{parts.scheme}://{parts.netloc}{parts.path}{query}"
+        password = parts.password
     except ValueError:
         return "<unparsable url>"
+    if password is None and "password" not in parts.query:
+        return url
+    if password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    if "password" in parts.query:
+        query = [
+            (name, "***" if name == "password" else value)
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    # Rebuilt by hand: SplitResult.geturl() drops the '//' of unix:// URLs (empty host).
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}{query}"
 
 
 def _positive(value: float, what: str) -> None:

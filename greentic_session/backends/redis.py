@@ -18,6 +18,7 @@ Failure rules:
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -26,8 +27,8 @@ from typing import Any, NoReturn, Self, TypeVar, Unpack
 try:
     import redis.asyncio as aioredis
     from redis import exceptions as redis_errors
+    from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "The Redis session backend needs the redis extra: pip install 'greentic-session[redis]'"
@@ -74,6 +75,9 @@ _FIND_LUA = _load_script("find.lua")
 _CLEAR_POINTER_LUA = _load_script("clear_pointer.lua")
 
 _POOL_FULL_MESSAGES = ("Too many connections", "No connection available")
+# redis-py prefixes pipeline errors with the failing command, arguments (keys with user ids,
+# blobs) included: never let that into a message.
+_PIPELINE_ECHO = re.compile(r"Command # \d+ \(.*\) of pipeline caused error: ", re.DOTALL)
 
 
 def _text(value: bytes | str) -> str:
@@ -327,7 +331,13 @@ class RedisSessionStore(SessionStore):
         return any(text in str(exc) for text in _POOL_FULL_MESSAGES)
 
     def _scrub(self, text: str) -> str:
+        text = _PIPELINE_ECHO.sub("", text)
         return text.replace(self._password, "***") if self._password else text
+
+    @staticmethod
+    def _never_sent(exc: redis_errors.RedisError) -> bool:
+        # redis-py's wording when the connection itself could not be made: nothing was sent.
+        return "connecting to" in str(exc)
 
     def _raise(self, exc: redis_errors.RedisError, *, write: bool, key: str | None) -> NoReturn:
         detail = self._scrub(str(exc))
@@ -351,7 +361,7 @@ class RedisSessionStore(SessionStore):
                 if isinstance(exc, redis_errors.TimeoutError)
                 else ErrorCode.UNAVAILABLE
             )
-            if write:
+            if write and not self._never_sent(exc):
                 error = UnknownOutcomeError(
                     f"Redis at {where} failed during a write; the outcome is unknown: {detail}",
                     code=code,

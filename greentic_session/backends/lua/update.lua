@@ -8,7 +8,13 @@
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
 local ok, data = pcall(cjson.decode, raw)
-if not ok or type(data) ~= 'table' or type(data.tenant_ctx) ~= 'table' then return -1 end
+-- A blob of the wrong shape is reported, never silently replaced (get would refuse it too).
+if not ok or type(data) ~= 'table' or type(data.tenant_ctx) ~= 'table'
+    or type(data.flow_id) ~= 'string' or type(data.context_json) ~= 'string'
+    or type(data.cursor) ~= 'table' or type(data.cursor.node_pointer) ~= 'string'
+    or type(data.tenant_ctx.attempt) ~= 'number' then
+  return -1
+end
 local ctx = data.tenant_ctx
 -- Mirrors fence.scope_of: the *_id field wins, else the plain one; absent is ''.
 local function pick(primary, fallback)
