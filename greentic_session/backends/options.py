@@ -62,11 +62,11 @@ def redact_url(url: str) -> str:
         host = parts.netloc.rpartition("@")[2]
         parts = parts._replace(netloc=f"{user}:***@{host}")
     if "password" in parts.query:
-        query = [
+        pairs = [
             (name, "***" if name == "password" else value)
             for name, value in parse_qsl(parts.query, keep_blank_values=True)
         ]
-        parts = parts._replace(query=urlencode(query, safe="*"))
+        parts = parts._replace(query=urlencode(pairs, safe="*"))
     # Rebuilt by hand: SplitResult.geturl() drops the '//' of unix:// URLs (empty host).
     query = f"?{parts.query}" if parts.query else ""
     return f"{parts.scheme}://{parts.netloc}{parts.path}{query}"
