@@ -11,6 +11,7 @@ Structs are frozen; persisted Structs evolve only by adding fields with defaults
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, NewType, Self
 
@@ -25,11 +26,26 @@ __all__ = [
     "SessionData",
     "SessionKey",
     "TenantCtx",
+    "new_session_key",
     "validate_identifier",
 ]
 
 SessionKey = NewType("SessionKey", str)
 """Opaque session identifier; stores accept any non-empty `str`."""
+
+
+def new_session_key() -> SessionKey:
+    """A random (version 4) UUID in its usual text form, as the Rust crate issues.
+
+    Built straight from `os.urandom` bytes: the same UUIDs as `str(uuid.uuid4())` at less than
+    half the cost, which is a visible share of an in-memory create.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return SessionKey(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9._-]+")
 

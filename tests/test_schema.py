@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 
 import msgspec
 import pytest
@@ -25,6 +26,7 @@ from greentic_session import (
     UnknownOutcomeError,
     create_session_store,
 )
+from greentic_session.schema import new_session_key
 from tests.conftest import make_data
 
 
@@ -190,3 +192,12 @@ def test_session_data_equality_is_by_value() -> None:
     assert make_data(ctx) == make_data(ctx)
     assert make_data(ctx) != make_data(ctx, node="other")
     assert isinstance(make_data(ctx), SessionData)
+
+
+def test_new_session_keys_are_distinct_version_4_uuids() -> None:
+    """Generated keys parse as RFC 4122 version-4 UUIDs in canonical text and do not repeat."""
+    keys = [new_session_key() for _ in range(2000)]
+    assert len(set(keys)) == len(keys)
+    for key in keys[:200]:
+        parsed = uuid.UUID(key)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, key)

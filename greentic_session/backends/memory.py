@@ -9,7 +9,6 @@ and also keeps the store sound when shared across threads or event loops.
 from __future__ import annotations
 
 import threading
-import uuid
 from typing import NamedTuple
 
 from ..codec import decode_session_data, encode_session_data
@@ -24,7 +23,7 @@ from ..fence import (
     scope_of,
     visible_to,
 )
-from ..schema import SessionData, SessionKey, TenantCtx
+from ..schema import SessionData, SessionKey, TenantCtx, new_session_key
 from ..store import SessionStore
 
 __all__ = ["InMemorySessionStore"]
@@ -58,7 +57,7 @@ class InMemorySessionStore(SessionStore):
         self._check_open()
         slot = check_create(ctx, data)
         entry = _Entry(encode_session_data(data), scope_of(data.tenant_ctx), slot)
-        key = SessionKey(str(uuid.uuid4()))
+        key = new_session_key()
         with self._lock:
             self._sessions[key] = entry
             if slot is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, NoReturn, Self, TypeVar, Unpack
@@ -46,7 +45,7 @@ from ..errors import (
     UnknownOutcomeError,
 )
 from ..fence import Scope, check_create, check_key, check_update, lookup_slot, scope_of, visible_to
-from ..schema import SessionData, SessionKey, TenantCtx
+from ..schema import SessionData, SessionKey, TenantCtx, new_session_key
 from ..store import SessionStore
 from .keys import RedisKeys
 from .options import (
@@ -187,7 +186,7 @@ class RedisSessionStore(SessionStore):
         self._check_open()
         slot = check_create(ctx, data)
         blob = encode_session_data(data)
-        key = SessionKey(str(uuid.uuid4()))
+        key = new_session_key()
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self.keys.session(key), blob)
         if slot is not None:
