@@ -207,7 +207,8 @@ def run_codec_size(
             rounds=profile.rounds,
             batches=profile.codec_batches,
             batch=profile.codec_batch,
-            warmup=200,
+            seconds=profile.codec_seconds,
+            warmup=50,
             tick=tick,
         )
         rows += [

@@ -194,6 +194,7 @@ async def run_memory_op(
         rounds=profile.rounds,
         batches=profile.memory_batches,
         batch=profile.memory_batch,
+        seconds=profile.memory_seconds,
         warmup=200,
         tick=tick,
     )

@@ -34,7 +34,7 @@ from .harness import Contender, Summary, latency, throughput
 from .payloads import Population
 from .seed_store import SeedPatternStore
 from .settings import Profile
-from .wire import WireCounter, command_deltas, commandstats
+from .wire import WireCounter, command_deltas, commandstats, server_cpu_seconds
 
 __all__ = ["REDIS_OPS", "delete_namespace", "open_redis_store", "run_redis_op"]
 
@@ -332,10 +332,12 @@ async def _wire(rig: Rig, contenders: Sequence[Contender]) -> dict[str, dict[str
             await c.op(i)
         after = await commandstats(rig.client)
         await c.finish()
+        calls, usec = command_deltas(before, after, WIRE_OPS - 1)
         out[c.label] = {
             "round_trips": counter.round_trips,
             "connects": counter.connects,
-            "commands": command_deltas(before, after, WIRE_OPS - 1),
+            "commands": calls,
+            "server_usec": usec,
         }
     return out
 
@@ -360,6 +362,7 @@ async def run_redis_op(
             ops=profile.redis_latency_ops,
             seconds=profile.redis_latency_seconds,
             warmup=profile.redis_warmup,
+            server_cpu=lambda: server_cpu_seconds(rig.client),
             tick=tick,
         )
         tput = await throughput(
@@ -383,7 +386,9 @@ async def run_redis_op(
             "blob_bytes": pop.blob_size,
             "label": c.label,
             "role": c.role,
-            "latency_ns": Summary.of(lat[c.label]).as_dict(),
+            "latency_ns": Summary.of(lat.samples[c.label]).as_dict(),
+            "client_cpu_ns": round(lat.client_cpu_ns[c.label]),
+            "server_cpu_ns": lat.server_cpu_ns[c.label],
             "concurrency": profile.concurrency,
             "ops_per_s": Summary.of(tput[c.label]).as_dict(),
             **wire[c.label],

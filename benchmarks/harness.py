@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar
 __all__ = [
     "AsyncOp",
     "Contender",
+    "Latency",
     "Role",
     "Summary",
     "SyncContender",
@@ -148,6 +149,15 @@ async def _warm(contenders: Sequence[Contender], warmup: int) -> None:
         await c.finish()
 
 
+@dataclass
+class Latency:
+    """Per-call samples (ns) per contender, and CPU per call over all timed calls."""
+
+    samples: dict[str, list[int]]
+    client_cpu_ns: dict[str, float]  # this process's CPU time per call
+    server_cpu_ns: dict[str, float | None]  # the server's, when a probe is given
+
+
 async def latency(
     contenders: Sequence[Contender],
     *,
@@ -155,21 +165,28 @@ async def latency(
     ops: int,
     seconds: float,
     warmup: int,
+    server_cpu: Callable[[], Awaitable[float]] | None = None,
     tick: Callable[[], None] = lambda: None,
-) -> dict[str, list[int]]:
+) -> Latency:
     """Per-call latency at concurrency 1: each call timed on its own.
 
     Each round gives every contender up to `ops` calls or `seconds`, whichever ends first.
+    `server_cpu()` (seconds of server CPU so far) is read before and after each timed loop, so
+    the server's CPU per call is known too (it includes the one probe call per loop).
     """
     await _warm(contenders, warmup)
     samples: dict[str, list[int]] = {c.label: [] for c in contenders}
-    clock = time.perf_counter_ns
+    cpu: dict[str, int] = dict.fromkeys(samples, 0)
+    srv: dict[str, float] = dict.fromkeys(samples, 0.0)
+    clock, cpu_clock = time.perf_counter_ns, time.process_time_ns
     for order in rotations(contenders, rounds):
         for c in order:
             await c.prepare(ops)
             out = samples[c.label]
             op = c.op
+            srv0 = await server_cpu() if server_cpu else 0.0
             with gc_paused():
+                cpu0 = cpu_clock()
                 deadline = clock() + int(seconds * 1e9)
                 for i in range(ops):
                     t0 = clock()
@@ -178,9 +195,16 @@ async def latency(
                     out.append(t1 - t0)
                     if t1 > deadline:
                         break
+                cpu[c.label] += cpu_clock() - cpu0
+            if server_cpu:
+                srv[c.label] += await server_cpu() - srv0
             await c.finish()
         tick()
-    return samples
+    return Latency(
+        samples,
+        {k: cpu[k] / len(v) for k, v in samples.items()},
+        {k: (srv[k] * 1e9 / len(v) if server_cpu else None) for k, v in samples.items()},
+    )
 
 
 async def batched_async_latency(
@@ -189,13 +213,15 @@ async def batched_async_latency(
     rounds: int,
     batches: int,
     batch: int,
+    seconds: float,
     warmup: int,
     tick: Callable[[], None] = lambda: None,
 ) -> dict[str, list[float]]:
     """Per-call latency of sub-microsecond-to-microsecond coroutines, timed `batch` calls at a time.
 
     A sample is one batch's elapsed time divided by `batch`, so the timer's own cost is spread
-    over the batch; median and p99 are over those per-batch means.
+    over the batch; median and p99 are over those per-batch means. Each round gives every
+    contender up to `batches` batches or `seconds`, whichever ends first.
     """
     await _warm(contenders, warmup)
     samples: dict[str, list[float]] = {c.label: [] for c in contenders}
@@ -206,13 +232,17 @@ async def batched_async_latency(
             out = samples[c.label]
             op = c.op
             with gc_paused():
+                deadline = clock() + int(seconds * 1e9)
                 i = 0
                 for _ in range(batches):
                     t0 = clock()
                     for j in range(i, i + batch):
                         await op(j)
-                    out.append((clock() - t0) / batch)
+                    t1 = clock()
+                    out.append((t1 - t0) / batch)
                     i += batch
+                    if t1 > deadline:
+                        break
             await c.finish()
         tick()
     return samples
@@ -224,6 +254,7 @@ def batched_sync_latency(
     rounds: int,
     batches: int,
     batch: int,
+    seconds: float,
     warmup: int,
     tick: Callable[[], None] = lambda: None,
 ) -> dict[str, list[float]]:
@@ -238,11 +269,15 @@ def batched_sync_latency(
             out = samples[c.label]
             op = c.op
             with gc_paused():
+                deadline = clock() + int(seconds * 1e9)
                 for _ in range(batches):
                     t0 = clock()
                     for _ in range(batch):
                         op()
-                    out.append((clock() - t0) / batch)
+                    t1 = clock()
+                    out.append((t1 - t0) / batch)
+                    if t1 > deadline:
+                        break
         tick()
     return samples
 

@@ -55,7 +55,8 @@ def _redis_table(rows: list[dict[str, Any]]) -> list[str]:
             f"Redis backend, payload {size_label(size)} (blob {blob:,} B): "
             f"latency at concurrency 1, throughput at concurrency {conc}",
             f"{'op':<13} {'contender':<24} {'median us':>9} {'p99 us':>8} {'ours/x':>7} "
-            f"{'ops/s':>9} {'ours/x':>7} {'RTs':>3} {'conn':>4}  server commands per op",
+            f"{'ops/s':>9} {'ours/x':>7} {'cpu us':>6} {'srv us':>6} {'RTs':>3} {'conn':>4}  "
+            "server commands per op",
         ]
         for (s, op), group in groups.items():
             if s != size:
@@ -70,7 +71,8 @@ def _redis_table(rows: list[dict[str, Any]]) -> list[str]:
                     f"{op if i == 0 else '':<13} {row['label']:<24} "
                     f"{_us(row['latency_ns']['median']):>9} {_us(row['latency_ns']['p99']):>8} "
                     f"{_ratio(lat_ratio):>7} {_ops(row['ops_per_s']['median']):>9} "
-                    f"{_ratio(tput_ratio):>7} {row['round_trips']:>3} {row['connects']:>4}  "
+                    f"{_ratio(tput_ratio):>7} {_us(row['client_cpu_ns']):>6} "
+                    f"{_us(row['server_cpu_ns']):>6} {row['round_trips']:>3} {row['connects']:>4}  "
                     f"{_commands(row['commands'])}"
                 )
     return lines
@@ -146,7 +148,7 @@ def render_table(doc: dict[str, Any], targets: list[Target]) -> str:
         f"Python {m['python']} on {m['cpu']} x{m['cpus']}; redis-server {doc['redis']['version']}"
         f" ({'private' if doc['redis']['private'] else 'given by --redis-url'})",
         "ours/x: cost ratio, ours over the row's contender (below 1.00 ours is cheaper); "
-        "us = microseconds",
+        "us = microseconds; cpu/srv: client/server CPU per call at concurrency 1",
     ]
     body = (
         _redis_table(rows)

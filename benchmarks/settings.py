@@ -26,9 +26,11 @@ class Profile:
     memory_sizes: tuple[int, ...]
     memory_batches: int
     memory_batch: int
+    memory_seconds: float
     codec_sizes: tuple[int, ...]
     codec_batches: int
     codec_batch: int
+    codec_seconds: float
     # Bytes per session: how many sessions, at which payload sizes.
     footprint_sessions: int
     footprint_sizes: tuple[int, ...]
@@ -43,16 +45,18 @@ QUICK = Profile(
     concurrency=64,
     redis_sizes=(HEADLINE_SIZE,),
     redis_warmup=100,
-    redis_latency_ops=400,
-    redis_latency_seconds=0.15,
-    redis_throughput_ops=2000,
-    redis_throughput_seconds=0.25,
+    redis_latency_ops=300,
+    redis_latency_seconds=0.1,
+    redis_throughput_ops=1500,
+    redis_throughput_seconds=0.2,
     memory_sizes=(HEADLINE_SIZE,),
     memory_batches=100,
     memory_batch=50,
+    memory_seconds=0.05,
     codec_sizes=SIZES,
     codec_batches=60,
     codec_batch=50,
+    codec_seconds=0.05,
     footprint_sessions=10_000,
     footprint_sizes=(HEADLINE_SIZE,),
 )
@@ -70,9 +74,11 @@ FULL = Profile(
     memory_sizes=SIZES,
     memory_batches=400,
     memory_batch=50,
+    memory_seconds=0.3,
     codec_sizes=SIZES,
     codec_batches=300,
     codec_batch=50,
+    codec_seconds=0.3,
     footprint_sessions=100_000,
     footprint_sizes=(256, HEADLINE_SIZE),
 )

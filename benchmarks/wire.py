@@ -20,7 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio import connection as rconn
 
-__all__ = ["WireCounter", "command_deltas", "commandstats"]
+__all__ = ["WireCounter", "command_deltas", "commandstats", "server_cpu_seconds"]
 
 
 @dataclass
@@ -69,23 +69,37 @@ class WireCounter:
             tcp._connect = orig_connect  # type: ignore[method-assign]
 
 
-async def commandstats(client: aioredis.Redis) -> dict[str, int]:
-    """Calls per command name since the server started (or `CONFIG RESETSTAT`)."""
+Stats = dict[str, tuple[int, int]]
+
+
+async def commandstats(client: aioredis.Redis) -> Stats:
+    """(calls, usec) per command name since the server started (or `CONFIG RESETSTAT`)."""
     info: dict[str, Any] = await client.info("commandstats")
-    calls: dict[str, int] = {}
+    out: Stats = {}
     for name, stats in info.items():
         if name.startswith("cmdstat_") and isinstance(stats, dict):
-            calls[name.removeprefix("cmdstat_")] = int(stats["calls"])
-    return calls
+            out[name.removeprefix("cmdstat_")] = (int(stats["calls"]), int(stats["usec"]))
+    return out
 
 
-def command_deltas(before: dict[str, int], after: dict[str, int], ops: int) -> dict[str, float]:
-    """Server commands per operation between two `commandstats` snapshots, `info` excluded."""
-    out: dict[str, float] = {}
-    for name, count in sorted(after.items()):
+def command_deltas(
+    before: Stats, after: Stats, ops: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per operation, between two `commandstats` snapshots (`info` excluded): calls per command,
+    and server microseconds per command (a script's time includes the commands it ran)."""
+    calls: dict[str, float] = {}
+    usec: dict[str, float] = {}
+    for name, (count, micros) in sorted(after.items()):
         if name == "info":
             continue
-        delta = count - before.get(name, 0)
-        if delta:
-            out[name] = round(delta / ops, 3)
-    return out
+        count0, micros0 = before.get(name, (0, 0))
+        if count - count0:
+            calls[name] = round((count - count0) / ops, 3)
+            usec[name] = round((micros - micros0) / ops, 2)
+    return calls, usec
+
+
+async def server_cpu_seconds(client: aioredis.Redis) -> float:
+    """The server process's CPU time so far (user + system, all threads)."""
+    info: dict[str, Any] = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
