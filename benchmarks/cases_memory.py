@@ -30,7 +30,7 @@ from .harness import Contender, Summary, batched_async_latency
 from .payloads import Population
 from .settings import Profile
 
-__all__ = ["MEMORY_OPS", "open_memory_store", "run_memory_op"]
+__all__ = ["MEMORY_OPS", "memory_contenders", "open_memory_store", "run_memory_op"]
 
 MEMORY_OPS: tuple[str, ...] = ("create", "get", "update", "find_by_user", "remove")
 USERS = 64
@@ -63,7 +63,7 @@ async def _populated(pop: Population) -> tuple[InMemorySessionStore, list[Sessio
     return store, ids
 
 
-async def _contenders(op: str, pop: Population) -> list[Contender]:
+async def memory_contenders(op: str, pop: Population) -> list[Contender]:
     n_users = pop.count
     blobs, datas, ctxs, users = pop.blobs, pop.datas, pop.ctxs, pop.users
     store, ids = await _populated(pop)
@@ -188,7 +188,7 @@ async def run_memory_op(
     op: str, size: int, profile: Profile, *, tick: Callable[[], None]
 ) -> list[dict[str, Any]]:
     pop = Population(size, USERS)
-    contenders = await _contenders(op, pop)
+    contenders = await memory_contenders(op, pop)
     lat = await batched_async_latency(
         contenders,
         rounds=profile.rounds,

@@ -36,7 +36,7 @@ from .seed_store import SeedPatternStore
 from .settings import Profile
 from .wire import WireCounter, command_deltas, commandstats, server_cpu_seconds
 
-__all__ = ["REDIS_OPS", "delete_namespace", "open_redis_store", "run_redis_op"]
+__all__ = ["BUILDERS", "REDIS_OPS", "Rig", "delete_namespace", "open_redis_store", "run_redis_op"]
 
 REDIS_OPS: tuple[str, ...] = ("create", "get", "update", "find_by_user", "remove")
 USERS = 64  # distinct users (and sessions) each case cycles through
@@ -309,7 +309,7 @@ def _remove(rig: Rig) -> list[Contender]:
     ]
 
 
-_BUILDERS: dict[str, Callable[[Rig], list[Contender]]] = {
+BUILDERS: dict[str, Callable[[Rig], list[Contender]]] = {
     "create": _create,
     "get": _get,
     "update": _update,
@@ -355,7 +355,7 @@ async def run_redis_op(
     pop = Population(size, USERS)
     rig = await Rig.open(url, f"bench:{run_id}:redis:{op}:{size}", pop)
     try:
-        contenders = _BUILDERS[op](rig)
+        contenders = BUILDERS[op](rig)
         lat = await latency(
             contenders,
             rounds=profile.rounds,

@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 
 __all__ = [
     "AsyncOp",
+    "Budget",
     "Contender",
     "Latency",
     "Role",
@@ -31,6 +32,7 @@ __all__ = [
     "batched_sync_latency",
     "latency",
     "rotations",
+    "run_concurrently",
     "throughput",
 ]
 
@@ -132,7 +134,7 @@ def gc_paused() -> Iterator[None]:
 
 
 @dataclass
-class _Budget:
+class Budget:
     ops: int
     seconds: float
     deadline_ns: int = field(init=False, default=0)
@@ -282,7 +284,7 @@ def batched_sync_latency(
     return samples
 
 
-async def _run_concurrently(op: AsyncOp, budget: _Budget, concurrency: int) -> tuple[int, int]:
+async def run_concurrently(op: AsyncOp, budget: Budget, concurrency: int) -> tuple[int, int]:
     """Run up to `budget.ops` calls of `op` on `concurrency` tasks; (calls done, elapsed ns)."""
     next_index = 0
     clock = time.perf_counter_ns
@@ -317,14 +319,14 @@ async def throughput(
     """
     for c in contenders:
         await c.prepare(warmup)
-        await _run_concurrently(c.op, _Budget(warmup, 60.0), concurrency)
+        await run_concurrently(c.op, Budget(warmup, 60.0), concurrency)
         await c.finish()
     result: dict[str, list[float]] = {c.label: [] for c in contenders}
     for order in rotations(contenders, rounds):
         for c in order:
             await c.prepare(ops)
             with gc_paused():
-                done, elapsed = await _run_concurrently(c.op, _Budget(ops, seconds), concurrency)
+                done, elapsed = await run_concurrently(c.op, Budget(ops, seconds), concurrency)
             await c.finish()
             result[c.label].append(done / (elapsed / 1e9))
         tick()

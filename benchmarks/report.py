@@ -165,19 +165,41 @@ def write_json(doc: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def _bars(ax: Any, groups: list[str], series: list[tuple[str, str, list[float | None]]]) -> None:
-    """Grouped bars: `series` is (legend label, colour, one value per group or None)."""
+Series = tuple[str, str, list[float | None]]
+
+
+def _bars(
+    ax: Any,
+    groups: list[str],
+    series: list[Series],
+    tops: list[list[float | None]] | None = None,
+) -> None:
+    """Grouped bars: `series` is (legend label, colour, one value per group or None).
+
+    `tops`, parallel to `series`, draws a short black tick per bar (the p99).
+    """
     width = 0.8 / max(1, len(series))
     for k, (label, colour, values) in enumerate(series):
         xs = [g + (k - (len(series) - 1) / 2) * width for g in range(len(groups))]
         pts = [(x, v) for x, v in zip(xs, values, strict=True) if v is not None]
         if pts:
             ax.bar([p[0] for p in pts], [p[1] for p in pts], width, label=label, color=colour)
+        if tops is not None:
+            marks = [(x, v) for x, v in zip(xs, tops[k], strict=True) if v is not None]
+            ax.scatter(
+                [m[0] for m in marks], [m[1] for m in marks], marker="_", color="black", s=60
+            )
     ax.set_xticks(range(len(groups)), groups)
 
 
 def _role_values(
-    rows: list[dict[str, Any]], section: str, ops: list[str], role: str, key: str
+    rows: list[dict[str, Any]],
+    section: str,
+    ops: list[str],
+    role: str,
+    key: str,
+    *,
+    stat: str = "median",
 ) -> list[float | None]:
     out: list[float | None] = []
     for op in ops:
@@ -192,7 +214,7 @@ def _role_values(
             ),
             None,
         )
-        out.append(None if row is None else float(row[key]["median"]))
+        out.append(None if row is None else float(row[key][stat]))
     return out
 
 
@@ -201,6 +223,7 @@ def write_plot(doc: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows: list[dict[str, Any]] = doc["rows"]
     redis_ops = ["create", "get", "update", "find_by_user", "remove"]
@@ -208,7 +231,8 @@ def write_plot(doc: dict[str, Any], path: Path) -> None:
     label = size_label(HEADLINE_SIZE)
 
     ax = axes[0][0]
-    series = []
+    series: list[Series] = []
+    tops: list[list[float | None]] = []
     for role, name in (
         ("ours", "ours"),
         ("floor", "floor (raw redis.asyncio)"),
@@ -216,15 +240,21 @@ def write_plot(doc: dict[str, Any], path: Path) -> None:
         ("seed", "seed pattern"),
     ):
         vals = _role_values(rows, "redis", redis_ops, role, "latency_ns")
+        p99 = _role_values(rows, "redis", redis_ops, role, "latency_ns", stat="p99")
         series.append((name, ROLE_COLOURS[role], [None if v is None else v / 1e3 for v in vals]))
-    _bars(ax, redis_ops, series)
+        tops.append([None if v is None else v / 1e3 for v in p99])
+    _bars(ax, redis_ops, series, tops)
     ax.set_yscale("log")
-    ax.set_ylabel("median latency, us (log)")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_yticks([50, 100, 200, 500, 1000, 2000])
+    ax.set_ylabel("median latency, us (log); tick = p99")
     ax.set_title(f"Redis, concurrency 1, {label} payload")
     ax.legend(fontsize=8)
 
     ax = axes[0][1]
     series = []
+    tops = []
     for role, name in (
         ("ours", "ours"),
         ("floor", "floor (raw redis.asyncio)"),
