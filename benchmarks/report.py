@@ -133,7 +133,7 @@ def _targets_table(targets: list[Target]) -> list[str]:
         verdict = "met" if t.met else "MISSED"
         lines.append(
             f"  {verdict:<6} {t.section:<6} {t.op:<13} vs {t.against:<24} "
-            f"{t.metric:<19} {t.ratio:>6.2f} <= {t.limit:.2f}"
+            f"{t.metric:<19} {t.ratio:>6.3f} <= {t.limit:.2f}"
         )
     met = sum(t.met for t in targets)
     lines.append(f"  {met} of {len(targets)} met")
