@@ -10,9 +10,9 @@ from __future__ import annotations
 import msgspec
 
 from .errors import InvalidInputError
-from .schema import SessionData
+from .schema import SessionData, TenantCtx
 
-__all__ = ["decode_session_data", "encode_session_data"]
+__all__ = ["decode_session_data", "encode_session_data", "owner_prefix_length"]
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 _decoder = msgspec.json.Decoder(SessionData)
@@ -31,3 +31,28 @@ def decode_session_data(raw: bytes | str) -> SessionData:
         return _decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidInputError(f"invalid SessionData JSON: {exc}") from None
+
+
+_BLOB_HEAD = b'{"tenant_ctx":'
+_OWNER_TAIL = b'"attempt":0}'
+
+
+def owner_prefix_length(ctx: TenantCtx) -> int:
+    """How many leading bytes of a blob encoded with `ctx` hold its owner fields.
+
+    The owner fields (env, tenant, tenant_id, team, team_id, user, user_id) lead the encoding,
+    so a stored blob whose first bytes equal the new blob's, with no further team/user field
+    after them, has the same owner. The Redis update script uses this to skip a JSON decode.
+    Computed by encoding the owner fields alone, so the layout stays this codec's alone.
+    """
+    owner = TenantCtx(
+        env=ctx.env,
+        tenant=ctx.tenant,
+        tenant_id=ctx.tenant_id,
+        team=ctx.team,
+        team_id=ctx.team_id,
+        user=ctx.user,
+        user_id=ctx.user_id,
+        attempt=0,
+    )
+    return len(_BLOB_HEAD) + len(_encoder.encode(owner)) - len(_OWNER_TAIL)

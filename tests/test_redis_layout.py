@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -23,6 +25,7 @@ from greentic_session import (
     decode_session_data,
     encode_session_data,
 )
+from greentic_session.fence import scope_of
 from greentic_session.testing import RedisServer
 from tests.conftest import drop_namespace, make_data
 
@@ -198,3 +201,48 @@ async def test_unix_socket_urls_work(tmp_path: Path) -> None:
             assert await store.find_by_user(ALICE, "alice") == (key, make_data(ALICE))
             await store.remove_session(key)
             assert "unix://" in repr(store)
+
+
+_spelling = st.sampled_from([None, "x", "y"])
+_owner_contexts = st.builds(
+    lambda team, team_id, user, user_id, trace, attrs: TenantCtx(
+        env="dev",
+        tenant="t",
+        tenant_id="t",
+        team=team,
+        team_id=team_id,
+        user=user,
+        user_id=user_id,
+        trace_id=trace,
+        attributes=attrs,
+        attempt=0,
+    ),
+    _spelling,
+    _spelling,
+    _spelling,
+    _spelling,
+    st.sampled_from([None, "trace-1"]),
+    st.sampled_from([{}, {"team": "x"}, {"user_id": "y", "cursor": "c"}]),
+)
+
+
+# Each example creates its own session, so sharing the fixture's store across examples is safe.
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(stored=_owner_contexts, new=_owner_contexts)
+async def test_update_owner_check_agrees_with_the_fence(
+    redis_store: RedisSessionStore, stored: TenantCtx, new: TenantCtx
+) -> None:
+    """For any two owner spellings, a Redis update succeeds iff the fence calls them one owner."""
+    key = await redis_store.create_session(stored, make_data(stored))
+    replacement = make_data(new, node="moved")
+    if scope_of(stored) == scope_of(new):
+        await redis_store.update_session(key, replacement)
+        assert await redis_store.get_session(key) == replacement
+    else:
+        with pytest.raises(InvalidInputError, match="tenant fence"):
+            await redis_store.update_session(key, replacement)
+        assert await redis_store.get_session(key) == make_data(stored)

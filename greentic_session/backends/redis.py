@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         "The Redis session backend needs the redis extra: pip install 'greentic-session[redis]'"
     ) from exc
 
-from ..codec import decode_session_data, encode_session_data
+from ..codec import decode_session_data, encode_session_data, owner_prefix_length
 from ..errors import (
     ErrorCode,
     InternalError,
@@ -205,7 +205,8 @@ class RedisSessionStore(SessionStore):
         check_key(key)
         blob = encode_session_data(data)
         want = scope_of(data.tenant_ctx)
-        args = (want.env, want.tenant_id, want.team or "", want.user or "", blob)
+        prefix = owner_prefix_length(data.tenant_ctx)
+        args = (want.env, want.tenant_id, want.team or "", want.user or "", blob, prefix)
         result = await self._call(self._update, [self.keys.session(key)], args, write=True, key=key)
         if result == 1:
             return
