@@ -140,6 +140,20 @@ def _targets_table(targets: list[Target]) -> list[str]:
     return lines
 
 
+CONTENDED = 0.05  # other processes' share of all CPU time above which figures are suspect
+
+
+def _contention_warning(contention: dict[str, Any]) -> list[str]:
+    share = contention.get("foreign_share")
+    if share is None or share < CONTENDED:
+        return []
+    return [
+        f"WARNING: other processes used {share:.0%} of the machine's CPU time during this run "
+        f"({contention['foreign_cpu_seconds']} s); figures may be distorted, run again on a "
+        "quiet machine"
+    ]
+
+
 def render_table(doc: dict[str, Any], targets: list[Target]) -> str:
     rows: list[dict[str, Any]] = doc["rows"]
     m = doc["machine"]
@@ -147,6 +161,7 @@ def render_table(doc: dict[str, Any], targets: list[Target]) -> str:
         f"greentic_session benchmarks ({doc['profile']['name']} run, {doc['wall_seconds']:.0f} s): "
         f"Python {m['python']} on {m['cpu']} x{m['cpus']}; redis-server {doc['redis']['version']}"
         f" ({'private' if doc['redis']['private'] else 'given by --redis-url'})",
+        *_contention_warning(m.get("contention", {})),
         "ours/x: cost ratio, ours over the row's contender (below 1.00 ours is cheaper); "
         "us = microseconds; cpu/srv: client/server CPU per call at concurrency 1",
     ]

@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import importlib.metadata
 import os
-import platform
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from greentic_session.testing import RedisServer
 from .cases_codec import CODEC_OPS, run_codec_size
 from .cases_memory import MEMORY_OPS, run_memory_op
 from .cases_redis import REDIS_OPS, run_redis_op
+from .machine import CpuAccount, git_state, machine_info, package_versions
 from .memory_usage import memory_footprint, redis_footprint
 from .report import render_table, write_json, write_plot
 from .settings import FULL, QUICK, Profile
@@ -79,14 +78,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@dataclass(frozen=True)
+class RedisTarget:
+    url: str
+    private: bool
+    pinning: str
+    pid: int | None  # the private server's
+
+
 @contextmanager
-def redis_target(url: str | None, *, pin: bool) -> Iterator[tuple[str, bool, str]]:
-    """(url, private, pinning): the given server, or a private one for the length of the run."""
+def redis_target(url: str | None, *, pin: bool) -> Iterator[RedisTarget]:
+    """The given server, or a private one for the length of the run."""
     if url is not None:
-        yield url, False, "none (server given by --redis-url)"
+        yield RedisTarget(url, False, "none (server given by --redis-url)", None)
         return
     with RedisServer() as server:
-        yield server.url, True, pin_cpus(server.pid) if pin else "none (--no-pin)"
+        pinning = pin_cpus(server.pid) if pin else "none (--no-pin)"
+        yield RedisTarget(server.url, True, pinning, server.pid)
 
 
 def pin_cpus(server_pid: int | None) -> str:
@@ -106,58 +114,6 @@ def pin_cpus(server_pid: int | None) -> str:
     for task in Path(f"/proc/{server_pid}/task").iterdir():
         os.sched_setaffinity(int(task.name), {theirs})
     return f"benchmark on CPU {mine}, redis-server on CPU {theirs}"
-
-
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _mem_total() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _git() -> dict[str, Any]:
-    def run(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain"))}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "event_loop": "asyncio (default policy)",
-        "cpu": _cpu_model(),
-        "cpus": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_bytes": _mem_total(),
-    }
 
 
 async def _redis_version(url: str) -> str:
@@ -236,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         mininterval=0.5,
         dynamic_ncols=True,
     )
-    with bar, redis_target(args.redis_url, pin=not args.no_pin) as (url, private, pinning):
+    cpu = CpuAccount()
+    with bar, redis_target(args.redis_url, pin=not args.no_pin) as target:
+        url = target.url
         rows = asyncio.run(
             run_cases(
                 url,
@@ -248,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         redis_version = asyncio.run(_redis_version(url))
+        contention = cpu.foreign(target.pid)
     wall = time.perf_counter() - t0
     targets = check_targets(rows)
     doc: dict[str, Any] = {
@@ -256,12 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(wall, 1),
         "section_seconds": section_seconds,
         "profile": profile.as_dict(),
-        "machine": {**machine_info(), "pinning": pinning},
-        "versions": {name: _version(name) for name in PACKAGES},
-        "git": _git(),
+        "machine": {**machine_info(), "pinning": target.pinning, "contention": contention},
+        "versions": package_versions(PACKAGES),
+        "git": git_state(REPO),
         "redis": {
             "url": redact_url(url),
-            "private": private,
+            "private": target.private,
             "version": redis_version,
         },
         "method": {
