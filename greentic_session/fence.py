@@ -19,6 +19,7 @@ __all__ = [
     "check_key",
     "check_update",
     "lookup_slot",
+    "owner_slot",
     "scope_of",
     "visible_to",
 ]
@@ -55,8 +56,8 @@ def _violation(rule: str, detail: str) -> InvalidInputError:
     return InvalidInputError(f"tenant fence ({rule}): {detail}")
 
 
-def check_create(caller: TenantCtx, data: SessionData) -> UserSlot | None:
-    """Admit `data` for creation by `caller`; return the slot its user pointer goes to.
+def check_create(caller: TenantCtx, data: SessionData) -> tuple[Scope, UserSlot | None]:
+    """Admit `data` for creation by `caller`; return its owner and the slot its pointer goes to.
 
     The pointer's user comes from the data, or, when the data has none, from the caller.
     """
@@ -69,10 +70,15 @@ def check_create(caller: TenantCtx, data: SessionData) -> UserSlot | None:
         raise _violation("team", "the session's team must match the caller's")
     if theirs.user is not None and mine.user != theirs.user:
         raise _violation("user", "a session with a user can only be created by that user")
-    user = theirs.user if theirs.user is not None else mine.user
-    if user is None:
+    return theirs, owner_slot(theirs, user=mine.user)
+
+
+def owner_slot(owner: Scope, *, user: str | None = None) -> UserSlot | None:
+    """The pointer slot of a session owned by `owner`; `user` stands in when the owner has none."""
+    chosen = owner.user if owner.user is not None else user
+    if chosen is None:
         return None
-    return UserSlot(theirs.env, theirs.tenant_id, theirs.team, user)
+    return UserSlot(owner.env, owner.tenant_id, owner.team, chosen)
 
 
 def check_update(stored: Scope, data: SessionData) -> None:

@@ -20,7 +20,6 @@ from ..fence import (
     check_key,
     check_update,
     lookup_slot,
-    scope_of,
     visible_to,
 )
 from ..schema import SessionData, SessionKey, TenantCtx, new_session_key
@@ -55,8 +54,8 @@ class InMemorySessionStore(SessionStore):
 
     async def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
         self._check_open()
-        slot = check_create(ctx, data)
-        entry = _Entry(encode_session_data(data), scope_of(data.tenant_ctx), slot)
+        owner, slot = check_create(ctx, data)
+        entry = _Entry(encode_session_data(data), owner, slot)
         key = new_session_key()
         with self._lock:
             self._sessions[key] = entry

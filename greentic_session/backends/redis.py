@@ -44,7 +44,16 @@ from ..errors import (
     UnavailableError,
     UnknownOutcomeError,
 )
-from ..fence import Scope, check_create, check_key, check_update, lookup_slot, scope_of, visible_to
+from ..fence import (
+    Scope,
+    check_create,
+    check_key,
+    check_update,
+    lookup_slot,
+    owner_slot,
+    scope_of,
+    visible_to,
+)
 from ..schema import SessionData, SessionKey, TenantCtx, new_session_key
 from ..store import SessionStore
 from .keys import RedisKeys
@@ -184,7 +193,7 @@ class RedisSessionStore(SessionStore):
 
     async def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
         self._check_open()
-        slot = check_create(ctx, data)
+        _, slot = check_create(ctx, data)
         blob = encode_session_data(data)
         key = new_session_key()
         pipe = self.client.pipeline(transaction=True)
@@ -230,10 +239,9 @@ class RedisSessionStore(SessionStore):
             stored = decode_session_data(raw)
         except InvalidInputError:
             stored = None  # a corrupt blob is still removable; its pointer is cleared on lookup
-        if stored is not None:
-            owner = scope_of(stored.tenant_ctx)
-            if owner.user is not None:
-                keys.append(self.keys.user(lookup_slot(stored.tenant_ctx, owner.user)))
+        slot = None if stored is None else owner_slot(scope_of(stored.tenant_ctx))
+        if slot is not None:
+            keys.append(self.keys.user(slot))
         removed = await self._call(self._remove, keys, (key,), write=True, key=key)
         if removed != 1:
             raise NotFoundError(f"session {key!r} not found")
