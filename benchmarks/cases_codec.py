@@ -19,7 +19,7 @@ import pydantic
 
 from greentic_session import SessionData, decode_session_data, encode_session_data
 
-from .harness import Summary, SyncContender, batched_sync_latency
+from .harness import SyncContender, batched_sync_latency, latency_rows
 from .payloads import Population
 from .settings import Profile
 
@@ -211,16 +211,7 @@ def run_codec_size(
             warmup=50,
             tick=tick,
         )
-        rows += [
-            {
-                "section": "codec",
-                "op": op,
-                "size": size,
-                "blob_bytes": pop.blob_size,
-                "label": c.label,
-                "role": c.role,
-                "latency_ns": Summary.of(lat[c.label]).as_dict(),
-            }
-            for c in contenders
-        ]
+        rows += latency_rows(
+            "codec", op, size=size, blob_bytes=pop.blob_size, contenders=contenders, lat=lat
+        )
     return rows

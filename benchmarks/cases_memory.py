@@ -26,7 +26,7 @@ import msgspec
 from greentic_session import InMemorySessionStore, SessionData, SessionKey
 from greentic_session.testing import BACKENDS
 
-from .harness import Contender, Summary, batched_async_latency
+from .harness import Contender, batched_async_latency, latency_rows
 from .payloads import Population
 from .settings import Profile
 
@@ -198,15 +198,6 @@ async def run_memory_op(
         warmup=200,
         tick=tick,
     )
-    return [
-        {
-            "section": "memory",
-            "op": op,
-            "size": size,
-            "blob_bytes": pop.blob_size,
-            "label": c.label,
-            "role": c.role,
-            "latency_ns": Summary.of(lat[c.label]).as_dict(),
-        }
-        for c in contenders
-    ]
+    return latency_rows(
+        "memory", op, size=size, blob_bytes=pop.blob_size, contenders=contenders, lat=lat
+    )

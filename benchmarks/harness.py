@@ -331,3 +331,27 @@ async def throughput(
             result[c.label].append(done / (elapsed / 1e9))
         tick()
     return result
+
+
+def latency_rows(
+    section: str,
+    op: str,
+    *,
+    size: int,
+    blob_bytes: int,
+    contenders: Sequence[Contender | SyncContender],
+    lat: dict[str, list[float]],
+) -> list[dict[str, Any]]:
+    """One result row per contender for a latency-only case (in-memory and codec sections)."""
+    return [
+        {
+            "section": section,
+            "op": op,
+            "size": size,
+            "blob_bytes": blob_bytes,
+            "label": c.label,
+            "role": c.role,
+            "latency_ns": Summary.of(lat[c.label]).as_dict(),
+        }
+        for c in contenders
+    ]
