@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from .errors import InvalidInputError
-from .schema import SessionData, TenantCtx
+from .schema import SessionData, TenantCtx, check_writable
 
 __all__ = ["decode_session_data", "encode_session_data", "owner_prefix_length"]
 
@@ -19,9 +19,11 @@ _decoder = msgspec.json.Decoder(SessionData)
 
 
 def encode_session_data(data: SessionData) -> bytes:
-    """Serialize `data` to the shared greentic-types JSON."""
+    """Serialize `data` to the shared greentic-types JSON; a wrongly typed field or a string
+    that is not valid Unicode raises `InvalidInputError` (see `check_writable`)."""
     if not isinstance(data, SessionData):
         raise TypeError(f"expected SessionData, got {type(data).__name__}")
+    check_writable(data)
     return _encoder.encode(data)
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "SessionData",
     "SessionKey",
     "TenantCtx",
+    "check_writable",
     "new_session_key",
     "validate_identifier",
 ]
@@ -136,8 +137,8 @@ class TenantCtx(_Wire, kw_only=True, frozen=True):
             (self.env, self.tenant, self.tenant_id),
             (self.team, self.team_id, self.user, self.user_id),
         )
-        if self.attempt < 0 or self.attempt > 0xFFFF_FFFF:
-            raise InvalidInputError("attempt must fit an unsigned 32-bit integer")
+        if type(self.attempt) is not int or self.attempt < 0 or self.attempt > 0xFFFF_FFFF:
+            raise InvalidInputError("attempt must be an int that fits an unsigned 32-bit integer")
 
     @classmethod
     def new(
@@ -199,3 +200,90 @@ class SessionData(_Wire, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         _validate_identifiers(("flow_id", "pack_id"), (self.flow_id,), (self.pack_id,))
+
+
+# -- the write check ------------------------------------------------------------------------------
+# msgspec type-checks on decode, never on construction, so `SessionData(context_json=[1])` builds
+# fine and would be written as JSON that no runner can read back. Every write runs this check.
+
+
+def check_writable(data: SessionData) -> None:
+    """Raise `InvalidInputError` unless every field of `data` has its declared type and every
+    string is valid Unicode (no lone surrogates), so the codec can write it and Rust read it.
+
+    The common case is one pass: all strings are joined (a non-str raises TypeError) and the
+    result checked with `isascii()`. Any doubt falls through to a pass over the schema that
+    names the field, never its value.
+    """
+    ctx, cursor = data.tenant_ctx, data.cursor
+    deadline, actor = ctx.deadline, ctx.impersonation
+    if (
+        isinstance(ctx, TenantCtx)
+        and isinstance(cursor, SessionCursor)
+        and type(ctx.attempt) is int
+        and type(ctx.attributes) is dict
+        and (deadline is None or type(deadline.unix_millis) is int)
+        and (actor is None or isinstance(actor, Impersonation))
+    ):
+        optional = (
+            data.pack_id, cursor.wait_reason, cursor.outbox_marker, ctx.team, ctx.team_id,
+            ctx.user, ctx.user_id, ctx.session_id, ctx.flow_id, ctx.node_id, ctx.provider_id,
+            ctx.trace_id, ctx.i18n_id, ctx.correlation_id, ctx.idempotency_key,
+            None if actor is None else actor.actor_id, None if actor is None else actor.reason,
+        )  # fmt: skip
+        texts = [
+            data.flow_id, cursor.node_pointer, ctx.env, ctx.tenant, ctx.tenant_id,
+            *ctx.attributes, *ctx.attributes.values(), *[v for v in optional if v is not None],
+        ]  # fmt: skip
+        try:
+            joined = "".join(texts)
+        except TypeError:
+            pass
+        else:
+            body = data.context_json  # checked on its own: joining would copy it
+            if joined.isascii() and isinstance(body, str) and body.isascii():
+                return
+    _check_value(data, _SESSION_DATA_TYPE, "data")
+
+
+_SESSION_DATA_TYPE = msgspec.inspect.type_info(SessionData)
+
+
+def _check_value(value: object, kind: msgspec.inspect.Type, what: str) -> None:
+    """The naming pass of `check_writable`, driven by the schema itself (new fields included)."""
+    mi = msgspec.inspect
+    if isinstance(kind, mi.UnionType):
+        if value is None and any(isinstance(t, mi.NoneType) for t in kind.types):
+            return
+        (kind,) = (t for t in kind.types if not isinstance(t, mi.NoneType))
+    if isinstance(kind, mi.StrType):
+        _check_text(value, what)
+    elif isinstance(kind, mi.IntType):
+        _check_type(value, int, what)
+    elif isinstance(kind, mi.DictType):
+        _check_type(value, dict, what)
+        for k, v in value.items():  # type: ignore[attr-defined]
+            _check_value(k, kind.key_type, f"{what} key")
+            _check_value(v, kind.value_type, f"{what} value")
+    elif isinstance(kind, mi.StructType):
+        if not isinstance(value, kind.cls):
+            wanted, got = kind.cls.__name__, type(value).__name__
+            raise InvalidInputError(f"{what} must be {wanted}, not {got}")
+        for field in kind.fields:
+            _check_value(getattr(value, field.name), field.type, f"{what}.{field.name}")
+    else:  # pragma: no cover - a schema change this check does not know yet
+        raise TypeError(f"check_writable cannot check {kind!r}; extend _check_value")
+
+
+def _check_type(value: object, kind: type, what: str) -> None:
+    if type(value) is not kind:  # exact: a bool is an int to Python, `true` to JSON
+        raise InvalidInputError(f"{what} must be {kind.__name__}, not {type(value).__name__}")
+
+
+def _check_text(value: object, what: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be str, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{what} is not valid Unicode (a lone surrogate)") from None

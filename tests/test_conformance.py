@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
 import pytest
@@ -269,6 +270,38 @@ async def test_key_and_data_types_are_checked_before_writing(store: SessionStore
         await store.create_session(ALICE, "not data")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         await store.find_by_user("dev", "alice")  # type: ignore[arg-type]
+    assert await store.get_session(key) == make_data(ALICE)
+    assert await store.find_by_user(ALICE, "alice") == (key, make_data(ALICE))
+
+
+# Fields msgspec does not type-check on construction, each with a value no runner could read.
+UNWRITABLE = [
+    pytest.param({"context_json": ["not", "a", "str"]}, "context_json", id="list-body"),
+    pytest.param({"context_json": "\ud800"}, "context_json", id="lone-surrogate"),
+    pytest.param({"cursor": "node.wait"}, "cursor", id="cursor-str"),
+    pytest.param({"attributes": {"lang": 1}}, "attributes", id="attribute-int"),
+    pytest.param({"trace_id": b"t"}, "trace_id", id="trace-bytes"),
+]
+
+
+def _unwritable(change: dict[str, Any]) -> SessionData:
+    ctx_change = {k: v for k, v in change.items() if k in TenantCtx.__struct_fields__}
+    ctx = msgspec.structs.replace(ALICE, **ctx_change)
+    rest = {k: v for k, v in change.items() if k not in ctx_change}
+    return msgspec.structs.replace(make_data(ALICE), tenant_ctx=ctx, **rest)
+
+
+@pytest.mark.parametrize(("change", "field"), UNWRITABLE)
+async def test_unwritable_fields_are_refused_and_nothing_is_written(
+    store: SessionStore, change: dict[str, object], field: str
+) -> None:
+    """Data whose fields break the schema is refused with InvalidInputError on create and update."""
+    key = await store.create_session(ALICE, make_data(ALICE))
+    bad = _unwritable(change)
+    with pytest.raises(InvalidInputError, match=field):
+        await store.create_session(ALICE, bad)
+    with pytest.raises(InvalidInputError, match=field):
+        await store.update_session(key, bad)
     assert await store.get_session(key) == make_data(ALICE)
     assert await store.find_by_user(ALICE, "alice") == (key, make_data(ALICE))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from typing import Any
 
 import msgspec
 import pytest
@@ -16,9 +17,11 @@ from greentic_session import (
     InMemorySessionStore,
     InternalError,
     InvalidInputError,
+    InvocationDeadline,
     NotFoundError,
     PoolExhaustedError,
     SessionBackendConfig,
+    SessionCursor,
     SessionData,
     SessionError,
     TenantCtx,
@@ -26,7 +29,7 @@ from greentic_session import (
     UnknownOutcomeError,
     create_session_store,
 )
-from greentic_session.schema import new_session_key
+from greentic_session.schema import check_writable, new_session_key
 from tests.conftest import make_data
 
 
@@ -95,6 +98,60 @@ def test_attempt_must_fit_u32() -> None:
     with pytest.raises(InvalidInputError):
         TenantCtx.new("dev", "t", attempt=2**32)
     assert TenantCtx.new("dev", "t", attempt=2**32 - 1).attempt == 2**32 - 1
+    with pytest.raises(InvalidInputError):
+        TenantCtx.new("dev", "t", attempt=True)  # JSON `true`, which Rust's u32 refuses
+
+
+def _full_data() -> SessionData:
+    """SessionData with every optional field set, nested Structs included."""
+    ctx = TenantCtx.new(
+        "dev", "t", team="tm", user="u", session_id="s", flow_id="f", node_id="n",
+        provider_id="p", trace_id="tr", i18n_id="en", correlation_id="c",
+        attributes={"k": "v"}, deadline=InvocationDeadline(unix_millis=1),
+        idempotency_key="i", impersonation=Impersonation(actor_id="a", reason="r"),
+    )  # fmt: skip
+    cursor = SessionCursor(node_pointer="n", wait_reason="w", outbox_marker="o")
+    return SessionData(tenant_ctx=ctx, flow_id="f", pack_id="p", cursor=cursor, context_json="{}")
+
+
+def _leaves(obj: msgspec.Struct, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for name in obj.__struct_fields__:
+        value = getattr(obj, name)
+        if isinstance(value, msgspec.Struct):
+            out += _leaves(value, (*path, name))
+        else:
+            out.append((*path, name))
+    return out
+
+
+def _with(obj: msgspec.Struct, path: tuple[str, ...], value: object) -> Any:
+    head, *rest = path
+    new = _with(getattr(obj, head), tuple(rest), value) if rest else value
+    return msgspec.structs.replace(obj, **{head: new})
+
+
+def test_check_writable_names_every_field_of_the_schema() -> None:
+    """Any field, at any depth, holding a value of the wrong type is refused by name."""
+    data = _full_data()
+    check_writable(data)
+    leaves = _leaves(data)
+    for path in leaves:
+        # Refused either on construction (identifiers, attempt) or by the write check.
+        with pytest.raises(InvalidInputError, match=path[-1]):
+            check_writable(_with(data, path, 3.5))
+
+
+def test_check_writable_refuses_lone_surrogates_anywhere() -> None:
+    """A string that is not valid Unicode cannot be encoded as UTF-8 JSON and is refused."""
+    data = _full_data()
+    for path in _leaves(data):
+        if path[-1] not in ("attributes", "attempt", "unix_millis"):
+            with pytest.raises(InvalidInputError, match=path[-1]):
+                check_writable(_with(data, path, "ok\udc80"))
+    bad_key = _with(data, ("tenant_ctx", "attributes"), {"\udc80": "v"})
+    with pytest.raises(InvalidInputError, match="attributes key"):
+        check_writable(bad_key)
 
 
 def test_error_codes_are_the_greentic_serde_names() -> None:
