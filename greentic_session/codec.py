@@ -7,6 +7,8 @@ order.
 
 from __future__ import annotations
 
+import functools
+
 import msgspec
 
 from .errors import InvalidInputError
@@ -45,16 +47,28 @@ def owner_prefix_length(ctx: TenantCtx) -> int:
     The owner fields (env, tenant, tenant_id, team, team_id, user, user_id) lead the encoding,
     so a stored blob whose first bytes equal the new blob's, with no further team/user field
     after them, has the same owner. The Redis update script uses this to skip a JSON decode.
-    Computed by encoding the owner fields alone, so the layout stays this codec's alone.
+    Computed by encoding the owner fields alone, so the layout stays this codec's alone; cached
+    per owner, since a runner updates the same few owners over and over.
     """
+    return _owner_prefix_length(
+        (ctx.env, ctx.tenant, ctx.tenant_id, ctx.team, ctx.team_id, ctx.user, ctx.user_id)
+    )
+
+
+_Owner = tuple[str, str, str, str | None, str | None, str | None, str | None]
+
+
+@functools.lru_cache(maxsize=4096)
+def _owner_prefix_length(owner_fields: _Owner) -> int:
+    env, tenant, tenant_id, team, team_id, user, user_id = owner_fields
     owner = TenantCtx(
-        env=ctx.env,
-        tenant=ctx.tenant,
-        tenant_id=ctx.tenant_id,
-        team=ctx.team,
-        team_id=ctx.team_id,
-        user=ctx.user,
-        user_id=ctx.user_id,
+        env=env,
+        tenant=tenant,
+        tenant_id=tenant_id,
+        team=team,
+        team_id=team_id,
+        user=user,
+        user_id=user_id,
         attempt=0,
     )
     return len(_BLOB_HEAD) + len(_encoder.encode(owner)) - len(_OWNER_TAIL)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,11 +21,12 @@ from redis.exceptions import ConnectionError
 from greentic_session import (
     InvalidInputError,
     RedisSessionStore,
+    SessionData,
     TenantCtx,
     decode_session_data,
     encode_session_data,
 )
-from greentic_session.fence import scope_of
+from greentic_session.fence import owner_slot, scope_of
 from greentic_session.testing import RedisServer
 from tests.conftest import drop_namespace, make_data
 
@@ -169,7 +170,7 @@ def counting_round_trips() -> Iterator[list[int]]:
 
 
 async def test_round_trips_per_call(redis_store: RedisSessionStore) -> None:
-    """get, create, find_by_user and update take one round trip each; remove takes two."""
+    """Every operation, remove included, takes one round trip."""
     await redis_store.get_session("warm-up")  # connect and load nothing yet
     data = make_data(ALICE)
     key = await redis_store.create_session(ALICE, data)
@@ -189,7 +190,7 @@ async def test_round_trips_per_call(redis_store: RedisSessionStore) -> None:
         with counting_round_trips() as sent:
             await call()
         counts[name] = sent[0]
-    assert counts == {"create": 1, "get": 1, "find_by_user": 1, "update": 1, "remove": 2}
+    assert counts == {"create": 1, "get": 1, "find_by_user": 1, "update": 1, "remove": 1}
 
 
 async def test_unix_socket_urls_work(tmp_path: Path) -> None:
@@ -246,3 +247,74 @@ async def test_update_owner_check_agrees_with_the_fence(
         with pytest.raises(InvalidInputError, match="tenant fence"):
             await redis_store.update_session(key, replacement)
         assert await redis_store.get_session(key) == make_data(stored)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(owner=_owner_contexts)
+async def test_remove_clears_the_pointer_the_python_layout_names(
+    redis_store: RedisSessionStore, owner: TenantCtx
+) -> None:
+    """remove.lua derives, for any owner spelling, the very pointer key keys.RedisKeys built."""
+    key = await redis_store.create_session(owner, make_data(owner))
+    slot = owner_slot(scope_of(owner))
+    pointer = None if slot is None else redis_store.keys.user(slot)
+    if pointer is not None:
+        assert await redis_store.client.get(pointer) == key.encode()
+    await redis_store.remove_session(key)
+    assert await redis_store.get_session(key) is None
+    if pointer is not None:
+        assert await redis_store.client.exists(pointer) == 0
+
+
+def _reordered_blob(data: SessionData) -> bytes:
+    """The same SessionData with the JSON fields in another order, as another writer might."""
+    fields = msgspec.json.decode(encode_session_data(data))
+    ctx = dict(reversed(fields.pop("tenant_ctx").items()))
+    return msgspec.json.encode({**fields, "tenant_ctx": ctx})
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        pytest.param(_reordered_blob, id="other-field-order"),
+        pytest.param(
+            lambda data: encode_session_data(
+                msgspec.structs.replace(
+                    data,
+                    tenant_ctx=msgspec.structs.replace(
+                        data.tenant_ctx, user="u" * 5000, user_id="u" * 5000
+                    ),
+                )
+            ),
+            id="owner-longer-than-the-head",
+        ),
+    ],
+)
+async def test_remove_reads_the_owner_of_any_blob_shape(
+    redis_store: RedisSessionStore, namespace: str, shape: Callable[[SessionData], bytes]
+) -> None:
+    """When the owner is not in the blob's head in serde's order, remove decodes the blob."""
+    data = make_data(ALICE)
+    blob = shape(data)
+    stored = decode_session_data(blob)
+    slot = owner_slot(scope_of(stored.tenant_ctx))
+    assert slot is not None
+    pointer = redis_store.keys.user(slot)
+    await redis_store.client.set(f"{namespace}:session:odd", blob)
+    await redis_store.client.set(pointer, "odd")
+    await redis_store.remove_session("odd")
+    assert await redis_store.client.exists(f"{namespace}:session:odd", pointer) == 0
+
+
+async def test_remove_keeps_a_pointer_that_names_another_session(
+    redis_store: RedisSessionStore,
+) -> None:
+    """Removing an older session leaves the owner's pointer to a newer one alone."""
+    older = await redis_store.create_session(ALICE, make_data(ALICE))
+    newer = await redis_store.create_session(ALICE, make_data(ALICE, node="newer"))
+    await redis_store.remove_session(older)
+    assert await redis_store.find_by_user(ALICE, "alice") == (newer, make_data(ALICE, node="newer"))

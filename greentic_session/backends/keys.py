@@ -2,6 +2,9 @@
 
 - session blob:  `{namespace}:session:{session_key}`
 - user pointer:  `{namespace}:user:{env}:{tenant_id}:{team or "-"}:{user}`
+
+lua/remove.lua builds a pointer key from a stored owner by the same rule (it gets the prefix from
+here); tests/test_redis_layout.py proves the two agree.
 """
 
 from __future__ import annotations
@@ -32,16 +35,16 @@ def validate_namespace(namespace: object) -> str:
 class RedisKeys:
     """Builds every Redis key the store touches, for one namespace."""
 
-    __slots__ = ("_user_prefix", "namespace", "session_prefix")
+    __slots__ = ("namespace", "session_prefix", "user_prefix")
 
     def __init__(self, namespace: str) -> None:
         self.namespace = validate_namespace(namespace)
         self.session_prefix = f"{namespace}:session:"
-        self._user_prefix = f"{namespace}:user:"
+        self.user_prefix = f"{namespace}:user:"
 
     def session(self, key: str) -> str:
         return self.session_prefix + key
 
     def user(self, slot: UserSlot) -> str:
         team = slot.team if slot.team is not None else "-"
-        return f"{self._user_prefix}{slot.env}:{slot.tenant_id}:{team}:{slot.user}"
+        return f"{self.user_prefix}{slot.env}:{slot.tenant_id}:{team}:{slot.user}"

@@ -91,7 +91,12 @@ class RedisPoolOptions(TypedDict, total=False):
 
 @dataclass(frozen=True, slots=True)
 class RedisOptions:
-    """How to reach Redis. Timeouts are seconds; `pool_timeout` bounds the wait for a connection."""
+    """How to reach Redis. Timeouts are seconds.
+
+    `connect_timeout` bounds opening a TCP connection, `socket_timeout` one Redis call from send
+    to reply (handshake of a new connection included), `pool_timeout` the wait for a free
+    connection when `max_connections` are busy.
+    """
 
     url: str = field(repr=False)
     namespace: str = DEFAULT_NAMESPACE

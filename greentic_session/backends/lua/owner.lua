@@ -1,0 +1,39 @@
+-- Prepended to update.lua and remove.lua when the store loads them: the one Lua reading of a
+-- stored blob's owner, as {env, tenant_id, team, user} with '' for none, normalized as
+-- fence.scope_of does (the *_id field wins over the plain one).
+
+-- From a decoded tenant_ctx table (cjson); absent or non-string fields count as none.
+local function owner_of_ctx(ctx)
+  local function pick(primary, fallback)
+    local v = ctx[primary]
+    if type(v) ~= 'string' then v = ctx[fallback] end
+    if type(v) ~= 'string' then v = '' end
+    return v
+  end
+  return {pick('env', 'env'), pick('tenant_id', 'tenant_id'), pick('team_id', 'team'),
+          pick('user_id', 'user')}
+end
+
+-- From the blob's first bytes, without decoding it: both writers emit serde's field order and
+-- identifiers cannot hold quotes, so the owner fields lead the blob in one fixed shape. Returns
+-- nil for any other shape (the caller then decodes the whole blob).
+local function owner_of_head(text)
+  local env, tenant_id, rest = string.match(text,
+    '^{"tenant_ctx":{"env":"([^"]*)","tenant":"[^"]*","tenant_id":"([^"]*)"(.*)$')
+  if not env then return nil end
+  local found = {}
+  for _, name in ipairs({'team', 'team_id', 'user', 'user_id'}) do
+    local value, after = string.match(rest, '^,"' .. name .. '":"([^"]*)"(.*)$')
+    if value then found[name], rest = value, after end
+  end
+  -- What follows must be the object's end or a whole non-owner field name; anything else (an
+  -- owner field cut off by the end of the head, say) sends the caller to the full decode.
+  if string.sub(rest, 1, 1) ~= '}' then
+    local name = string.match(rest, '^,"([%w_]+)":')
+    if not name or name == 'team' or name == 'team_id' or name == 'user' or name == 'user_id' then
+      return nil
+    end
+  end
+  found.env, found.tenant_id = env, tenant_id
+  return owner_of_ctx(found)
+end
