@@ -13,7 +13,7 @@ Failure rules:
   so a cancelled call never leaves a reply behind for the next user of that connection.
 - A gate of `max_connections` permits bounds in-flight calls, so a saturated pool waits at most
   `pool_timeout` and then raises `PoolExhaustedError`, distinct from "server down".
-- `socket_timeout` bounds each call with one `asyncio.timeout` here rather than in redis-py, whose
+- `socket_timeout` bounds each call here (`deadlines.Deadlines`) rather than in redis-py, whose
   per-send `asyncio.wait_for` (a new task on Python 3.11) and per-read timeout cost about a
   quarter of a GET's client CPU. On expiry redis-py drops the interrupted connection, as for any
   cancellation.
@@ -60,6 +60,7 @@ from ..fence import (
 )
 from ..schema import SessionData, SessionKey, TenantCtx, new_session_key
 from ..store import SessionStore
+from .deadlines import Deadlines
 from .keys import RedisKeys
 from .options import (
     DEFAULT_NAMESPACE,
@@ -146,6 +147,7 @@ class RedisSessionStore(SessionStore):
         pool = client.connection_pool
         self._pool_timeout = pool_timeout
         self._socket_timeout = socket_timeout
+        self._deadlines = None if socket_timeout is None else Deadlines(socket_timeout)
         self._gate = asyncio.Semaphore(min(getattr(pool, "max_connections", 2**31), 2**31))
         self._owns_client = _owns_client
         self._closed = False
@@ -323,10 +325,9 @@ class RedisSessionStore(SessionStore):
         while True:
             await self._enter_gate()
             try:
-                if self._socket_timeout is None:
+                if self._deadlines is None:
                     return await op(*args)
-                async with asyncio.timeout(self._socket_timeout):
-                    return await op(*args)
+                return await self._deadlines.run(op, *args)
             except TimeoutError as exc:  # our socket_timeout (redis-py's own is a RedisError)
                 self._raise(exc, write=write, key=key)
             except redis_errors.ConnectionError as exc:
