@@ -8,11 +8,12 @@ order.
 from __future__ import annotations
 
 import functools
+import operator
 
 import msgspec
 
 from .errors import InvalidInputError
-from .schema import SessionData, TenantCtx, check_writable
+from .schema import OWNER_FIELDS, SessionData, TenantCtx, check_writable
 
 __all__ = ["decode_session_data", "encode_session_data", "owner_prefix_length"]
 
@@ -50,25 +51,13 @@ def owner_prefix_length(ctx: TenantCtx) -> int:
     Computed by encoding the owner fields alone, so the layout stays this codec's alone; cached
     per owner, since a runner updates the same few owners over and over.
     """
-    return _owner_prefix_length(
-        (ctx.env, ctx.tenant, ctx.tenant_id, ctx.team, ctx.team_id, ctx.user, ctx.user_id)
-    )
+    return _owner_prefix_length(_owner_fields(ctx))
 
 
-_Owner = tuple[str, str, str, str | None, str | None, str | None, str | None]
+_owner_fields = operator.attrgetter(*OWNER_FIELDS)
 
 
 @functools.lru_cache(maxsize=4096)
-def _owner_prefix_length(owner_fields: _Owner) -> int:
-    env, tenant, tenant_id, team, team_id, user, user_id = owner_fields
-    owner = TenantCtx(
-        env=env,
-        tenant=tenant,
-        tenant_id=tenant_id,
-        team=team,
-        team_id=team_id,
-        user=user,
-        user_id=user_id,
-        attempt=0,
-    )
+def _owner_prefix_length(values: tuple[str | None, ...]) -> int:
+    owner = TenantCtx(**dict(zip(OWNER_FIELDS, values, strict=True)), attempt=0)  # type: ignore[arg-type]
     return len(_BLOB_HEAD) + len(_encoder.encode(owner)) - len(_OWNER_TAIL)

@@ -105,7 +105,8 @@ class Impersonation(_Wire, kw_only=True, frozen=True):
         validate_identifier(self.actor_id, "impersonation.actor_id")
 
 
-_TENANT_CTX_IDENTIFIERS = ("env", "tenant", "tenant_id", "team", "team_id", "user", "user_id")
+# The TenantCtx fields that say who owns a session: identifiers, and the head of every blob.
+OWNER_FIELDS = ("env", "tenant", "tenant_id", "team", "team_id", "user", "user_id")
 
 
 class TenantCtx(_Wire, kw_only=True, frozen=True):
@@ -133,7 +134,7 @@ class TenantCtx(_Wire, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         _validate_identifiers(
-            _TENANT_CTX_IDENTIFIERS,
+            OWNER_FIELDS,
             (self.env, self.tenant, self.tenant_id),
             (self.team, self.team_id, self.user, self.user_id),
         )
