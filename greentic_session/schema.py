@@ -217,14 +217,16 @@ def check_writable(data: SessionData) -> None:
     names the field, never its value.
     """
     ctx, cursor = data.tenant_ctx, data.cursor
-    deadline, actor = ctx.deadline, ctx.impersonation
     if (
         isinstance(ctx, TenantCtx)
         and isinstance(cursor, SessionCursor)
         and type(ctx.attempt) is int
         and type(ctx.attributes) is dict
-        and (deadline is None or type(deadline.unix_millis) is int)
-        and (actor is None or isinstance(actor, Impersonation))
+        and (
+            (deadline := ctx.deadline) is None
+            or (isinstance(deadline, InvocationDeadline) and type(deadline.unix_millis) is int)
+        )
+        and ((actor := ctx.impersonation) is None or isinstance(actor, Impersonation))
     ):
         optional = (
             data.pack_id, cursor.wait_reason, cursor.outbox_marker, ctx.team, ctx.team_id,

@@ -281,14 +281,16 @@ UNWRITABLE = [
     pytest.param({"cursor": "node.wait"}, "cursor", id="cursor-str"),
     pytest.param({"attributes": {"lang": 1}}, "attributes", id="attribute-int"),
     pytest.param({"trace_id": b"t"}, "trace_id", id="trace-bytes"),
+    pytest.param({"deadline": {"unix_millis": 1}}, "deadline", id="deadline-dict"),
+    pytest.param({"tenant_ctx": "alice"}, "tenant_ctx", id="ctx-str"),
 ]
 
 
 def _unwritable(change: dict[str, Any]) -> SessionData:
     ctx_change = {k: v for k, v in change.items() if k in TenantCtx.__struct_fields__}
     ctx = msgspec.structs.replace(ALICE, **ctx_change)
-    rest = {k: v for k, v in change.items() if k not in ctx_change}
-    return msgspec.structs.replace(make_data(ALICE), tenant_ctx=ctx, **rest)
+    rest = {"tenant_ctx": ctx} | {k: v for k, v in change.items() if k not in ctx_change}
+    return msgspec.structs.replace(make_data(ALICE), **rest)
 
 
 @pytest.mark.parametrize(("change", "field"), UNWRITABLE)

@@ -119,8 +119,9 @@ class InMemorySessionStore(SessionStore):
 
     async def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
         self._check_open()
-        owner, slot = check_create(ctx, data)  # type errors first, as the Redis backend
-        entry = _Entry(_stored_form(data), owner, slot)
+        stored = _stored_form(data)  # first, as in Redis: the fence reads fields this checks
+        owner, slot = check_create(ctx, data)
+        entry = _Entry(stored, owner, slot)
         key = new_session_key()
         with self._lock:
             self._sessions[key] = entry

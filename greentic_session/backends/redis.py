@@ -206,8 +206,8 @@ class RedisSessionStore(SessionStore):
 
     async def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
         self._check_open()
+        blob = encode_session_data(data)  # first: the fence reads fields this checks
         _, slot = check_create(ctx, data)
-        blob = encode_session_data(data)
         key = new_session_key()
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self.keys.session(key), blob)
