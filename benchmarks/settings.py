@@ -54,9 +54,9 @@ QUICK = Profile(
     memory_batch=50,
     memory_seconds=0.05,
     codec_sizes=SIZES,
-    codec_batches=30,
+    codec_batches=60,
     codec_batch=50,
-    codec_seconds=0.03,
+    codec_seconds=0.05,
     footprint_sessions=10_000,
     footprint_sizes=(HEADLINE_SIZE,),
 )
