@@ -24,8 +24,6 @@ _decoder = msgspec.json.Decoder(SessionData)
 def encode_session_data(data: SessionData) -> bytes:
     """Serialize `data` to the shared greentic-types JSON; a wrongly typed field or a string
     that is not valid Unicode raises `InvalidInputError` (see `check_writable`)."""
-    if not isinstance(data, SessionData):
-        raise TypeError(f"expected SessionData, got {type(data).__name__}")
     check_writable(data)
     return _encoder.encode(data)
 

@@ -214,8 +214,10 @@ def check_writable(data: SessionData) -> None:
 
     The common case is one pass: all strings are joined (a non-str raises TypeError) and the
     result checked with `isascii()`. Any doubt falls through to a pass over the schema that
-    names the field, never its value.
+    names the field, never its value. Anything but a `SessionData` is a `TypeError`.
     """
+    if not isinstance(data, SessionData):
+        raise TypeError(f"data must be SessionData, not {type(data).__name__}")
     ctx, cursor = data.tenant_ctx, data.cursor
     if (
         isinstance(ctx, TenantCtx)

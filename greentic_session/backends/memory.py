@@ -76,8 +76,6 @@ def _private_copy(data: SessionData) -> SessionData:
 
 def _stored_form(data: SessionData) -> SessionData:
     """Refuse what Redis refuses, then make the private copy the store keeps."""
-    if not isinstance(data, SessionData):
-        raise TypeError(f"data must be SessionData, not {type(data).__name__}")
     check_writable(data)
     ctx = data.tenant_ctx
     deadline, actor = ctx.deadline, ctx.impersonation

@@ -121,7 +121,8 @@ class RedisSessionStore(SessionStore):
 
     Build it with `from_url(...)`, `create_session_store(SessionBackendConfig.redis_url(...))`, or
     around your own `redis.asyncio.Redis` (created with `retry=Retry(NoBackoff(), 0)`; the store
-    does not close a client it was given).
+    does not close a client it was given). `socket_timeout` bounds each call; with None, only the
+    client's own redis-py timeouts apply.
     """
 
     def __init__(
