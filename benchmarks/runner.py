@@ -19,7 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
-from greentic_session.backends.options import redact_url
+from greentic_session.backends.redis.options import redact_url
 from greentic_session.testing import RedisServer
 
 from .cases_codec import CODEC_OPS, run_codec_size

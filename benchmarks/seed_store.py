@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 
 from greentic_session import NotFoundError, SessionData, SessionKey, TenantCtx
-from greentic_session.backends.keys import RedisKeys
+from greentic_session.backends.redis.keys import RedisKeys
 from greentic_session.codec import decode_session_data, encode_session_data
 from greentic_session.fence import (
     UserSlot,

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .backends.memory import InMemorySessionStore
-from .backends.options import DEFAULT_NAMESPACE
+from .backends.redis.options import DEFAULT_NAMESPACE
 from .codec import decode_session_data, encode_session_data
+from .config import SessionBackendConfig, create_session_store
 from .errors import (
     ConflictError,
     ErrorCode,
@@ -30,10 +31,10 @@ from .schema import (
     SessionKey,
     TenantCtx,
 )
-from .store import SessionBackendConfig, SessionStore, create_session_store
+from .store import SessionStore
 
 if TYPE_CHECKING:
-    from .backends.redis import RedisSessionStore as RedisSessionStore
+    from .backends.redis.store import RedisSessionStore as RedisSessionStore
 
 # `RedisSessionStore` is deliberately not in __all__: a star import must not import redis.
 __all__ = [
@@ -64,7 +65,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "RedisSessionStore":
-        from .backends.redis import RedisSessionStore
+        from .backends.redis.store import RedisSessionStore
 
         return RedisSessionStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

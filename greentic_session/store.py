@@ -1,16 +1,14 @@
-"""The backend interface (`SessionStore`), its Redis-free configuration and the factory."""
+"""The backend interface: `SessionStore`, the contract every backend obeys."""
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Self, Unpack
+from typing import Self
 
-from .backends.options import DEFAULT_NAMESPACE, RedisOptions, RedisPoolOptions
 from .schema import SessionData, SessionKey, TenantCtx
 
-__all__ = ["SessionBackendConfig", "SessionStore", "create_session_store"]
+__all__ = ["SessionStore"]
 
 
 class SessionStore(abc.ABC):
@@ -55,43 +53,3 @@ class SessionStore(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class SessionBackendConfig:
-    """Which backend to build, without importing it. Build with the classmethods."""
-
-    kind: Literal["memory", "redis"]
-    redis: RedisOptions | None = None
-
-    @classmethod
-    def in_memory(cls) -> SessionBackendConfig:
-        return cls("memory")
-
-    @classmethod
-    def redis_url(
-        cls,
-        url: str,
-        *,
-        namespace: str = DEFAULT_NAMESPACE,
-        **options: Unpack[RedisPoolOptions],
-    ) -> SessionBackendConfig:
-        """Redis at `url` (`redis://`, `rediss://` or `unix://`); checked now, connected lazily.
-
-        `options` are `RedisOptions` fields: max_connections, connect_timeout, socket_timeout,
-        pool_timeout, tls_ca_file.
-        """
-        return cls("redis", RedisOptions(url=url, namespace=namespace, **options))
-
-
-def create_session_store(config: SessionBackendConfig) -> SessionStore:
-    """Build the store `config` describes. Only the Redis kind imports redis."""
-    if config.kind == "memory":
-        from .backends.memory import InMemorySessionStore
-
-        return InMemorySessionStore()
-    if config.kind == "redis" and config.redis is not None:
-        from .backends.redis import RedisSessionStore
-
-        return RedisSessionStore.from_options(config.redis)
-    raise TypeError(f"unsupported session backend config: {config!r}")

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Self
 
-from .store import SessionBackendConfig, SessionStore, create_session_store
+from .config import SessionBackendConfig, create_session_store
+from .store import SessionStore
 
 __all__ = [
     "BACKENDS",

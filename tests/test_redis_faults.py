@@ -33,7 +33,7 @@ from greentic_session import (
     UnknownOutcomeError,
     decode_session_data,
 )
-from greentic_session.backends.keys import RedisKeys
+from greentic_session.backends.redis.keys import RedisKeys
 from greentic_session.fence import UserSlot, scope_of
 from greentic_session.testing import RedisServer, free_port
 from tests.conftest import drop_namespace, make_data
@@ -370,7 +370,7 @@ async def test_a_thousand_random_cancellations_leave_no_crosstalk_or_leaks(
         in_use, total = pool_counts(store)
         assert in_use == 0, "a cancelled call leaked a pooled connection"
         assert total <= max_connections
-        assert store._gate._value == max_connections, "a cancelled call kept a gate permit"
+        assert store._redis.gate._value == max_connections, "a cancelled call kept a gate permit"
         assert await bounded(store.get_session(next(iter(owners)))) is not None
 
 

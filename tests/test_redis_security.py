@@ -26,7 +26,7 @@ from greentic_session import (
     UnavailableError,
     UnknownOutcomeError,
 )
-from greentic_session.backends.options import RedisOptions
+from greentic_session.backends.redis.options import RedisOptions
 from greentic_session.testing import RedisServer, TLSFiles, free_port
 from tests.test_redis_faults import (
     assert_store_works,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TypedDict
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
-from ..errors import InvalidInputError
+from ...errors import InvalidInputError
 from .keys import validate_namespace
 
 __all__ = [

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from ..errors import InvalidInputError
-from ..fence import UserSlot
+from ...errors import InvalidInputError
+from ...fence import UserSlot
 
 __all__ = ["RedisKeys", "validate_namespace"]
 

@@ -1,0 +1,27 @@
+"""The Lua scripts, loaded once from package data (`lua/*.lua`), and how they are named."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from typing import NamedTuple
+
+__all__ = ["CLEAR_POINTER", "FIND", "REMOVE", "UPDATE", "Script", "load_script"]
+
+
+class Script(NamedTuple):
+    source: bytes
+    sha: str
+
+
+def load_script(*names: str) -> Script:
+    """A script from package data files, concatenated (shared Lua functions come first)."""
+    lua = resources.files(__package__).joinpath("lua")
+    source = "\n".join(lua.joinpath(name).read_text(encoding="utf-8") for name in names).encode()
+    return Script(source, hashlib.sha1(source, usedforsecurity=False).hexdigest())
+
+
+UPDATE = load_script("owner.lua", "update.lua")
+REMOVE = load_script("owner.lua", "remove.lua")
+FIND = load_script("find.lua")
+CLEAR_POINTER = load_script("clear_pointer.lua")
