@@ -2,6 +2,12 @@
 
 - session blob:  `{namespace}:session:{session_key}`
 - user pointer:  `{namespace}:user:{env}:{tenant_id}:{team or "-"}:{user}`
+- wait scope:    `{namespace}:waits:scope:{env}:{tenant_id}:{team or "-"}:{user}:{scope_hash}`
+- user's waits:  `{namespace}:waits:user:{env}:{tenant_id}:{team or "-"}:{user}` (a SET of keys)
+- expiry meta:   `{namespace}:meta:{session_key}`, ours alone, written only when the store has an
+  expiry option (`idle_ttl`, `max_lifetime`): its value is the user-pointer suffix
+  (`{env}:{tenant_id}:{team or "-"}:{user}`, empty when none) so a touch can refresh the pointer
+  of a user-less session, and its PTTL is the session's remaining lifetime under `max_lifetime`.
 
 lua/remove.lua builds a pointer key from a stored owner by the same rule (it gets the prefix from
 here); tests/test_redis_layout.py proves the two agree.
@@ -35,16 +41,40 @@ def validate_namespace(namespace: object) -> str:
 class RedisKeys:
     """Builds every Redis key the store touches, for one namespace."""
 
-    __slots__ = ("namespace", "session_prefix", "user_prefix")
+    __slots__ = (
+        "meta_prefix",
+        "namespace",
+        "session_prefix",
+        "user_prefix",
+        "wait_scope_prefix",
+        "wait_user_prefix",
+    )
 
     def __init__(self, namespace: str) -> None:
         self.namespace = validate_namespace(namespace)
         self.session_prefix = f"{namespace}:session:"
         self.user_prefix = f"{namespace}:user:"
+        self.meta_prefix = f"{namespace}:meta:"
+        self.wait_scope_prefix = f"{namespace}:waits:scope:"
+        self.wait_user_prefix = f"{namespace}:waits:user:"
 
     def session(self, key: str) -> str:
         return self.session_prefix + key
 
-    def user(self, slot: UserSlot) -> str:
+    def meta(self, key: str) -> str:
+        return self.meta_prefix + key
+
+    @staticmethod
+    def slot_suffix(slot: UserSlot) -> str:
+        """`{env}:{tenant_id}:{team or "-"}:{user}`, the tail of every per-user key."""
         team = slot.team if slot.team is not None else "-"
-        return f"{self.user_prefix}{slot.env}:{slot.tenant_id}:{team}:{slot.user}"
+        return f"{slot.env}:{slot.tenant_id}:{team}:{slot.user}"
+
+    def user(self, slot: UserSlot) -> str:
+        return self.user_prefix + self.slot_suffix(slot)
+
+    def wait_user(self, slot: UserSlot) -> str:
+        return self.wait_user_prefix + self.slot_suffix(slot)
+
+    def wait_scope(self, slot: UserSlot, scope_hash: str) -> str:
+        return f"{self.wait_scope_prefix}{self.slot_suffix(slot)}:{scope_hash}"
