@@ -5,11 +5,13 @@ Redis-free: only building a Redis store imports the Redis backend (and so redis-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Unpack
 
 from .backends.redis.options import DEFAULT_NAMESPACE, RedisOptions, RedisPoolOptions
-from .store import SessionStore
+from .expiry import Expiry
+from .limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
+from .store import SessionStore, StoreOptions
 
 __all__ = ["SessionBackendConfig", "create_session_store"]
 
@@ -20,10 +22,17 @@ class SessionBackendConfig:
 
     kind: Literal["memory", "redis"]
     redis: RedisOptions | None = None
+    store: StoreOptions = field(default_factory=StoreOptions)
+
+    def __post_init__(self) -> None:
+        # Checked now, so a bad option fails where the config is written, not at first use.
+        Expiry(self.store.get("idle_ttl"), self.store.get("max_lifetime"))
+        check_max_blob_bytes(self.store.get("max_blob_bytes"))
 
     @classmethod
-    def in_memory(cls) -> SessionBackendConfig:
-        return cls("memory")
+    def in_memory(cls, **store: Unpack[StoreOptions]) -> SessionBackendConfig:
+        """The in-memory store; `store` options: idle_ttl, max_lifetime, max_blob_bytes."""
+        return cls("memory", store=store)
 
     @classmethod
     def redis_url(
@@ -31,14 +40,21 @@ class SessionBackendConfig:
         url: str,
         *,
         namespace: str = DEFAULT_NAMESPACE,
+        idle_ttl: float | None = None,
+        max_lifetime: float | None = None,
+        max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
         **options: Unpack[RedisPoolOptions],
     ) -> SessionBackendConfig:
         """Redis at `url` (`redis://`, `rediss://` or `unix://`); checked now, connected lazily.
 
         `options` are `RedisOptions` fields: max_connections, connect_timeout, socket_timeout,
-        pool_timeout, tls_ca_file.
+        pool_timeout, tls_ca_file. `idle_ttl`, `max_lifetime` (seconds) and `max_blob_bytes`
+        are the `StoreOptions` every backend takes.
         """
-        return cls("redis", RedisOptions(url=url, namespace=namespace, **options))
+        store = StoreOptions(
+            idle_ttl=idle_ttl, max_lifetime=max_lifetime, max_blob_bytes=max_blob_bytes
+        )
+        return cls("redis", RedisOptions(url=url, namespace=namespace, **options), store)
 
 
 def create_session_store(config: SessionBackendConfig) -> SessionStore:
@@ -46,9 +62,9 @@ def create_session_store(config: SessionBackendConfig) -> SessionStore:
     if config.kind == "memory":
         from .backends.memory import InMemorySessionStore
 
-        return InMemorySessionStore()
+        return InMemorySessionStore(**config.store)
     if config.kind == "redis" and config.redis is not None:
         from .backends.redis.store import RedisSessionStore
 
-        return RedisSessionStore.from_options(config.redis)
+        return RedisSessionStore.from_options(config.redis, **config.store)
     raise TypeError(f"unsupported session backend config: {config!r}")

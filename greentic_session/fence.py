@@ -16,9 +16,11 @@ __all__ = [
     "Scope",
     "UserSlot",
     "check_create",
+    "check_find_or_create",
     "check_key",
     "check_update",
     "lookup_slot",
+    "own_slot",
     "owner_slot",
     "scope_of",
     "visible_to",
@@ -98,6 +100,23 @@ def lookup_slot(ctx: TenantCtx, user: str) -> UserSlot:
     _require(ctx, TenantCtx, "ctx")
     validate_identifier(user, "user")
     return UserSlot(ctx.env, ctx.tenant_id, ctx.normalized_team, user)
+
+
+def own_slot(ctx: TenantCtx, user: str) -> UserSlot:
+    """The slot `find_or_create(ctx, user, ...)` works on: `ctx`'s user, when set, is `user`."""
+    slot = lookup_slot(ctx, user)
+    mine = ctx.normalized_user
+    if mine is not None and mine != user:
+        raise _violation("user", "a caller with a user can only find or create its own session")
+    return slot
+
+
+def check_find_or_create(
+    caller: TenantCtx, slot: UserSlot, data: SessionData
+) -> tuple[Scope, UserSlot]:
+    """Admit `data`, built by `find_or_create`, for creation at `slot` (from `own_slot`)."""
+    owner, _ = check_create(caller.with_user(slot.user), data)
+    return owner, slot
 
 
 def visible_to(slot: UserSlot, owner: Scope) -> bool:

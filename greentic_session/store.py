@@ -1,14 +1,68 @@
-"""The backend interface: `SessionStore`, the contract every backend obeys."""
+"""The backend interface: `SessionStore`, the contract every backend obeys, and `SessionEntry`."""
 
 from __future__ import annotations
 
 import abc
+import inspect
+import random
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Self
+from typing import Self, TypedDict
 
+import anyio
+import msgspec
+
+from .errors import ConflictError, InvalidInputError, NotFoundError
 from .schema import SessionData, SessionKey, TenantCtx
 
-__all__ = ["SessionStore"]
+__all__ = [
+    "DEFAULT_UPDATE_ATTEMPTS",
+    "SessionBuilder",
+    "SessionChange",
+    "SessionEntry",
+    "SessionStore",
+    "StoreOptions",
+]
+
+DEFAULT_UPDATE_ATTEMPTS = 5
+
+# update_with's pause before attempt n+1 is a random share of min(_BACKOFF_CAP, _BACKOFF * 2**n):
+# "full jitter", so writers that collided once do not collide again in lockstep.
+_BACKOFF = 0.002
+_BACKOFF_CAP = 0.05
+
+SessionChange = Callable[[SessionData], SessionData | Awaitable[SessionData]]
+"""What `update_with` applies: a plain or async callable from the stored data to the new data."""
+
+SessionBuilder = Callable[[], SessionData | Awaitable[SessionData]]
+
+
+class StoreOptions(TypedDict, total=False):
+    """What every backend's constructor (and `SessionBackendConfig`) accepts besides its own
+    connection options: `idle_ttl` and `max_lifetime` in seconds (`expiry`), and
+    `max_blob_bytes` (`limits`)."""
+
+    idle_ttl: float | None
+    max_lifetime: float | None
+    max_blob_bytes: int | None
+
+
+class SessionEntry(msgspec.Struct, frozen=True):
+    """A stored session with its revision.
+
+    `revision` is opaque: it changes whenever the stored session changes (in Redis, whenever the
+    stored bytes change, whoever wrote them), and `update_session(..., expected_revision=...)`
+    writes only while the session still has it.
+    """
+
+    key: SessionKey
+    data: SessionData
+    revision: str
+
+
+async def resolve(value: SessionData | Awaitable[SessionData]) -> SessionData:
+    """A change's or builder's result, awaited when it is awaitable (plain or async callables)."""
+    return await value if inspect.isawaitable(value) else value
 
 
 class SessionStore(abc.ABC):
@@ -18,16 +72,36 @@ class SessionStore(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
-        """Store `data` under a new key and point its user's lookup slot at it."""
+    async def create_session(
+        self, ctx: TenantCtx, data: SessionData, *, key: str | None = None
+    ) -> SessionKey:
+        """Store `data` and point its user's lookup slot at it.
+
+        Without `key` the session gets a new random key; with one (a `mapping` helper's, say) it
+        is created only if no live session has that key, else `ConflictError`.
+        """
 
     @abc.abstractmethod
     async def get_session(self, key: str) -> SessionData | None:
         """The stored snapshot, or None."""
 
     @abc.abstractmethod
-    async def update_session(self, key: str, data: SessionData) -> None:
-        """Replace the snapshot; `NotFoundError` if missing; the owner cannot change."""
+    async def get_entry(self, key: str) -> SessionEntry | None:
+        """The stored snapshot with its revision, or None."""
+
+    @abc.abstractmethod
+    async def update_session(
+        self, key: str, data: SessionData, *, expected_revision: str | None = None
+    ) -> None:
+        """Replace the snapshot; `NotFoundError` if missing; the owner cannot change.
+
+        With `expected_revision`, write only if the stored session still has that revision,
+        else `ConflictError` (and nothing is written).
+        """
+
+    @abc.abstractmethod
+    async def touch_session(self, key: str) -> None:
+        """Restart the session's idle clock (see `expiry`); `NotFoundError` if missing."""
 
     @abc.abstractmethod
     async def remove_session(self, key: str) -> None:
@@ -38,6 +112,52 @@ class SessionStore(abc.ABC):
         self, ctx: TenantCtx, user: str
     ) -> tuple[SessionKey, SessionData] | None:
         """The newest session of `user` in `ctx`'s env, tenant and team, or None."""
+
+    @abc.abstractmethod
+    async def find_entry(self, ctx: TenantCtx, user: str) -> SessionEntry | None:
+        """`find_by_user` with the session's revision."""
+
+    @abc.abstractmethod
+    async def find_or_create(
+        self, ctx: TenantCtx, user: str, build: SessionBuilder
+    ) -> tuple[SessionEntry, bool]:
+        """The user's live session, or a new one from `build()`; True when this call created it.
+
+        Finding is a read: `build` is not called and the idle clock does not restart. A built
+        session is fenced like `create_session` and pointed at by `user`; `ctx`'s user, when
+        set, must be `user`. Atomic per user slot: concurrent calls for one user create one
+        session and all return it.
+        """
+
+    @abc.abstractmethod
+    async def _compare_and_set(self, key: str, data: SessionData, revision: str) -> str:
+        """Write `data` if the session still has `revision`; return the new revision."""
+
+    async def update_with(
+        self, key: str, change: SessionChange, *, attempts: int = DEFAULT_UPDATE_ATTEMPTS
+    ) -> SessionEntry:
+        """Read the session, apply `change` to its data, and write the result if nobody wrote
+        in between; on a conflict, pause briefly (jittered) and try again.
+
+        `attempts` counts tries. Raises `ConflictError` after the last one, and `NotFoundError`
+        when the session is gone (`change` is then not called).
+        """
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise InvalidInputError("attempts must be an int of at least 1")
+        for attempt in range(attempts):
+            entry = await self.get_entry(key)
+            if entry is None:
+                raise NotFoundError(f"session {key!r} not found")
+            data = await resolve(change(entry.data))
+            try:
+                revision = await self._compare_and_set(key, data, entry.revision)
+            except ConflictError:
+                if attempt + 1 == attempts:
+                    raise
+                await anyio.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF * 2**attempt)))
+                continue
+            return SessionEntry(entry.key, data, revision)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @abc.abstractmethod
     async def aclose(self) -> None:

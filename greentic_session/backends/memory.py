@@ -21,13 +21,23 @@ immutable; only attributes the subclass adds would be shared).
 
 The lock is a `threading.Lock` held only around dict work that never awaits, so it is
 cancellation-safe by construction, costs no event-loop round trip, and also keeps the store
-sound when shared across threads or event loops. Stored copies are never mutated nor handed out,
-so copying them needs no lock.
+sound when shared across threads or event loops (and under any async library: nothing here is
+asyncio-specific). Stored copies are never mutated nor handed out, so copying them needs no lock.
+`find_or_create` calls `build()` outside the lock and re-checks the user's slot under it, so a
+cancelled or slow builder never blocks that slot.
+
+Revisions are a per-store counter, bumped by every write. Expiry follows `expiry.Expiry` on an
+injectable clock (`time.monotonic` by default): an expired session reads as absent at once, and
+its memory is given back by the next call after it expired, which pops the due entries of a heap
+of deadlines (amortized O(log n) per write, no thread and no timer per session).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -35,16 +45,20 @@ import msgspec
 from msgspec.structs import force_setattr
 
 from ..codec import decode_session_data, encode_session_data
-from ..errors import NotFoundError, UnavailableError
+from ..errors import ConflictError, NotFoundError, UnavailableError
+from ..expiry import Expiry
 from ..fence import (
     Scope,
     UserSlot,
     check_create,
+    check_find_or_create,
     check_key,
     check_update,
     lookup_slot,
+    own_slot,
     visible_to,
 )
+from ..limits import DEFAULT_MAX_BLOB_BYTES, check_data, check_max_blob_bytes
 from ..schema import (
     Impersonation,
     InvocationDeadline,
@@ -55,7 +69,7 @@ from ..schema import (
     check_writable,
     new_session_key,
 )
-from ..store import SessionStore
+from ..store import SessionBuilder, SessionEntry, SessionStore, resolve
 
 __all__ = ["InMemorySessionStore"]
 
@@ -74,9 +88,11 @@ def _private_copy(data: SessionData) -> SessionData:
     return new_data
 
 
-def _stored_form(data: SessionData) -> SessionData:
+def _stored_form(data: SessionData, max_blob_bytes: int | None) -> SessionData:
     """Refuse what Redis refuses, then make the private copy the store keeps."""
     check_writable(data)
+    if max_blob_bytes is not None:
+        check_data(data, max_blob_bytes)
     ctx = data.tenant_ctx
     deadline, actor = ctx.deadline, ctx.impersonation
     if (
@@ -97,15 +113,40 @@ class _Entry(NamedTuple):
     # The slot create pointed at this session: lets remove clear a pointer made from the
     # caller's user when the data itself has none.
     slot: UserSlot | None
+    revision: int
+    created: float  # clock time of creation (max_lifetime counts from it)
+    expires: float | None  # clock time it expires at; None: never
+
+
+Clock = Callable[[], float]
 
 
 class InMemorySessionStore(SessionStore):
-    """Process-local store; every instance is independent."""
+    """Process-local store; every instance is independent.
 
-    def __init__(self) -> None:
+    `idle_ttl` and `max_lifetime` (seconds) are the expiry options of `expiry.Expiry`;
+    `clock` (seconds, monotonic) is injectable for tests; `max_blob_bytes` caps a session's
+    encoded size (see `limits`).
+    """
+
+    def __init__(
+        self,
+        *,
+        idle_ttl: float | None = None,
+        max_lifetime: float | None = None,
+        max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._expiry = Expiry(idle_ttl, max_lifetime)
+        self._max_blob_bytes = check_max_blob_bytes(max_blob_bytes)
+        self._clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, _Entry] = {}
         self._pointers: dict[UserSlot, str] = {}
+        self._revisions = itertools.count(1)
+        # (expires, key) of every write with a deadline; items whose entry has moved on are stale.
+        self._deadlines: list[tuple[float, str]] = []
+        self._high_water = 0  # most sessions held since the tables were last compacted
         self._closed = False
 
     def __repr__(self) -> str:
@@ -115,45 +156,147 @@ class InMemorySessionStore(SessionStore):
         if self._closed:
             raise UnavailableError("the session store is closed")
 
-    async def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
+    # -- expiry (every method below that takes the lock calls _now() first) -------------------
+
+    def _now(self) -> float:
+        """The clock, after dropping every session that has expired by now (lock held)."""
+        if not self._expiry.enabled:
+            return 0.0
+        now = self._clock()
+        due = self._deadlines
+        while due and due[0][0] <= now:
+            expires, key = heapq.heappop(due)
+            entry = self._sessions.get(key)
+            if entry is not None and entry.expires == expires:
+                self._drop(key, entry)
+        if len(due) > 2 * len(self._sessions) + 64:  # refreshed sessions left stale items
+            due[:] = [item for item in due if self._is_current(item)]
+            heapq.heapify(due)
+        if len(self._sessions) < self._high_water // 4:
+            # Python dicts never shrink on delete: copy them once most entries are gone.
+            self._sessions = dict(self._sessions)
+            self._pointers = dict(self._pointers)
+            self._high_water = len(self._sessions)
+        return now
+
+    def _is_current(self, item: tuple[float, str]) -> bool:
+        entry = self._sessions.get(item[1])
+        return entry is not None and entry.expires == item[0]
+
+    def _live(self, key: str, now: float) -> _Entry | None:
+        """The entry at `key` unless it has expired (lock held; `now` from _now())."""
+        entry = self._sessions.get(key)
+        if entry is not None and entry.expires is not None and entry.expires <= now:
+            return None  # popped by _now() already unless its clock item is late: treat alike
+        return entry
+
+    def _put(self, key: str, entry: _Entry) -> None:
+        """Store `entry` (lock held) and schedule its expiry."""
+        self._sessions[key] = entry
+        if entry.expires is not None:
+            heapq.heappush(self._deadlines, (entry.expires, key))
+        self._high_water = max(self._high_water, len(self._sessions))
+
+    def _drop(self, key: str, entry: _Entry) -> None:
+        """Delete `entry` and its pointer if that still names it (lock held)."""
+        del self._sessions[key]
+        if entry.slot is not None and self._pointers.get(entry.slot) == key:
+            del self._pointers[entry.slot]
+
+    def _new_entry(
+        self, data: SessionData, owner: Scope, slot: UserSlot | None, now: float
+    ) -> _Entry:
+        expires = self._expiry.deadline(created=now, now=now) if self._expiry.enabled else None
+        return _Entry(data, owner, slot, next(self._revisions), now, expires)
+
+    def _restarted(self, entry: _Entry, now: float) -> float | None:
+        """`entry`'s deadline after a write or touch at `now` (the idle clock restarts)."""
+        if entry.expires is None:
+            return None
+        return self._expiry.deadline(created=entry.created, now=now)
+
+    # -- the SessionStore API --------------------------------------------------------------------
+
+    async def create_session(
+        self, ctx: TenantCtx, data: SessionData, *, key: str | None = None
+    ) -> SessionKey:
         self._check_open()
-        stored = _stored_form(data)  # first, as in Redis: the fence reads fields this checks
+        if key is not None:
+            check_key(key)
+        stored = _stored_form(data, self._max_blob_bytes)  # first: the fence reads its fields
         owner, slot = check_create(ctx, data)
-        entry = _Entry(stored, owner, slot)
-        key = new_session_key()
+        new_key = new_session_key() if key is None else SessionKey(key)
         with self._lock:
-            self._sessions[key] = entry
+            now = self._now()
+            if key is not None and self._live(key, now) is not None:
+                raise ConflictError(f"a session with key {key!r} already exists")
+            self._put(new_key, self._new_entry(stored, owner, slot, now))
             if slot is not None:
-                self._pointers[slot] = key
-        return key
+                self._pointers[slot] = new_key
+        return new_key
 
     async def get_session(self, key: str) -> SessionData | None:
         self._check_open()
         check_key(key)
         with self._lock:
-            entry = self._sessions.get(key)
+            entry = self._live(key, self._now())
         return None if entry is None else _private_copy(entry.data)
 
-    async def update_session(self, key: str, data: SessionData) -> None:
+    async def get_entry(self, key: str) -> SessionEntry | None:
         self._check_open()
         check_key(key)
-        stored = _stored_form(data)
         with self._lock:
-            entry = self._sessions.get(key)
+            entry = self._live(key, self._now())
+        if entry is None:
+            return None
+        return SessionEntry(SessionKey(key), _private_copy(entry.data), str(entry.revision))
+
+    async def update_session(
+        self, key: str, data: SessionData, *, expected_revision: str | None = None
+    ) -> None:
+        await self._write(key, data, expected_revision)
+
+    async def _compare_and_set(self, key: str, data: SessionData, revision: str) -> str:
+        return await self._write(key, data, revision)
+
+    async def _write(self, key: str, data: SessionData, expected: str | None) -> str:
+        self._check_open()
+        check_key(key)
+        if expected is not None and not isinstance(expected, str):
+            raise TypeError(f"expected_revision must be str, not {type(expected).__name__}")
+        stored = _stored_form(data, self._max_blob_bytes)
+        with self._lock:
+            now = self._now()
+            entry = self._live(key, now)
             if entry is None:
                 raise NotFoundError(f"session {key!r} not found")
+            if expected is not None and str(entry.revision) != expected:
+                raise ConflictError(f"session {key!r} changed since revision {expected!r}")
             check_update(entry.owner, data)
-            self._sessions[key] = entry._replace(data=stored)
+            revision = next(self._revisions)
+            expires = self._restarted(entry, now)
+            self._put(key, entry._replace(data=stored, revision=revision, expires=expires))
+        return str(revision)
+
+    async def touch_session(self, key: str) -> None:
+        self._check_open()
+        check_key(key)
+        with self._lock:
+            now = self._now()
+            entry = self._live(key, now)
+            if entry is None:
+                raise NotFoundError(f"session {key!r} not found")
+            if entry.expires is not None:  # the data and so the revision stay as they are
+                self._put(key, entry._replace(expires=self._restarted(entry, now)))
 
     async def remove_session(self, key: str) -> None:
         self._check_open()
         check_key(key)
         with self._lock:
-            entry = self._sessions.pop(key, None)
+            entry = self._live(key, self._now())
             if entry is None:
                 raise NotFoundError(f"session {key!r} not found")
-            if entry.slot is not None and self._pointers.get(entry.slot) == key:
-                del self._pointers[entry.slot]
+            self._drop(key, entry)
 
     async def find_by_user(
         self, ctx: TenantCtx, user: str
@@ -161,14 +304,54 @@ class InMemorySessionStore(SessionStore):
         self._check_open()
         slot = lookup_slot(ctx, user)
         with self._lock:
-            key = self._pointers.get(slot)
-            if key is None:
-                return None
-            entry = self._sessions.get(key)
-            if entry is None or not visible_to(slot, entry.owner):
-                del self._pointers[slot]  # stale; we hold the lock, so it still holds `key`
-                return None
-        return SessionKey(key), _private_copy(entry.data)
+            found = self._at_slot(slot, self._now())
+        return None if found is None else (SessionKey(found[0]), _private_copy(found[1].data))
+
+    async def find_entry(self, ctx: TenantCtx, user: str) -> SessionEntry | None:
+        self._check_open()
+        slot = lookup_slot(ctx, user)
+        with self._lock:
+            found = self._at_slot(slot, self._now())
+        return None if found is None else self._entry_of(*found)
+
+    def _at_slot(self, slot: UserSlot, now: float) -> tuple[str, _Entry] | None:
+        """The live session `slot` points at, visible to it; drops a stale pointer (lock held)."""
+        key = self._pointers.get(slot)
+        if key is None:
+            return None
+        entry = self._live(key, now)
+        if entry is None or not visible_to(slot, entry.owner):
+            del self._pointers[slot]  # stale; we hold the lock, so it still holds `key`
+            return None
+        return key, entry
+
+    @staticmethod
+    def _entry_of(key: str, entry: _Entry) -> SessionEntry:
+        return SessionEntry(SessionKey(key), _private_copy(entry.data), str(entry.revision))
+
+    async def find_or_create(
+        self, ctx: TenantCtx, user: str, build: SessionBuilder
+    ) -> tuple[SessionEntry, bool]:
+        self._check_open()
+        slot = own_slot(ctx, user)
+        with self._lock:
+            found = self._at_slot(slot, self._now())
+        if found is not None:
+            return self._entry_of(*found), False
+        # Built outside the lock: a slow or cancelled builder holds nothing.
+        data = await resolve(build())
+        stored = _stored_form(data, self._max_blob_bytes)
+        owner, slot = check_find_or_create(ctx, slot, data)
+        key = new_session_key()
+        with self._lock:
+            now = self._now()
+            found = self._at_slot(slot, now)
+            if found is not None:  # another call created it while we built
+                return self._entry_of(*found), False
+            entry = self._new_entry(stored, owner, slot, now)
+            self._put(key, entry)
+            self._pointers[slot] = key
+        return SessionEntry(key, _private_copy(stored), str(entry.revision)), True
 
     async def aclose(self) -> None:
         self._closed = True

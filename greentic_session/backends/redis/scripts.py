@@ -6,7 +6,17 @@ import hashlib
 from importlib import resources
 from typing import NamedTuple
 
-__all__ = ["CLEAR_POINTER", "FIND", "REMOVE", "UPDATE", "Script", "load_script"]
+__all__ = [
+    "CLEAR_POINTER",
+    "CREATE",
+    "CREATE_FOR_USER",
+    "FIND",
+    "REMOVE",
+    "TOUCH",
+    "UPDATE",
+    "Script",
+    "load_script",
+]
 
 
 class Script(NamedTuple):
@@ -21,7 +31,11 @@ def load_script(*names: str) -> Script:
     return Script(source, hashlib.sha1(source, usedforsecurity=False).hexdigest())
 
 
-UPDATE = load_script("owner.lua", "update.lua")
+# owner.lua and expiry.lua hold functions shared by several scripts: they come first.
+UPDATE = load_script("owner.lua", "expiry.lua", "update.lua")
 REMOVE = load_script("owner.lua", "remove.lua")
+TOUCH = load_script("owner.lua", "expiry.lua", "touch.lua")
+CREATE = load_script("expiry.lua", "create.lua")
+CREATE_FOR_USER = load_script("expiry.lua", "create_for_user.lua")
 FIND = load_script("find.lua")
 CLEAR_POINTER = load_script("clear_pointer.lua")

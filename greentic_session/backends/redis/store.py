@@ -1,15 +1,22 @@
 """RedisSessionStore: the production backend's calls, in the Rust greentic-session key layout.
 
-Round trips per call: get 1, create 1 (MULTI SET blob + SET pointer EXEC), find_by_user 1 (a Lua
-script follows the pointer; a stale pointer costs a second, compare-and-delete, trip), update 1 (a
-Lua script checks existence and owner, then SETs), remove 1 (a Lua script reads the owner from the
-blob's head, deletes the blob, and deletes the owner's pointer if it still names this session).
+Round trips per call: get/get_entry 1; create 1 (MULTI SET blob + SET pointer EXEC; create.lua
+for a caller's key or with expiry); find_by_user/find_entry 1 (find.lua follows the pointer; a stale
+pointer costs a second, compare-and-delete, trip); update 1 (update.lua checks existence, owner and
+the expected revision, then SETs); touch 1; remove 1 (remove.lua deletes the blob, its meta key and
+the pointer if it still names this session); find_or_create 1 when it finds, 2 when it creates
+(create_for_user.lua creates unless a session appeared meanwhile); update_with 2 per try.
+
+A revision is the SHA-1 of the stored bytes (`revision_of`, and `redis.sha1hex` in update.lua), so a
+write by any client, a Rust runner's plain SET included, changes it. Expiry is server-side only:
+the scripts give the blob, its pointer and its meta key their TTLs in the step that writes them.
 How calls are made (gate, time limit, retries, error mapping) lives in `client`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Self, Unpack
+import hashlib
+from typing import Any, Self, Unpack, cast
 
 try:
     import redis.asyncio as aioredis
@@ -21,18 +28,30 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from ...codec import decode_session_data, encode_session_data, owner_prefix_length
-from ...errors import InternalError, InvalidInputError, NotFoundError, UnavailableError
+from ...errors import (
+    ConflictError,
+    InternalError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
+from ...expiry import Expiry
 from ...fence import (
     Scope,
+    UserSlot,
     check_create,
+    check_find_or_create,
     check_key,
     check_update,
     lookup_slot,
+    own_slot,
+    owner_slot,
     scope_of,
     visible_to,
 )
+from ...limits import DEFAULT_MAX_BLOB_BYTES, check_blob, check_max_blob_bytes
 from ...schema import SessionData, SessionKey, TenantCtx, new_session_key
-from ...store import SessionStore
+from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, resolve
 from . import scripts
 from .client import RedisCaller
 from .keys import RedisKeys
@@ -44,7 +63,16 @@ from .options import (
     redact_url,
 )
 
-__all__ = ["RedisSessionStore"]
+__all__ = ["RedisSessionStore", "revision_of"]
+
+# find_or_create's create step retries when the user's pointer names a foreign session that is
+# replaced meanwhile; more than a couple of rounds means the slot is being fought over.
+_CREATE_ATTEMPTS = 5
+
+
+def revision_of(blob: bytes) -> str:
+    """A stored blob's revision: the SHA-1 hex of its bytes, as update.lua's `redis.sha1hex`."""
+    return hashlib.sha1(blob, usedforsecurity=False).hexdigest()
 
 
 def _text(value: bytes | str) -> str:
@@ -78,6 +106,9 @@ class RedisSessionStore(SessionStore):
         namespace: str = DEFAULT_NAMESPACE,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         socket_timeout: float | None = None,
+        idle_ttl: float | None = None,
+        max_lifetime: float | None = None,
+        max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
         _owns_client: bool = False,
         _where: str | None = None,
     ) -> None:
@@ -89,6 +120,9 @@ class RedisSessionStore(SessionStore):
                 "(Redis(..., retry=Retry(NoBackoff(), 0))): redis-py re-sends commands whose "
                 "reply was lost, which could apply a write twice; the store retries reads itself"
             )
+        self._expiry = Expiry(idle_ttl, max_lifetime)
+        self._ttl_args = self._expiry.as_millis()
+        self._max_blob_bytes = check_max_blob_bytes(max_blob_bytes)
         self.client = client
         self.keys = RedisKeys(namespace)
         self._owns_client = _owns_client
@@ -105,7 +139,7 @@ class RedisSessionStore(SessionStore):
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
     @classmethod
-    def from_options(cls, options: RedisOptions) -> Self:
+    def from_options(cls, options: RedisOptions, **store: Unpack[StoreOptions]) -> Self:
         """A store that owns a new client and pool built from `options`."""
         extra: dict[str, Any] = {}
         if options.tls_ca_file is not None:
@@ -129,6 +163,7 @@ class RedisSessionStore(SessionStore):
             socket_timeout=options.socket_timeout,
             _owns_client=True,
             _where=redact_url(options.url),
+            **store,
         )
 
     @classmethod
@@ -137,27 +172,54 @@ class RedisSessionStore(SessionStore):
         url: str,
         *,
         namespace: str = DEFAULT_NAMESPACE,
+        idle_ttl: float | None = None,
+        max_lifetime: float | None = None,
+        max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
         **options: Unpack[RedisPoolOptions],
     ) -> Self:
-        """A store for `url` (`redis://`, `rediss://`, `unix://`; credentials may be in it)."""
-        return cls.from_options(RedisOptions(url=url, namespace=namespace, **options))
+        """A store for `url` (`redis://`, `rediss://`, `unix://`; credentials may be in it).
+
+        `options` are the pool's (`RedisPoolOptions`); `idle_ttl`, `max_lifetime` (seconds) and
+        `max_blob_bytes` the `StoreOptions` every backend takes.
+        """
+        return cls.from_options(
+            RedisOptions(url=url, namespace=namespace, **options),
+            idle_ttl=idle_ttl,
+            max_lifetime=max_lifetime,
+            max_blob_bytes=max_blob_bytes,
+        )
 
     def __repr__(self) -> str:
         return f"RedisSessionStore(url={self._where!r}, namespace={self.keys.namespace!r})"
 
     # -- the SessionStore API ------------------------------------------------------------------
 
-    async def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
+    async def create_session(
+        self, ctx: TenantCtx, data: SessionData, *, key: str | None = None
+    ) -> SessionKey:
         self._check_open()
-        blob = encode_session_data(data)  # first: the fence reads fields this checks
+        if key is not None:
+            check_key(key)
+        blob = self._encode(data)  # first: the fence reads fields this checks
         _, slot = check_create(ctx, data)
-        key = new_session_key()
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.keys.session(key), blob)
+        new_key = new_session_key() if key is None else SessionKey(key)
+        if key is None and not self._expiry.enabled:
+            # A fresh random key cannot be taken: a plain MULTI is enough (and cheapest).
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(self.keys.session(new_key), blob)
+            if slot is not None:
+                pipe.set(self.keys.user(slot), new_key)
+            await self._redis.call(pipe.execute, write=True, key=new_key)
+            return new_key
+        keys: tuple[str, ...] = (self.keys.session(new_key), self.keys.meta(new_key))
+        suffix = ""
         if slot is not None:
-            pipe.set(self.keys.user(slot), key)
-        await self._redis.call(pipe.execute, write=True, key=key)
-        return key
+            keys, suffix = (*keys, self.keys.user(slot)), self.keys.slot_suffix(slot)
+        args = (blob, new_key, suffix, *self._ttl_args)
+        created = await self._redis.eval(scripts.CREATE, keys, args, write=True, key=new_key)
+        if created != 1:
+            raise ConflictError(f"a session with key {new_key!r} already exists")
+        return new_key
 
     async def get_session(self, key: str) -> SessionData | None:
         self._check_open()
@@ -165,33 +227,66 @@ class RedisSessionStore(SessionStore):
         raw = await self._redis.call(self.client.get, self.keys.session(key), key=key)
         return None if raw is None else self._decode(key, raw)
 
-    async def update_session(self, key: str, data: SessionData) -> None:
+    async def get_entry(self, key: str) -> SessionEntry | None:
         self._check_open()
         check_key(key)
-        blob = encode_session_data(data)
+        raw = await self._redis.call(self.client.get, self.keys.session(key), key=key)
+        if raw is None:
+            return None
+        return SessionEntry(SessionKey(key), self._decode(key, raw), revision_of(cast(bytes, raw)))
+
+    async def update_session(
+        self, key: str, data: SessionData, *, expected_revision: str | None = None
+    ) -> None:
+        await self._write(key, data, expected_revision)
+
+    async def _compare_and_set(self, key: str, data: SessionData, revision: str) -> str:
+        return revision_of(await self._write(key, data, revision))
+
+    async def _write(self, key: str, data: SessionData, expected: str | None) -> bytes:
+        """Run update.lua; return the blob written."""
+        self._check_open()
+        check_key(key)
+        if expected is not None and (not isinstance(expected, str) or not expected):
+            raise InvalidInputError("expected_revision must be a revision str from get_entry")
+        blob = self._encode(data)
         want = scope_of(data.tenant_ctx)
         prefix = owner_prefix_length(data.tenant_ctx)
-        args = (want.env, want.tenant_id, want.team or "", want.user or "", blob, prefix)
-        result = await self._redis.eval(
-            scripts.UPDATE, (self.keys.session(key),), args, write=True, key=key
+        slot = owner_slot(want) if self._expiry.enabled else None
+        args = (
+            *(want.env, want.tenant_id, want.team or "", want.user or "", blob, prefix),
+            expected or "",
+            *self._ttl_args,
+            *(self.keys.user_prefix, key, "" if slot is None else self.keys.slot_suffix(slot)),
         )
+        keys = (self.keys.session(key), self.keys.meta(key))
+        result = await self._redis.eval(scripts.UPDATE, keys, args, write=True, key=key)
         if result == 1:
-            return
+            return blob
         if result == 0:
             raise NotFoundError(f"session {key!r} not found")
         if result == -1:
             raise self._corrupt(key, "stored blob is not SessionData JSON")
+        if result == -2:
+            raise ConflictError(f"session {key!r} changed since revision {expected!r}")
         env, tenant_id, team, user = (_text(part) for part in result)
         check_update(Scope(env, tenant_id, team or None, user or None), data)
         raise InternalError(f"session {key!r}: the owner check disagreed with the tenant fence")
 
+    async def touch_session(self, key: str) -> None:
+        self._check_open()
+        check_key(key)
+        keys = (self.keys.session(key), self.keys.meta(key))
+        args = (*self._ttl_args, self.keys.user_prefix, key)
+        if await self._redis.eval(scripts.TOUCH, keys, args, write=True, key=key) != 1:
+            raise NotFoundError(f"session {key!r} not found")
+
     async def remove_session(self, key: str) -> None:
         self._check_open()
         check_key(key)
+        keys = (self.keys.session(key), self.keys.meta(key))
         args = (key, self.keys.user_prefix)
-        removed = await self._redis.eval(
-            scripts.REMOVE, (self.keys.session(key),), args, write=True, key=key
-        )
+        removed = await self._redis.eval(scripts.REMOVE, keys, args, write=True, key=key)
         if removed != 1:
             raise NotFoundError(f"session {key!r} not found")
 
@@ -199,21 +294,65 @@ class RedisSessionStore(SessionStore):
         self, ctx: TenantCtx, user: str
     ) -> tuple[SessionKey, SessionData] | None:
         self._check_open()
-        slot = lookup_slot(ctx, user)
+        found = await self._find(lookup_slot(ctx, user))
+        return None if found is None else (found[0], found[2])
+
+    async def find_entry(self, ctx: TenantCtx, user: str) -> SessionEntry | None:
+        self._check_open()
+        found = await self._find(lookup_slot(ctx, user))
+        return None if found is None else SessionEntry(found[0], found[2], revision_of(found[1]))
+
+    async def _find(self, slot: UserSlot) -> tuple[SessionKey, bytes, SessionData] | None:
+        """Follow `slot`'s pointer (find.lua); a stale pointer costs a compare-and-delete trip."""
         pointer = self.keys.user(slot)
         found = await self._redis.eval(scripts.FIND, (pointer,), (self.keys.session_prefix,))
         if found is None:
             return None
-        key, raw = _text(found[0]), found[1]
-        if raw == 0:
-            raise self._corrupt(key, "blob key holds a non-string Redis value")
-        if raw is not None:
-            data = self._decode(key, raw)
-            if visible_to(slot, scope_of(data.tenant_ctx)):
-                return SessionKey(key), data
+        key, raw = SessionKey(_text(found[0])), found[1]
+        data = self._visible(slot, key, raw)
+        if data is not None:
+            return key, raw, data
         # Missing or foreign blob: drop the pointer, but only if nobody re-pointed it meanwhile.
         await self._redis.eval(scripts.CLEAR_POINTER, (pointer,), (key,), write=True, key=key)
         return None
+
+    async def find_or_create(
+        self, ctx: TenantCtx, user: str, build: SessionBuilder
+    ) -> tuple[SessionEntry, bool]:
+        self._check_open()
+        slot = own_slot(ctx, user)
+        pointer = self.keys.user(slot)
+        found = await self._redis.eval(scripts.FIND, (pointer,), (self.keys.session_prefix,))
+        seen, foreign = "", False
+        if found is not None:
+            key, raw = SessionKey(_text(found[0])), found[1]
+            data = self._visible(slot, key, raw)
+            if data is not None:
+                return SessionEntry(key, data, revision_of(raw)), False
+            seen, foreign = key, raw is not None
+        data = await resolve(build())
+        blob = self._encode(data)
+        check_find_or_create(ctx, slot, data)
+        key = new_session_key()
+        keys = (pointer, self.keys.session(key), self.keys.meta(key))
+        suffix = self.keys.slot_suffix(slot)
+        for _ in range(_CREATE_ATTEMPTS):
+            args = (seen, "1" if foreign else "0", blob, key, suffix, *self._ttl_args)
+            result = await self._redis.eval(
+                scripts.CREATE_FOR_USER,
+                keys,
+                (*args, self.keys.session_prefix),
+                write=True,
+                key=key,
+            )
+            if result == 1:
+                return SessionEntry(key, data, revision_of(blob)), True
+            other, raw = SessionKey(_text(result[0])), result[1]
+            found_data = self._visible(slot, other, raw)
+            if found_data is not None:  # another call created it meanwhile
+                return SessionEntry(other, found_data, revision_of(raw)), False
+            seen, foreign = other, True
+        raise ConflictError("the user's session slot kept changing; nothing was created")
 
     async def aclose(self) -> None:
         if self._closed:
@@ -227,6 +366,22 @@ class RedisSessionStore(SessionStore):
     def _check_open(self) -> None:
         if self._closed:
             raise UnavailableError("the session store is closed")
+
+    def _encode(self, data: SessionData) -> bytes:
+        blob = encode_session_data(data)
+        check_blob(blob, self._max_blob_bytes)
+        return blob
+
+    def _visible(self, slot: UserSlot, key: str, raw: bytes | int | None) -> SessionData | None:
+        """The data of a blob found through `slot`'s pointer if the slot may see it, else None
+        (missing or foreign); a blob key of the wrong type (find.lua's 0) is an error."""
+        if raw == 0:
+            raise self._corrupt(key, "blob key holds a non-string Redis value")
+        if raw is None:
+            return None
+        assert isinstance(raw, bytes)
+        data = self._decode(key, raw)
+        return data if visible_to(slot, scope_of(data.tenant_ctx)) else None
 
     def _decode(self, key: str, raw: bytes | str) -> SessionData:
         try:

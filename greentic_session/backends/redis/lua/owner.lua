@@ -1,4 +1,4 @@
--- Prepended to update.lua and remove.lua when the store loads them: the one Lua reading of a
+-- Prepended to the scripts that read a stored owner when the store loads them: the one Lua reading of a
 -- stored blob's owner, as {env, tenant_id, team, user} with '' for none, normalized as
 -- fence.scope_of does (the *_id field wins over the plain one).
 
@@ -36,4 +36,13 @@ local function owner_of_head(text)
   end
   found.env, found.tenant_id = env, tenant_id
   return owner_of_ctx(found)
+end
+
+-- The pointer suffix of an owner, keys.RedisKeys.slot_suffix's layout:
+-- {env}:{tenant_id}:{team or '-'}:{user}; '' when the owner has no user (no pointer).
+local function pointer_suffix(owner)
+  if owner[1] == '' or owner[2] == '' or owner[4] == '' then return '' end
+  local team = owner[3]
+  if team == '' then team = '-' end
+  return owner[1] .. ':' .. owner[2] .. ':' .. team .. ':' .. owner[4]
 end

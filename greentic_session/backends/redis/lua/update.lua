@@ -1,41 +1,62 @@
--- Replace a session blob only while it exists and is still owned by the caller's scope, so an
--- update can neither resurrect a removed session nor overwrite one whose owner differs.
--- KEYS[1]  session blob key
+-- Replace a session blob only while it exists, is still owned by the caller's scope and, when the
+-- caller names one, still has the expected revision (the SHA-1 of its bytes), so an update can
+-- neither resurrect a removed session, nor overwrite one whose owner differs, nor lose a write
+-- made since the caller read it (by any writer: the revision is computed from the bytes).
+-- KEYS[1] session blob key; KEYS[2] meta key
 -- ARGV[1..4] expected owner: env, tenant_id, team, user ('' means none), as fence.scope_of gives
 -- ARGV[5]  the new blob
 -- ARGV[6]  how many leading bytes of the new blob hold its owner fields (codec.owner_prefix_length)
+-- ARGV[7]  expected revision, '' for any
+-- ARGV[8], ARGV[9]  idle and lifetime ms (expiry.lua); ARGV[10] user pointer key prefix;
+-- ARGV[11] session key; ARGV[12] the new owner's pointer suffix ('' for none)
 -- Returns 1 when written, 0 when the session is missing, -1 when the stored blob is not
--- SessionData JSON, or {env, tenant_id, team, user} of the stored owner when it differs.
+-- SessionData JSON, -2 when the revision differs, or {env, tenant_id, team, user} of the stored
+-- owner when it differs.
 local n = tonumber(ARGV[6])
 local new = ARGV[5]
 
--- Fast path, reading only the stored blob's head and last bytes, no JSON decode: the stored owner
--- fields are byte-identical to the new blob's and no further team/user field follows them (both
--- writers emit serde's field order). A cheap shape check keeps an obviously broken blob on the
--- slow path, which reports it.
-local head = redis.call('GETRANGE', KEYS[1], 0, n + 1023)
-local after = string.sub(head, n + 1, n + 5)
-if head ~= '' and string.sub(head, 1, n) == string.sub(new, 1, n)
-    and after ~= '"team' and after ~= '"user'
-    and string.find(head, ',"cursor":{"node_pointer":"', n, true)
-    and redis.call('GETRANGE', KEYS[1], -2, -1) == '"}' then
-  redis.call('SET', KEYS[1], new, 'KEEPTTL')
-  return 1
+local raw, head, tail
+if ARGV[7] ~= '' then
+  raw = redis.call('GET', KEYS[1])
+  if not raw then return 0 end
+  if redis.sha1hex(raw) ~= ARGV[7] then return -2 end
+  head, tail = string.sub(raw, 1, n + 1024), string.sub(raw, -2)
+else
+  -- Without a revision only the head and the last bytes are read: no copy of a large blob.
+  head = redis.call('GETRANGE', KEYS[1], 0, n + 1023)
 end
 
-local raw = redis.call('GET', KEYS[1])
-if not raw then return 0 end
-local ok, data = pcall(cjson.decode, raw)
--- A blob of the wrong shape is reported, never silently replaced (get would refuse it too).
-if not ok or type(data) ~= 'table' or type(data.tenant_ctx) ~= 'table'
-    or type(data.flow_id) ~= 'string' or type(data.context_json) ~= 'string'
-    or type(data.cursor) ~= 'table' or type(data.cursor.node_pointer) ~= 'string'
-    or type(data.tenant_ctx.attempt) ~= 'number' then
-  return -1
+-- Fast path, no JSON decode: the stored owner fields are byte-identical to the new blob's and no
+-- further team/user field follows them (both writers emit serde's field order). A cheap shape
+-- check keeps an obviously broken blob on the slow path, which reports it.
+local after = string.sub(head, n + 1, n + 5)
+local same_owner = head ~= '' and string.sub(head, 1, n) == string.sub(new, 1, n)
+    and after ~= '"team' and after ~= '"user'
+    and string.find(head, ',"cursor":{"node_pointer":"', n, true)
+    and (tail or redis.call('GETRANGE', KEYS[1], -2, -1)) == '"}'
+
+if not same_owner then
+  raw = raw or redis.call('GET', KEYS[1])
+  if not raw then return 0 end
+  local ok, data = pcall(cjson.decode, raw)
+  -- A blob of the wrong shape is reported, never silently replaced (get would refuse it too).
+  if not ok or type(data) ~= 'table' or type(data.tenant_ctx) ~= 'table'
+      or type(data.flow_id) ~= 'string' or type(data.context_json) ~= 'string'
+      or type(data.cursor) ~= 'table' or type(data.cursor.node_pointer) ~= 'string'
+      or type(data.tenant_ctx.attempt) ~= 'number' then
+    return -1
+  end
+  local owner = owner_of_ctx(data.tenant_ctx)
+  for i = 1, 4 do
+    if owner[i] ~= ARGV[i] then return owner end
+  end
 end
-local owner = owner_of_ctx(data.tenant_ctx)
-for i = 1, 4 do
-  if owner[i] ~= ARGV[i] then return owner end
+
+local plan = expiry_plan(KEYS[2], ARGV[12], ARGV[8], ARGV[9])
+if plan then
+  redis.call('SET', KEYS[1], new, 'PX', plan.ttl)
+  expiry_apply(plan, KEYS[2], ARGV[10], ARGV[11])
+else
+  redis.call('SET', KEYS[1], new, 'KEEPTTL')
 end
-redis.call('SET', KEYS[1], new, 'KEEPTTL')
 return 1

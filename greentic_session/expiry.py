@@ -1,0 +1,71 @@
+"""Session expiry: the options and the one rule both backends apply.
+
+A store may have an `idle_ttl` (seconds; every create, update and touch restarts it) and a
+`max_lifetime` (seconds from creation; nothing extends a session past it). A session written at
+`now` and created at `created` expires at
+
+    min(now + idle_ttl, created + max_lifetime)
+
+leaving out whichever option is off. Reads never extend a session. Both options default to None:
+no expiry, as in the Rust crate. The in-memory backend evaluates `Expiry.deadline` against its
+clock; the Redis backend hands the two values to its Lua scripts (`as_millis`), which apply the
+same rule with the server's clock (`lua/expiry.lua`: the remaining lifetime is the PTTL of the
+session's meta key, set once at creation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import InvalidInputError
+
+__all__ = ["NO_EXPIRY", "Expiry", "check_seconds"]
+
+
+def check_seconds(value: object, what: str) -> float | None:
+    """`value` as positive finite seconds, or None; anything else is `InvalidInputError`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInputError(f"{what} must be a finite number of seconds or None")
+    if value <= 0:
+        raise InvalidInputError(f"{what} must be greater than zero")
+    return float(value)
+
+
+def _millis(seconds: float | None) -> str:
+    # Redis TTLs are whole milliseconds: round up, so a session never expires early.
+    return "" if seconds is None else str(max(1, math.ceil(seconds * 1000)))
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """A store's expiry options (see the module docstring); validated on construction."""
+
+    idle_ttl: float | None = None
+    max_lifetime: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "idle_ttl", check_seconds(self.idle_ttl, "idle_ttl"))
+        object.__setattr__(self, "max_lifetime", check_seconds(self.max_lifetime, "max_lifetime"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.idle_ttl is not None or self.max_lifetime is not None
+
+    def deadline(self, *, created: float, now: float) -> float | None:
+        """When a session created at `created` and written (or touched) at `now` expires."""
+        idle, life = self.idle_ttl, self.max_lifetime
+        if idle is None:
+            return None if life is None else created + life
+        if life is None:
+            return now + idle
+        return min(now + idle, created + life)
+
+    def as_millis(self) -> tuple[str, str]:
+        """(idle_ttl, max_lifetime) as whole milliseconds for the Lua scripts; '' when off."""
+        return _millis(self.idle_ttl), _millis(self.max_lifetime)
+
+
+NO_EXPIRY = Expiry()
