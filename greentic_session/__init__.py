@@ -31,7 +31,7 @@ from .schema import (
     SessionKey,
     TenantCtx,
 )
-from .store import SessionStore
+from .store import SessionEntry, SessionStore, StoreOptions
 
 if TYPE_CHECKING:
     from .backends.redis.store import RedisSessionStore as RedisSessionStore
@@ -51,9 +51,11 @@ __all__ = [
     "SessionBackendConfig",
     "SessionCursor",
     "SessionData",
+    "SessionEntry",
     "SessionError",
     "SessionKey",
     "SessionStore",
+    "StoreOptions",
     "TenantCtx",
     "UnavailableError",
     "UnknownOutcomeError",

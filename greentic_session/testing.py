@@ -13,13 +13,13 @@ import socket
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Self, Unpack
 
 from .config import SessionBackendConfig, create_session_store
-from .store import SessionStore
+from .store import SessionStore, StoreOptions
 
 __all__ = [
     "BACKENDS",
@@ -178,13 +178,26 @@ class Backend:
     id: str
     needs_redis: bool
 
-    def open(self, *, redis_url: str | None = None, namespace: str) -> SessionStore:
-        """A fresh store of this kind; Redis stores live under their own `namespace`."""
+    def open(
+        self,
+        *,
+        redis_url: str | None = None,
+        namespace: str,
+        clock: Callable[[], float] | None = None,
+        **store: Unpack[StoreOptions],
+    ) -> SessionStore:
+        """A fresh store of this kind with `store` options; Redis stores live under their own
+        `namespace`; `clock` drives the in-memory store's expiry (Redis uses its own clock)."""
         if not self.needs_redis:
-            return create_session_store(SessionBackendConfig.in_memory())
+            if clock is not None:
+                from .backends.memory import InMemorySessionStore
+
+                return InMemorySessionStore(clock=clock, **store)
+            return create_session_store(SessionBackendConfig.in_memory(**store))
         if redis_url is None:
             raise ValueError(f"backend {self.id!r} needs a redis_url")
-        return create_session_store(SessionBackendConfig.redis_url(redis_url, namespace=namespace))
+        config = SessionBackendConfig.redis_url(redis_url, namespace=namespace, **store)
+        return create_session_store(config)
 
 
 BACKENDS: tuple[Backend, ...] = (

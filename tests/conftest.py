@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -72,5 +73,76 @@ async def store(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator
     url = request.getfixturevalue("redis_url") if backend.needs_redis else None
     async with backend.open(redis_url=url, namespace=namespace) as opened:
         yield opened
+    if url is not None:
+        await drop_namespace(url, namespace)
+
+
+class ManualClock:
+    """A clock for the in-memory store that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def shift_ttls(url: str, namespace: str, seconds: float) -> None:
+    """Let `seconds` pass for every TTL under `namespace`, as Redis's clock would.
+
+    Redis has no clock to move, but its expiry is only each key's remaining PTTL: shortening
+    each by `seconds` (deleting keys it would have expired) is what time passing does to them.
+    """
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        async for key in client.scan_iter(match=f"{namespace}:*", count=500):
+            left = await client.pttl(key)
+            if left < 0:
+                continue  # no TTL (-1), or gone meanwhile (-2)
+            remaining = left - round(seconds * 1000)
+            if remaining <= 0:
+                await client.delete(key)
+            else:
+                await client.pexpire(key, remaining)
+    finally:
+        await client.aclose()
+
+
+class Lifecycle:
+    """Opens stores of one backend with expiry options, and moves their time forward."""
+
+    def __init__(self, backend: Backend, redis_url: str | None, namespace: str) -> None:
+        self.backend = backend
+        self.redis_url = redis_url
+        self.namespace = namespace
+        self.clock = ManualClock()
+        self.opened: list[SessionStore] = []
+
+    def open(self, **options: Any) -> SessionStore:
+        clock = None if self.backend.needs_redis else self.clock
+        store = self.backend.open(
+            redis_url=self.redis_url, namespace=self.namespace, clock=clock, **options
+        )
+        self.opened.append(store)
+        return store
+
+    async def advance(self, seconds: float) -> None:
+        """Let `seconds` pass for every store this opened."""
+        self.clock.now += seconds
+        if self.redis_url is not None:
+            await shift_ttls(self.redis_url, self.namespace, seconds)
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+async def lifecycle(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator[Lifecycle]:
+    """Stores of every backend in the table with expiry options of the test's choosing."""
+    backend: Backend = request.param
+    url = request.getfixturevalue("redis_url") if backend.needs_redis else None
+    opened = Lifecycle(backend, url, namespace)
+    yield opened
+    for store in opened.opened:
+        await store.aclose()
     if url is not None:
         await drop_namespace(url, namespace)

@@ -235,3 +235,53 @@ async def test_refused_writes_leave_the_store_unchanged() -> None:
     assert await store.get_session(key) == make_data(_alice_en())
     assert await store.find_by_user(ALICE, "alice") == (key, make_data(_alice_en()))
     assert await store.find_by_user(ALICE, "bob") is None
+
+
+# -- expiry ------------------------------------------------------------------------------------
+
+
+async def test_memory_of_expired_sessions_is_given_back() -> None:
+    """100,000 expired sessions: one call after their expiry frees all but a tenth of the peak.
+
+    (They share one user: the pointer table is not what this measures.)
+    """
+    import gc
+    import tracemalloc
+
+    from tests.conftest import ManualClock
+
+    clock = ManualClock()
+    store = InMemorySessionStore(idle_ttl=60, clock=clock)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        cursor = SessionCursor(node_pointer="node.wait")
+        for i in range(100_000):
+            data = SessionData(
+                tenant_ctx=ALICE, flow_id="f", cursor=cursor, context_json=f"{i:0>200}"
+            )
+            await store.create_session(ALICE, data)
+        peak = tracemalloc.get_traced_memory()[0] - base
+        clock.now += 61
+        assert await store.get_session("any") is None  # any call sweeps what has expired
+        gc.collect()
+        left = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert repr(store) == "InMemorySessionStore(sessions=0, closed=False)"
+    assert left < peak / 10, (left, peak)
+
+
+async def test_expired_sessions_leave_no_pointer_behind() -> None:
+    """After expiry the pointer table is empty too, and a new session takes the slot."""
+    from tests.conftest import ManualClock
+
+    clock = ManualClock()
+    store = InMemorySessionStore(idle_ttl=10, clock=clock)
+    await store.create_session(ALICE, make_data(ALICE))
+    clock.now += 11
+    assert await store.find_by_user(ALICE, "alice") is None
+    assert store._pointers == {}
+    again = await store.create_session(ALICE, make_data(ALICE))
+    assert await store.find_by_user(ALICE, "alice") == (again, make_data(ALICE))
