@@ -8,12 +8,12 @@ reference included, fails the build. Nothing is fetched at build time: intersphi
 from __future__ import annotations
 
 import os
-from typing import Any
 from importlib.metadata import version as installed_version
+from typing import Any
 
 project = "greentic-session"
 author = "Greentic"
-copyright = "Greentic"  # noqa: A001 - the name Sphinx reads
+copyright = "Greentic"
 release = installed_version("greentic-session")
 version = release
 
