@@ -106,16 +106,24 @@ def page_id(page: Path) -> str:
     return page.relative_to(ROOT).as_posix()
 
 
-@pytest.fixture
-def reader_env(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The environment a reader runs examples in: `$REDIS_URL` names a Redis of their own."""
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
+def reader_env(page: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment a reader runs examples in: `$REDIS_URL` names a Redis of their own.
+
+    Only pages that read `REDIS_URL` need the private redis-server; the others run without one.
+    """
+    if "REDIS_URL" in page.read_text(encoding="utf-8"):
+        server: RedisServer = request.getfixturevalue("redis_server")
+        monkeypatch.setenv("REDIS_URL", server.url)
+    else:
+        monkeypatch.delenv("REDIS_URL", raising=False)
 
 
-@pytest.mark.usefixtures("reader_env")
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
-def test_every_code_block_on_the_page_runs(page: Path) -> None:
+def test_every_code_block_on_the_page_runs(
+    page: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each Python block runs alone as pasted and each shell block names only things that exist."""
+    reader_env(page, request, monkeypatch)
     document = SYBIL.parse(page)
     for example in document.examples():
         if isinstance(example.region.evaluator, PythonEvaluator):
