@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
 from greentic_session import (
     DEFAULT_NAMESPACE,
+    ConflictError,
     InvalidInputError,
     NotFoundError,
     RedisSessionStore,
@@ -28,6 +30,7 @@ from greentic_session import (
     SessionStore,
     TenantCtx,
 )
+from greentic_session.mapping import telegram_update_to_session_key
 from greentic_session.testing import RedisServer
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "redis-production.md"
@@ -96,32 +99,67 @@ def paused(ctx: TenantCtx, node: str = "node.wait") -> SessionData:
     )
 
 
-async def run_whole_api(url: str) -> set[str]:
-    """Every store call and every path through its scripts; returns the methods it called."""
+async def exercise(store: SessionStore) -> None:
+    """Every store call, on every path through its scripts."""
     ctx = TenantCtx.new("prod", "acme", team="support", user="user-1")
-    async with RedisSessionStore.from_url(url) as store:  # `aclose` on the way out
-        key = await store.create_session(ctx, paused(ctx))
-        assert await store.get_session(key) == paused(ctx)
-        assert await store.find_by_user(ctx, "user-1") == (key, paused(ctx))
-        await store.update_session(key, paused(ctx, "node.next"))  # update.lua's fast path
-        with pytest.raises(InvalidInputError):  # its full-decode path, reporting the owner
-            await store.update_session(key, paused(ctx.with_user("user-2")))
-        with pytest.raises(NotFoundError):
-            await store.update_session("missing", paused(ctx))
+    key = await store.create_session(ctx, paused(ctx))
+    assert await store.get_session(key) == paused(ctx)
+    entry = await store.get_entry(key)
+    assert entry is not None
+    assert await store.find_by_user(ctx, "user-1") == (key, paused(ctx))
+    assert await store.find_entry(ctx, "user-1") == entry
+    await store.update_session(key, paused(ctx, "node.next"), expected_revision=entry.revision)
+    with pytest.raises(ConflictError):  # the revision moved on
+        await store.update_session(key, paused(ctx), expected_revision=entry.revision)
+    with pytest.raises(InvalidInputError):  # update.lua's full-decode path, reporting the owner
+        await store.update_session(key, paused(ctx.with_user("user-2")))
+    with pytest.raises(NotFoundError):
+        await store.update_session("missing", paused(ctx))
+    await store.update_with(key, lambda data: msgspec.structs.replace(data, context_json="{}"))
+    await store.touch_session(key)
+    with pytest.raises(NotFoundError):
+        await store.touch_session("missing")
+    await store.remove_session(key)
+    with pytest.raises(NotFoundError):
         await store.remove_session(key)
-        with pytest.raises(NotFoundError):
-            await store.remove_session(key)
-        # A user-less session keeps its creator's pointer after removal; find clears it.
-        userless = await store.create_session(
-            ctx, paused(TenantCtx.new("prod", "acme", team="support"))
-        )
-        await store.remove_session(userless)
-        assert await store.find_by_user(ctx, "user-1") is None
+    # A caller-chosen key is taken once.
+    fixed = telegram_update_to_session_key(1, 2, 3)
+    await store.create_session(ctx, paused(ctx), key=fixed)
+    with pytest.raises(ConflictError):
+        await store.create_session(ctx, paused(ctx), key=fixed)
+    await store.remove_session(fixed)
+    # find_or_create builds the user's session once, then finds it.
+    made, created = await store.find_or_create(ctx, "user-1", lambda: paused(ctx))
+    found, created_again = await store.find_or_create(ctx, "user-1", lambda: paused(ctx))
+    assert created
+    assert not created_again
+    assert found.key == made.key
+    await store.remove_session(made.key)
+    # A user-less session keeps its creator's pointer after removal; find clears it.
+    userless = await store.create_session(
+        ctx, paused(TenantCtx.new("prod", "acme", team="support"))
+    )
+    await store.remove_session(userless)
+    assert await store.find_by_user(ctx, "user-1") is None
+
+
+async def run_whole_api(url: str) -> set[str]:
+    """`exercise` on a store without expiry and on one with both expiry options; returns the
+    SessionStore methods called."""
+    async with RedisSessionStore.from_url(url) as plain:  # `aclose` on the way out
+        await exercise(plain)
+    async with RedisSessionStore.from_url(url, idle_ttl=600, max_lifetime=3600) as expiring:
+        await exercise(expiring)
     return {
         "create_session",
         "get_session",
+        "get_entry",
         "find_by_user",
+        "find_entry",
+        "find_or_create",
         "update_session",
+        "update_with",
+        "touch_session",
         "remove_session",
         "aclose",
     }
