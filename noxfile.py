@@ -1,4 +1,4 @@
-"""Every developer command: `nox -s tests`, `lint`, `typecheck`, `quickstart`, `bench`."""
+"""Every developer command: `nox -s tests`, `lint`, `typecheck`, `docs`, `quickstart`, `bench`."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and tests/typing (settings in pyproject.toml)."""
     install(session, "typecheck")
     session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The Sphinx site into docs/_build/html, every warning an error; needs no network."""
+    install(session, "docs")
+    session.run(
+        "sphinx-build", "-n", "-W", "--keep-going", "-b", "html",
+        "docs", "docs/_build/html", *session.posargs,
+    )  # fmt: skip
 
 
 @nox.session(python=PYTHON)
