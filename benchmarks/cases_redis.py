@@ -10,12 +10,19 @@ For each operation and payload size, in a fresh namespace, four contenders run i
            `set_data` for writes, `set_data({})` (a DEL) for remove;
 - seed:    `SeedPatternStore`, the original Rust crate's access pattern.
 
+The lifecycle operations run beside their floors and beside the calls they build on:
+`update_cas` (update_session with expected_revision) beside a plain update and a SET;
+`update_with` (uncontended) beside get_session + update_session; `find_or_create` (the found
+path) beside find_by_user and a GET; `create_idle` and `update_idle` (a store with idle_ttl)
+beside the same call on a store without expiry.
+
 Reported per contender: per-call latency at concurrency 1 (median, p99), ops/s at concurrency
 64, and for one call: client round trips, new connections and server commands.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,15 +45,27 @@ from .wire import WireCounter, command_deltas, commandstats, server_cpu_seconds
 
 __all__ = ["BUILDERS", "REDIS_OPS", "Rig", "delete_namespace", "open_redis_store", "run_redis_op"]
 
-REDIS_OPS: tuple[str, ...] = ("create", "get", "update", "find_by_user", "remove")
+REDIS_OPS: tuple[str, ...] = (
+    "create",
+    "get",
+    "update",
+    "find_by_user",
+    "remove",
+    "update_cas",
+    "update_with",
+    "find_or_create",
+    "create_idle",
+    "update_idle",
+)
+IDLE_TTL = 3600.0  # the expiring store's idle_ttl: long enough never to expire during a run
 USERS = 64  # distinct users (and sessions) each case cycles through
 WIRE_OPS = 21  # one call for round trips, then 20 for command counts
 
 
-def open_redis_store(url: str, namespace: str) -> RedisSessionStore:
+def open_redis_store(url: str, namespace: str, **options: Any) -> RedisSessionStore:
     """A Redis store exactly as the tests open it: the shared backend table."""
     backend = next(b for b in BACKENDS if b.id == "redis")
-    store = backend.open(redis_url=url, namespace=namespace)
+    store = backend.open(redis_url=url, namespace=namespace, **options)
     if not isinstance(store, RedisSessionStore):
         raise TypeError(f"backend table gave {type(store).__name__}, not RedisSessionStore")
     return store
@@ -83,7 +102,9 @@ class Rig:
     store: RedisSessionStore
     aiogram: RedisStorage
     seed: SeedPatternStore
+    expiring: RedisSessionStore  # the same namespace, with idle_ttl
     ids: list[SessionKey] = field(default_factory=list)
+    revisions: list[str] = field(default_factory=list)
     blob_keys: list[str] = field(default_factory=list)
     pointers: list[str] = field(default_factory=list)
     skeys: list[StorageKey] = field(default_factory=list)
@@ -100,10 +121,16 @@ class Rig:
             connection_kwargs={"max_connections": 64},
             key_builder=DefaultKeyBuilder(prefix=f"{namespace}:aiogram"),
         )
-        rig = cls(url, namespace, pop, store, storage, SeedPatternStore(url, namespace=namespace))
+        seed = SeedPatternStore(url, namespace=namespace)
+        expiring = open_redis_store(url, namespace, idle_ttl=IDLE_TTL)
+        rig = cls(url, namespace, pop, store, storage, seed, expiring)
         for ctx, data, user in zip(pop.ctxs, pop.datas, pop.users, strict=True):
             key = await store.create_session(ctx, data)
+            entry = await store.get_entry(key)
+            assert entry is not None
             rig.ids.append(key)
+            # Every write below stores the same bytes again, so this revision stays current.
+            rig.revisions.append(entry.revision)
             rig.blob_keys.append(store.keys.session(key))
             rig.pointers.append(store.keys.user(lookup_slot(ctx, user)))
         rig.skeys = [StorageKey(bot_id=1, chat_id=j, user_id=j) for j in range(pop.count)]
@@ -130,6 +157,7 @@ class Rig:
     async def close(self) -> None:
         await delete_namespace(self.client, self.namespace)
         await self.store.aclose()
+        await self.expiring.aclose()
         await self.aiogram.close()
 
 
@@ -309,12 +337,91 @@ def _remove(rig: Rig) -> list[Contender]:
     ]
 
 
+def _update_cas(rig: Rig) -> list[Contender]:
+    pop, client = rig.pop, rig.client
+
+    async def ours(i: int) -> None:
+        j = i % pop.count
+        await rig.store.update_session(rig.ids[j], pop.datas[j], expected_revision=rig.revisions[j])
+
+    async def plain(i: int) -> None:
+        j = i % pop.count
+        await rig.store.update_session(rig.ids[j], pop.datas[j])
+
+    async def floor(i: int) -> None:
+        j = i % pop.count
+        await client.set(rig.blob_keys[j], pop.blobs[j])
+
+    return [
+        Contender("ours", "ours", ours),
+        Contender("ours: update_session", "peer", plain),
+        Contender("floor: SET", "floor", floor),
+    ]
+
+
+def _update_with(rig: Rig) -> list[Contender]:
+    pop = rig.pop
+
+    async def ours(i: int) -> None:
+        j = i % pop.count
+        await rig.store.update_with(rig.ids[j], lambda _: pop.datas[j])
+
+    async def get_then_update(i: int) -> None:
+        j = i % pop.count
+        await rig.store.get_session(rig.ids[j])
+        await rig.store.update_session(rig.ids[j], pop.datas[j])
+
+    return [
+        Contender("ours", "ours", ours),
+        Contender("ours: get_session+update_session", "peer", get_then_update),
+    ]
+
+
+def _find_or_create(rig: Rig) -> list[Contender]:
+    pop, client = rig.pop, rig.client
+
+    def unused() -> Any:
+        raise AssertionError("the found path never builds")
+
+    async def ours(i: int) -> None:
+        j = i % pop.count
+        await rig.store.find_or_create(pop.ctxs[j], pop.users[j], unused)
+
+    async def find(i: int) -> None:
+        j = i % pop.count
+        await rig.store.find_by_user(pop.ctxs[j], pop.users[j])
+
+    async def floor(i: int) -> None:
+        await client.get(rig.blob_keys[i % pop.count])
+
+    return [
+        Contender("ours", "ours", ours),
+        Contender("ours: find_by_user", "peer", find),
+        Contender("floor: GET", "floor", floor),
+    ]
+
+
+def _expiring(rig: Rig, op: str) -> list[Contender]:
+    """`op` on the idle_ttl store ("ours") beside the same op on the store without expiry."""
+    plain = BUILDERS[op](rig)[0]
+    ours = BUILDERS[op](dataclasses.replace(rig, store=rig.expiring))[0]
+    return [
+        ours,
+        Contender(f"ours without expiry: {op}", "peer", plain.op, plain.prepare, plain.finish),
+    ]
+
+
 BUILDERS: dict[str, Callable[[Rig], list[Contender]]] = {
     "create": _create,
     "get": _get,
     "update": _update,
     "find_by_user": _find_by_user,
     "remove": _remove,
+    "update_cas": _update_cas,
+    "update_with": _update_with,
+    "find_or_create": _find_or_create,
+    "create_idle": lambda rig: _expiring(rig, "create"),
+    "update_idle": lambda rig: _expiring(rig, "update"),
 }
 
 

@@ -24,6 +24,14 @@ REDIS_FLOORS: tuple[tuple[str, str, float], ...] = (
     ("create", "floor: MULTI SET+SET", 1.15),
     ("update", "floor: SET", 1.30),
 )
+# The lifecycle calls, each held to the call or floor its issue names.
+REDIS_LIFECYCLE: tuple[tuple[str, str, float], ...] = (
+    ("update_cas", "floor: SET", 1.35),
+    ("update_with", "ours: get_session+update_session", 1.0),
+    ("find_or_create", "ours: find_by_user", 1.15),
+    ("create_idle", "ours without expiry: create", 1.05),
+    ("update_idle", "ours without expiry: update", 1.05),
+)
 # aiogram's nearest operation to each of ours
 REDIS_AIOGRAM: dict[str, str] = {
     "create": "aiogram set_data",
@@ -99,7 +107,7 @@ def _pair(
 
 def check_targets(rows: list[dict[str, Any]]) -> list[Target]:
     out: list[Target] = []
-    for op, floor, limit in REDIS_FLOORS:
+    for op, floor, limit in REDIS_FLOORS + REDIS_LIFECYCLE:
         out += _pair(rows, "redis", op, floor, limit)
     for op, peer in REDIS_AIOGRAM.items():
         out += _pair(rows, "redis", op, peer, 1.0)
