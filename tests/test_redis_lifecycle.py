@@ -112,15 +112,26 @@ async def test_without_expiry_the_keyspace_is_exactly_rusts(open_store: OpenStor
     assert sorted(k.split(":")[0] for k in ttls) == ["session"] * 3 + ["user"] * 2
 
 
-async def test_create_gives_blob_pointer_and_meta_the_idle_ttl(open_store: OpenStore) -> None:
-    """With idle_ttl, create sets the TTL on the blob, its pointer and its meta key at once."""
+async def test_create_gives_blob_and_pointer_the_idle_ttl(open_store: OpenStore) -> None:
+    """With idle_ttl, create sets the TTL on the blob and its pointer at once, and writes no meta
+    key for a session whose own user names its pointer."""
     store = open_store(idle_ttl=300)
     key = await store.create_session(ALICE, make_data(ALICE))
     ttls = await pttls(store)
-    assert set(ttls) == {f"session:{key}", POINTER, f"meta:{key}"}
+    assert set(ttls) == {f"session:{key}", POINTER}
     assert all(near(ttl, 300_000) for ttl in ttls.values()), ttls
     keyed = await store.create_session(NO_USER, make_data(NO_USER), key="chat-9")
     assert near(await store.client.pttl(store.keys.session(keyed)), 300_000)
+    assert await store.client.exists(store.keys.meta(keyed)) == 0  # no user, no pointer
+
+
+async def test_a_userless_session_with_a_pointer_gets_a_meta_key(open_store: OpenStore) -> None:
+    """A user-less session created by a user keeps that pointer's suffix in its meta key."""
+    store = open_store(idle_ttl=300)
+    key = await store.create_session(ALICE, make_data(NO_USER))
+    ttls = await pttls(store)
+    assert set(ttls) == {f"session:{key}", POINTER, f"meta:{key}"}
+    assert all(near(ttl, 300_000) for ttl in ttls.values()), ttls
 
 
 @pytest.mark.parametrize("write", ["update", "compare_and_set", "touch"])

@@ -215,7 +215,8 @@ class RedisSessionStore(SessionStore):
         suffix = ""
         if slot is not None:
             keys, suffix = (*keys, self.keys.user(slot)), self.keys.slot_suffix(slot)
-        args = (blob, new_key, suffix, *self._ttl_args)
+        userless = "1" if data.tenant_ctx.normalized_user is None else "0"
+        args = (blob, new_key, suffix, *self._ttl_args, userless)
         created = await self._redis.eval(scripts.CREATE, keys, args, write=True, key=new_key)
         if created != 1:
             raise ConflictError(f"a session with key {new_key!r} already exists")
@@ -336,12 +337,13 @@ class RedisSessionStore(SessionStore):
         key = new_session_key()
         keys = (pointer, self.keys.session(key), self.keys.meta(key))
         suffix = self.keys.slot_suffix(slot)
+        userless = "1" if data.tenant_ctx.normalized_user is None else "0"
         for _ in range(_CREATE_ATTEMPTS):
             args = (seen, "1" if foreign else "0", blob, key, suffix, *self._ttl_args)
             result = await self._redis.eval(
                 scripts.CREATE_FOR_USER,
                 keys,
-                (*args, self.keys.session_prefix),
+                (*args, self.keys.session_prefix, userless),
                 write=True,
                 key=key,
             )

@@ -3,7 +3,7 @@
 -- ARGV[1] the pointer's value the lookup saw ('' for none); ARGV[2] '1' when the lookup found that
 -- session foreign (not the user's: it may be replaced), else '0'; ARGV[3] new blob;
 -- ARGV[4] new session key; ARGV[5] pointer suffix; ARGV[6] idle ms; ARGV[7] lifetime ms;
--- ARGV[8] session blob key prefix
+-- ARGV[8] session blob key prefix; ARGV[9] '1' when the new data names no user, else '0'
 -- Returns 1 when created, else {session key, blob} of the session the pointer now names (the
 -- blob is the integer 0 when its key holds a non-string value), for the caller to judge.
 local current = redis.call('GET', KEYS[1])
@@ -12,7 +12,7 @@ if current and not (current == ARGV[1] and ARGV[2] == '1') then
   if not ok then return {current, 0} end
   if blob then return {current, blob} end
 end
-local ttl = expiry_start(KEYS[3], ARGV[5], ARGV[6], ARGV[7])
+local ttl = expiry_start(KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[9] == '1')
 if ttl then
   redis.call('SET', KEYS[2], ARGV[3], 'PX', ttl)
   redis.call('SET', KEYS[1], ARGV[4], 'PX', ttl)

@@ -1,30 +1,39 @@
 -- Prepended to every script that creates, writes or touches a session: expiry with the server's
 -- clock, by greentic_session/expiry.py's rule: TTL = min(idle_ttl, what is left of max_lifetime).
--- The meta key (keys.RedisKeys.meta) exists only when the store has an expiry option: its value is
--- the session's user-pointer suffix ('' for none), its PTTL the remaining lifetime when
--- max_lifetime is set (set once, at creation). `idle` and `life` are whole milliseconds as
--- strings, '' when that option is off. Nothing here raises after a write: reads that could fail
--- on a key of the wrong type are pcall'd, and SET/PEXPIRE work on any key.
+-- The meta key (keys.RedisKeys.meta) is written only when it is needed: under max_lifetime (its
+-- PTTL is the remaining lifetime, set once at creation), and under idle_ttl alone for a user-less
+-- session whose creator's user got a pointer (its value, the pointer suffix, is the only record
+-- of that pointer). `idle` and `life` are whole milliseconds as strings, '' when that option is
+-- off. Nothing here raises after a write: reads that could fail on a key of the wrong type are
+-- pcall'd, and SET/PEXPIRE work on any key.
 
--- A new session: write its meta key; returns its TTL, or nil when the store has no expiry.
-local function expiry_start(meta_key, suffix, idle, life)
+-- A new session: write its meta key if needed (`userless`: the session's data names no user);
+-- returns its TTL, or nil when the store has no expiry.
+local function expiry_start(meta_key, suffix, idle, life, userless)
   local i, l = tonumber(idle), tonumber(life)
   if not i and not l then return nil end
   local ttl = i
   if l and (not ttl or l < ttl) then ttl = l end
-  redis.call('SET', meta_key, suffix, 'PX', l or ttl)
+  if l or (userless and suffix ~= '') then
+    redis.call('SET', meta_key, suffix, 'PX', l or ttl)
+  end
   return ttl
 end
 
 -- An existing session about to be written or touched (reads only): returns nil when the store
--- has no expiry, else {ttl, suffix, reset}. `fallback` is the pointer suffix to use when the meta
--- key is missing (a session another runtime wrote): then a lifetime starts now.
+-- has no expiry, else {ttl, suffix, reset}. `fallback` is the pointer suffix of the session's own
+-- user ('' when it has none); it is used when the meta key is missing (a session another runtime
+-- wrote: then a lifetime starts now), and makes the meta key unneeded under idle_ttl alone.
 local function expiry_plan(meta_key, fallback, idle, life)
   local i, l = tonumber(idle), tonumber(life)
   if not i and not l then return nil end
+  if not l and fallback ~= '' then
+    return {ttl = i, suffix = fallback, reset = false}
+  end
   local ok, suffix = pcall(redis.call, 'GET', meta_key)
   if not ok then suffix = false end
-  local plan = {ttl = i, suffix = suffix or fallback, reset = true, life = l}
+  -- Under idle_ttl alone a user-less session keeps its meta key only while it has one.
+  local plan = {ttl = i, suffix = suffix or fallback, reset = l ~= nil or suffix ~= false, life = l}
   if l then
     local left = -2
     if suffix then left = redis.call('PTTL', meta_key) end
