@@ -267,3 +267,25 @@ async def test_round_trips_of_the_lifecycle_calls(open_store: OpenStore) -> None
         "find_or_create_new": 2,
         "update_with": 2,
     }
+
+
+async def test_operator_logs_name_no_user_and_no_key(
+    open_store: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A repaired pointer and a corrupt blob are logged, without the user id or session key."""
+    import logging
+
+    from greentic_session import InternalError
+
+    store = open_store()
+    caplog.set_level(logging.INFO, logger="greentic_session")
+    key = await store.create_session(ALICE, make_data(ALICE))
+    await store.client.delete(store.keys.session(key))  # the pointer is now stale
+    assert await store.find_by_user(ALICE, "alice") is None
+    await store.client.set(store.keys.session("broken"), b"{not json")
+    with pytest.raises(InternalError):
+        await store.get_session("broken")
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("pointer" in m for m in messages), messages
+    assert any("does not decode" in m for m in messages), messages
+    assert not any("alice" in m or key in m or "broken" in m for m in messages), messages

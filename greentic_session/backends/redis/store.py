@@ -16,6 +16,7 @@ How calls are made (gate, time limit, retries, error mapping) lives in `client`.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any, Self, Unpack, cast
 
 try:
@@ -64,6 +65,9 @@ from .options import (
 )
 
 __all__ = ["RedisSessionStore", "revision_of"]
+
+# Operator events only, never a user id, session key, payload or secret (see client.py too).
+_log = logging.getLogger("greentic_session.redis")
 
 # find_or_create's create step retries when the user's pointer names a foreign session that is
 # replaced meanwhile; more than a couple of rounds means the slot is being fought over.
@@ -315,6 +319,7 @@ class RedisSessionStore(SessionStore):
             return key, raw, data
         # Missing or foreign blob: drop the pointer, but only if nobody re-pointed it meanwhile.
         await self._redis.eval(scripts.CLEAR_POINTER, (pointer,), (key,), write=True, key=key)
+        _log.info("cleared a user pointer that named a missing or foreign session")
         return None
 
     async def find_or_create(
@@ -389,6 +394,7 @@ class RedisSessionStore(SessionStore):
         try:
             return decode_session_data(raw)
         except InvalidInputError as exc:
+            _log.warning("met a stored session that does not decode (raised InternalError)")
             raise self._corrupt(key, exc.message) from None
 
     @staticmethod
