@@ -20,6 +20,7 @@ from .errors import (
     NotFoundError,
     PoolExhaustedError,
     SessionError,
+    StoreClosedError,
     UnavailableError,
     UnknownOutcomeError,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "SessionError",
     "SessionKey",
     "SessionStore",
+    "StoreClosedError",
     "TenantCtx",
     "UnavailableError",
     "UnknownOutcomeError",

@@ -35,7 +35,7 @@ import msgspec
 from msgspec.structs import force_setattr
 
 from ..codec import decode_session_data, encode_session_data
-from ..errors import NotFoundError, UnavailableError
+from ..errors import NotFoundError, StoreClosedError
 from ..fence import (
     Scope,
     UserSlot,
@@ -113,7 +113,7 @@ class InMemorySessionStore(SessionStore):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise UnavailableError("the session store is closed")
+            raise StoreClosedError("the session store is closed")
 
     async def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
         self._check_open()

@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from ...codec import decode_session_data, encode_session_data, owner_prefix_length
-from ...errors import InternalError, InvalidInputError, NotFoundError, UnavailableError
+from ...errors import InternalError, InvalidInputError, NotFoundError, StoreClosedError
 from ...fence import (
     Scope,
     check_create,
@@ -220,13 +220,14 @@ class RedisSessionStore(SessionStore):
             return
         self._closed = True
         if self._owns_client:
+            await self._redis.adopt_running_loop()  # never awaits another loop's connections
             await self.client.aclose(close_connection_pool=True)
 
     # -- plumbing ------------------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
-            raise UnavailableError("the session store is closed")
+            raise StoreClosedError("the session store is closed")
 
     def _decode(self, key: str, raw: bytes | str) -> SessionData:
         try:
