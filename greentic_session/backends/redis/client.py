@@ -71,6 +71,7 @@ class RedisCaller:
         self.gate = asyncio.Semaphore(self._permits)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_watch: AsyncIterator[None] | None = None
+        self._left_behind: list[Any] = []  # connections the current loop's watcher closes
         kwargs = pool.connection_kwargs
         password = kwargs.get("password")
         self._secret: str | None = password if isinstance(password, str) and password else None
@@ -166,7 +167,7 @@ class RedisCaller:
     def _error(self, exc: BaseException, *, write: bool, key: str | None) -> SessionError:
         if is_connection_failure(exc):
             self._lost(exc)
-        elif not self._healthy and not isinstance(exc, redis_errors.ConnectionError):
+        elif not self._healthy and isinstance(exc, redis_errors.ResponseError):
             self._replied()  # the server answered, if only with an error
         return to_session_error(
             exc,
@@ -218,22 +219,34 @@ class RedisCaller:
         self._loop = loop
         self.gate = asyncio.Semaphore(self._permits)
         if old is not None:
-            # Connections made on the old loop cannot be used, nor awaited, from this one. The
-            # old loop's watcher closed them if it shut down through asyncio.run; otherwise they
-            # are dropped for the garbage collector.
-            self.client.connection_pool.reset()  # type: ignore[no-untyped-call]
-        watch = self._watch_loop(loop)
+            # Connections made on the old loop can be neither used nor awaited from this one:
+            # the pool forgets them, and the old loop's watcher closes them if that loop runs
+            # again or shuts down (if it is closed already, its watcher closed them then).
+            pool = self.client.connection_pool
+            stale = [
+                *getattr(pool, "_available_connections", ()),
+                *getattr(pool, "_in_use_connections", ()),
+            ]
+            pool.reset()  # type: ignore[no-untyped-call]
+            if not old.is_closed():
+                self._left_behind.extend(stale)
+        self._left_behind = left_behind = list[Any]()
+        watch = self._watch_loop(loop, left_behind)
         await watch.__anext__()  # registers it with this loop's async-generator shutdown
         self._loop_watch = watch
 
-    async def _watch_loop(self, loop: asyncio.AbstractEventLoop) -> AsyncIterator[None]:
-        """Closes this loop's connections when the loop shuts its async generators down."""
+    async def _watch_loop(
+        self, loop: asyncio.AbstractEventLoop, left_behind: list[Any]
+    ) -> AsyncIterator[None]:
+        """Closes `loop`'s connections when the loop shuts its async generators down."""
         try:
             yield
         finally:
             if self._loop is loop:
                 self._loop = None
                 await self.client.connection_pool.disconnect()
+            for connection in left_behind:
+                await connection.disconnect()
 
     async def _enter_gate(self) -> None:
         if not self.gate.locked():
