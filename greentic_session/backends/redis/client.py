@@ -13,6 +13,10 @@ Failure rules:
   per-send `asyncio.wait_for` (a new task on Python 3.11) and per-read timeout cost about a
   quarter of a GET's client CPU. On expiry redis-py drops the interrupted connection, as for any
   cancellation.
+- Errors are mapped by `errors.to_session_error` and raised outside any `except` block, so
+  nothing redis-py raised (its text may echo keys with user ids) hangs off them.
+- Operators get one WARNING on `greentic_session.redis` when the connection is lost and one INFO
+  when it is back (the redacted address and the kind of failure only).
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ class RedisCaller:
         self._permits = min(getattr(pool, "max_connections", 2**31), 2**31)
         self.gate = asyncio.Semaphore(self._permits)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_watch: AsyncIterator[None] | None = None
+        # Each loop's watcher, kept alive until it ran (or its loop closed without running it).
+        self._watches: list[tuple[asyncio.AbstractEventLoop, AsyncIterator[None]]] = []
         self._left_behind: list[Any] = []  # connections the current loop's watcher closes
         kwargs = pool.connection_kwargs
         password = kwargs.get("password")
@@ -233,7 +238,8 @@ class RedisCaller:
         self._left_behind = left_behind = list[Any]()
         watch = self._watch_loop(loop, left_behind)
         await watch.__anext__()  # registers it with this loop's async-generator shutdown
-        self._loop_watch = watch
+        self._watches = [(seen, w) for seen, w in self._watches if not seen.is_closed()]
+        self._watches.append((loop, watch))
 
     async def _watch_loop(
         self, loop: asyncio.AbstractEventLoop, left_behind: list[Any]
@@ -247,6 +253,7 @@ class RedisCaller:
                 await self.client.connection_pool.disconnect()
             for connection in left_behind:
                 await connection.disconnect()
+            self._watches = [(seen, w) for seen, w in self._watches if seen is not loop]
 
     async def _enter_gate(self) -> None:
         if not self.gate.locked():
