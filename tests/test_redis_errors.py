@@ -27,6 +27,7 @@ from greentic_session import (
     SessionBackendConfig,
     SessionError,
     UnavailableError,
+    UnknownOutcomeError,
 )
 from greentic_session.backends.redis.errors import to_session_error
 from greentic_session.testing import RedisServer, free_port
@@ -336,6 +337,54 @@ async def test_acl_denial_of_the_eval_after_noscript_is_permission_denied(
     assert raised.value.code is ErrorCode.PERMISSION_DENIED, repr(raised.value)
     assert [type(seen) for seen in reachable(raised.value)[1:]] == [NoPermissionError]
     assert_clean(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        pytest.param(
+            "Error running script (call to f_0123): @user_script:1: @user_script: 1: "
+            "-NOPERM this user has no permissions to access one of the keys used as arguments",
+            ErrorCode.PERMISSION_DENIED,
+            id="nested-noperm",
+        ),
+        pytest.param(
+            "Error running script (call to f_0123): @user_script:1: @user_script: 1: The user "
+            "executing the script can't access at least one of the keys mentioned in the "
+            "command arguments",
+            ErrorCode.PERMISSION_DENIED,
+            id="nested-acl-text",
+        ),
+        pytest.param(
+            "Error running script (call to f_0123): @user_script:1: @user_script: 1: "
+            "-OOM command not allowed when used memory > 'maxmemory'.",
+            ErrorCode.UNAVAILABLE,
+            id="nested-oom",
+        ),
+        pytest.param(
+            "Error running script (call to f_0123): @user_script:1: user_script:1: "
+            "attempt to compare nil with number",
+            ErrorCode.INTERNAL,
+            id="script-bug",
+        ),
+    ],
+)
+def test_script_errors_wrapped_by_older_servers_keep_their_code(
+    reply: str, code: ErrorCode
+) -> None:
+    """Redis before 7 wraps a failed `redis.call` as `ERR Error running script ...` with the
+    inner reply after it (CI's 7.0.15 does not, so these are literal replies): the inner code
+    still decides, and a plain script error stays internal."""
+    error = to_session_error(
+        aioredis.ResponseError(reply),
+        write=True,
+        key=None,
+        where="here",
+        socket_timeout=None,
+        secret=None,
+    )
+    assert error.code is code, repr(error)
+    assert not isinstance(error, UnknownOutcomeError)
 
 
 # -- nothing reachable from an error leaks --------------------------------------------------------

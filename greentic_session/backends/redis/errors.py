@@ -79,8 +79,8 @@ _INNER_CODE = re.compile(
     + "|".join(sorted(SERVER_STATE_CODES | _DENIED_CODES | {"WRONGTYPE"}))
     + r")(?![A-Za-z])"
 )
-# Redis 7.0 replies to a script's `redis.call` on a key or command the ACL denies with code ERR and
-# this fixed text (not NOPERM); it is the server's own wording, not redis-py's.
+# Redis 6.x and 7.0 reply to a script's `redis.call` on a key or command the ACL denies with code
+# ERR and this fixed text (not NOPERM); it is the server's own wording, not redis-py's.
 _SCRIPT_ACL_DENIAL = "The user executing the script can't"
 
 
@@ -125,7 +125,7 @@ def reply_code(exc: BaseException, text: str) -> str | None:
         first = text.split(" ", 1)[0]
         code = first if _CODE_WORD.fullmatch(first) else "ERR"
     if code == "EXECABORT" or (code == "ERR" and "script" in text):
-        if code == "ERR" and text.startswith(_SCRIPT_ACL_DENIAL):
+        if code == "ERR" and _SCRIPT_ACL_DENIAL in text:
             return "NOPERM"
         inner = _INNER_CODE.search(text)
         if inner is not None:
