@@ -46,6 +46,18 @@ _READ_BACKOFF = (0.02, 0.1)
 log = logging.getLogger("greentic_session.redis")
 
 
+def _renew_loop_bound_locks(pool: object) -> None:
+    """Give `pool` fresh asyncio locks: one that ever made a caller wait is bound to that loop.
+
+    redis-py (6.x holds its pool lock while connecting) has no public way to do this; the
+    attributes are replaced only when they hold what this expects, on a loop switch only.
+    """
+    for name in ("_lock", "_condition"):
+        primitive = getattr(pool, name, None)
+        if type(primitive) in (asyncio.Lock, asyncio.Condition):
+            setattr(pool, name, type(primitive)())
+
+
 class RedisCaller:
     """Runs calls on one `redis.asyncio.Redis` client under the rules in the module docstring.
 
@@ -233,6 +245,7 @@ class RedisCaller:
                 *getattr(pool, "_in_use_connections", ()),
             ]
             pool.reset()  # type: ignore[no-untyped-call]
+            _renew_loop_bound_locks(pool)
             if not old.is_closed():
                 self._left_behind.extend(stale)
         self._left_behind = left_behind = list[Any]()
@@ -248,8 +261,7 @@ class RedisCaller:
         try:
             yield
         finally:
-            if self._loop is loop:
-                self._loop = None
+            if self._loop is loop:  # stays set: the next loop's first call renews the pool
                 await self.client.connection_pool.disconnect()
             for connection in left_behind:
                 await connection.disconnect()
