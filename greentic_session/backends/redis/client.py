@@ -54,8 +54,10 @@ def _renew_loop_bound_locks(pool: object) -> None:
     """
     for name in ("_lock", "_condition"):
         primitive = getattr(pool, name, None)
-        if type(primitive) in (asyncio.Lock, asyncio.Condition):
-            setattr(pool, name, type(primitive)())
+        if type(primitive) is asyncio.Lock:
+            setattr(pool, name, asyncio.Lock())
+        elif type(primitive) is asyncio.Condition:
+            setattr(pool, name, asyncio.Condition())
 
 
 class RedisCaller:
