@@ -390,6 +390,19 @@ def test_script_errors_wrapped_by_older_servers_keep_their_code(
 # -- nothing reachable from an error leaks --------------------------------------------------------
 
 
+async def test_the_servers_echo_of_refused_arguments_is_not_shown(namespace: str) -> None:
+    """On a server without EVALSHA (renamed away), find_by_user fails with an error whose
+    chain does not repeat the server's echo of the arguments (the user pointer key)."""
+    with RedisServer(extra_args=["--rename-command", "EVALSHA", ""]) as server:
+        async with open_store(server.url, namespace) as store:
+            with pytest.raises(SessionError) as raised:
+                await bounded(store.find_by_user(ctx_of(USER), USER))
+    assert raised.value.code is ErrorCode.INTERNAL
+    assert "unknown command" in raised.value.message
+    assert "(not shown)" in raised.value.message
+    assert_clean(raised.value)
+
+
 async def test_connection_errors_chain_nothing_secret(namespace: str) -> None:
     """A write to an unreachable password-protected URL raises an error from whose chain no
     user id or password can be read, with a sanitized cause of redis-py's type."""

@@ -39,6 +39,8 @@ __all__ = ["is_connection_failure", "is_pool_full", "reply_code", "to_session_er
 _MAX_CONNECTIONS: type[Exception] | None = getattr(redis_errors, "MaxConnectionsError", None)
 _POOL_FULL_MESSAGES = ("Too many connections", "No connection available")
 _PIPELINE_ECHO = re.compile(r"Command # \d+ \(.*\) of pipeline caused error: ", re.DOTALL)
+# The server's own echo, e.g. "unknown command 'x', with args beginning with: 'key' ...".
+_ARGUMENTS_ECHO = re.compile(r"(with args beginning with:).*", re.DOTALL)
 
 # Error codes of a server refusing work for its own state. Each refuses before the command (or
 # the script's first write) is applied, so even a refused write wrote nothing.
@@ -134,7 +136,10 @@ def reply_code(exc: BaseException, text: str) -> str | None:
 
 
 def scrub(text: str, secret: str | None) -> str:
+    """`text` without redis-py's pipeline echo, the server's echo of a refused command's
+    arguments (keys holding user ids), or `secret`."""
     text = _PIPELINE_ECHO.sub("", text)
+    text = _ARGUMENTS_ECHO.sub(r"\1 (not shown)", text)
     return text.replace(secret, "***") if secret else text
 
 

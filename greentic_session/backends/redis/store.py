@@ -119,8 +119,8 @@ class RedisSessionStore(SessionStore):
                 retry=Retry(NoBackoff(), 0),
                 **extra,
             )
-        except ValueError:
-            raise InvalidInputError("malformed Redis URL") from None
+        except ValueError:  # RedisOptions checked the URL; redis-py refused an option's value
+            raise InvalidInputError("malformed Redis URL: redis-py refused its options") from None
         client = aioredis.Redis(connection_pool=pool)
         return cls(
             client,
