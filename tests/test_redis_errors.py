@@ -232,6 +232,7 @@ async def test_busy_script_is_unavailable(
                 await killer.script_kill()
             with pytest.raises(aioredis.ResponseError):
                 await busy
+            await admin.config_set("busy-reply-threshold", "5000")
         assert_refused(refused, "BUSY")
         assert_refused(written.value, "BUSY")
         assert await store.get_session(key) == marked("other", "v1")
