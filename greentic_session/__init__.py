@@ -20,6 +20,7 @@ from .errors import (
     NotFoundError,
     PoolExhaustedError,
     SessionError,
+    StoreClosedError,
     UnavailableError,
     UnknownOutcomeError,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "SessionError",
     "SessionKey",
     "SessionStore",
+    "StoreClosedError",
     "StoreOptions",
     "TenantCtx",
     "UnavailableError",

@@ -16,6 +16,7 @@ __all__ = [
     "NotFoundError",
     "PoolExhaustedError",
     "SessionError",
+    "StoreClosedError",
     "UnavailableError",
     "UnknownOutcomeError",
 ]
@@ -90,3 +91,14 @@ class InternalError(SessionError):
     """Stored data is unusable (undecodable blob, wrong key type); names the session key."""
 
     code = ErrorCode.INTERNAL
+
+
+class StoreClosedError(SessionError):
+    """The store was closed (`aclose`) and refuses every call.
+
+    A bug in the caller's lifecycle, not an outage: retrying cannot help, so it is not an
+    `UnavailableError`, and its code is `invalid_input` (the call breaks the store's contract:
+    no call after `aclose`), which callers treat as "do not retry".
+    """
+
+    code = ErrorCode.INVALID_INPUT

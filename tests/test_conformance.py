@@ -9,10 +9,12 @@ import msgspec
 import pytest
 
 from greentic_session import (
+    ErrorCode,
     InvalidInputError,
     NotFoundError,
     SessionData,
     SessionStore,
+    StoreClosedError,
     TenantCtx,
     UnavailableError,
 )
@@ -338,12 +340,15 @@ async def test_caller_mutations_never_reach_stored_state(store: SessionStore) ->
 
 
 async def test_a_closed_store_refuses_calls(store: SessionStore) -> None:
-    """After aclose every call raises UnavailableError; closing twice is harmless."""
+    """After aclose every call raises StoreClosedError (code invalid_input, not a retryable
+    UnavailableError); closing twice is harmless."""
     await store.aclose()
     await store.aclose()
-    with pytest.raises(UnavailableError, match="closed"):
+    with pytest.raises(StoreClosedError, match="closed") as raised:
         await store.get_session("any")
-    with pytest.raises(UnavailableError, match="closed"):
+    assert raised.value.code is ErrorCode.INVALID_INPUT
+    assert not isinstance(raised.value, UnavailableError)
+    with pytest.raises(StoreClosedError, match="closed"):
         await store.create_session(ALICE, make_data(ALICE))
 
 

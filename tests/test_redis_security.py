@@ -246,12 +246,20 @@ async def test_tls_with_the_ca_runs_the_full_flow(
         await assert_store_works(store, USER)
 
 
-@pytest.mark.parametrize("client", ["system-trust", "other-ca", "plaintext"])
+@pytest.mark.parametrize(
+    ("client", "likely_cause"),
+    [
+        ("system-trust", "certificate is not trusted"),
+        ("other-ca", "certificate is not trusted"),
+        ("plaintext", "a TLS port reached with redis://"),
+    ],
+)
 async def test_tls_client_that_cannot_verify_the_server_is_unavailable(
-    client: str, tls_server: RedisServer, tls_dir: Path, namespace: str
+    client: str, likely_cause: str, tls_server: RedisServer, tls_dir: Path, namespace: str
 ) -> None:
     """A client that does not trust the server's CA, or speaks plaintext to the TLS port,
-    fails with UnavailableError (code unavailable) instead of hanging or talking in clear."""
+    fails with UnavailableError (code unavailable) naming the likely cause, instead of hanging
+    or talking in clear."""
     url, ca_file = tls_server.url, None
     if client == "other-ca":
         ca_file = str(tls_dir / "other-ca.pem")
@@ -262,3 +270,18 @@ async def test_tls_client_that_cannot_verify_the_server_is_unavailable(
             with pytest.raises(UnavailableError) as raised:
                 await bounded(call())
             assert raised.value.code is ErrorCode.UNAVAILABLE
+            assert likely_cause in raised.value.message, raised.value.message
+
+
+async def test_rediss_to_a_plain_text_port_names_the_likely_cause(
+    acl_server: RedisServer, namespace: str
+) -> None:
+    """A rediss:// URL for a plain-text Redis port fails every call with UnavailableError that
+    suggests the port does not speak TLS, within the connect timeout."""
+    url = acl_server.url.replace("redis://", "rediss://")
+    async with open_store(url, namespace, connect_timeout=0.2) as store:
+        for call in store_calls(store).values():
+            with pytest.raises(UnavailableError) as raised:
+                await bounded(call())
+            assert not isinstance(raised.value, UnknownOutcomeError), "nothing was sent"
+            assert "a plain-text port reached with rediss://" in raised.value.message

@@ -45,7 +45,7 @@ import msgspec
 from msgspec.structs import force_setattr
 
 from ..codec import decode_session_data, encode_session_data
-from ..errors import ConflictError, NotFoundError, UnavailableError
+from ..errors import ConflictError, NotFoundError, StoreClosedError
 from ..expiry import Expiry
 from ..fence import (
     Scope,
@@ -154,7 +154,7 @@ class InMemorySessionStore(SessionStore):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise UnavailableError("the session store is closed")
+            raise StoreClosedError("the session store is closed")
 
     # -- expiry (every method below that takes the lock calls _now() first) -------------------
 

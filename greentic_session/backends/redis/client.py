@@ -13,20 +13,25 @@ Failure rules:
   per-send `asyncio.wait_for` (a new task on Python 3.11) and per-read timeout cost about a
   quarter of a GET's client CPU. On expiry redis-py drops the interrupted connection, as for any
   cancellation.
+- Errors are mapped by `errors.to_session_error` and raised outside any `except` block, so
+  nothing redis-py raised (its text may echo keys with user ids) hangs off them.
+- Operators get one WARNING on `greentic_session.redis` when the connection is lost and one INFO
+  when it is back (the redacted address and the kind of failure only).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from ...errors import PoolExhaustedError
+from ...errors import InvalidInputError, PoolExhaustedError, SessionError
 from .deadlines import Deadlines
-from .errors import is_pool_full, to_session_error
+from .errors import is_connection_failure, is_pool_full, to_session_error
 from .scripts import Script
 
 __all__ = ["RedisCaller"]
@@ -36,9 +41,35 @@ T = TypeVar("T")
 # Pauses before the 2nd and 3rd attempt of a read whose connection failed.
 _READ_BACKOFF = (0.02, 0.1)
 
+# Operators' view of the connection: WARNING when it is lost, INFO when it is back. Records name
+# only the redacted address and the kind of failure, never a key, user id, payload or secret.
+log = logging.getLogger("greentic_session.redis")
+
+
+def _renew_loop_bound_locks(pool: object) -> None:
+    """Give `pool` fresh asyncio locks: one that ever made a caller wait is bound to that loop.
+
+    redis-py (6.x holds its pool lock while connecting) has no public way to do this; the
+    attributes are replaced only when they hold what this expects, on a loop switch only.
+    """
+    for name in ("_lock", "_condition"):
+        primitive = getattr(pool, name, None)
+        if type(primitive) is asyncio.Lock:
+            setattr(pool, name, asyncio.Lock())
+        elif type(primitive) is asyncio.Condition:
+            setattr(pool, name, asyncio.Condition())
+
 
 class RedisCaller:
-    """Runs calls on one `redis.asyncio.Redis` client under the rules in the module docstring."""
+    """Runs calls on one `redis.asyncio.Redis` client under the rules in the module docstring.
+
+    Event loops: redis-py connections and the gate belong to the loop that made them. Each call
+    checks that the running loop is the one the caller last ran on (one identity check); on a
+    new loop it takes a fresh gate and drops the old loop's connections, which a watcher closes
+    while the old loop shuts down (`asyncio.run` and `asyncio.Runner` close async generators
+    before closing the loop). Using one store from two loops at once (two threads) is refused
+    with `InvalidInputError`; the store stays usable from whichever loop calls next.
+    """
 
     def __init__(
         self,
@@ -54,9 +85,24 @@ class RedisCaller:
         self.socket_timeout = socket_timeout
         self._deadlines = None if socket_timeout is None else Deadlines(socket_timeout)
         pool = client.connection_pool
-        self.gate = asyncio.Semaphore(min(getattr(pool, "max_connections", 2**31), 2**31))
-        password = pool.connection_kwargs.get("password")
+        self._permits = min(getattr(pool, "max_connections", 2**31), 2**31)
+        self.gate = asyncio.Semaphore(self._permits)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Each loop's watcher, kept alive until it ran (or its loop closed without running it).
+        self._watches: list[tuple[asyncio.AbstractEventLoop, AsyncIterator[None]]] = []
+        self._left_behind: list[Any] = []  # connections the current loop's watcher closes
+        kwargs = pool.connection_kwargs
+        password = kwargs.get("password")
         self._secret: str | None = password if isinstance(password, str) and password else None
+        connection_class = getattr(pool, "connection_class", None)
+        self._tls = isinstance(connection_class, type) and issubclass(
+            connection_class, aioredis.SSLConnection
+        )
+        # Connection health, for operators' log and for hints in error messages: `_healthy` is
+        # the hot-path flag (False until the first reply and after a lost connection).
+        self._healthy = False
+        self._reached = False  # any reply since the store opened
+        self._warned = False  # a WARNING went out and no INFO yet
 
     async def eval(
         self,
@@ -83,9 +129,11 @@ class RedisCaller:
                 "EVALSHA", script.sha, len(keys), *keys, *args
             )
         except redis_errors.NoScriptError:
-            return await self.client.execute_command(  # type: ignore[no-untyped-call]
-                "EVAL", script.source, len(keys), *keys, *args
-            )
+            pass
+        # Outside the except block, so an EVAL failure does not chain the NOSCRIPT reply.
+        return await self.client.execute_command(  # type: ignore[no-untyped-call]
+            "EVAL", script.source, len(keys), *keys, *args
+        )
 
     async def call(
         self,
@@ -97,16 +145,22 @@ class RedisCaller:
         """Run one Redis call through the gate, mapping redis-py errors to SessionErrors.
 
         Reads whose connection failed are retried after `_READ_BACKOFF` pauses; writes never are.
+        The error is raised outside any `except` block, so its `__context__` is not redis-py's
+        exception (whose text may hold keys or a password); see `errors.to_session_error`.
         """
+        if asyncio.get_running_loop() is not self._loop:
+            await self._adopt_running_loop()
         attempt = 0
         while True:
+            failure: BaseException | None = None
             await self._enter_gate()
             try:
                 if self._deadlines is None:
-                    return await op(*args)
-                return await self._deadlines.run(op, *args)
+                    result = await op(*args)
+                else:
+                    result = await self._deadlines.run(op, *args)
             except TimeoutError as exc:  # our socket_timeout (redis-py's own is a RedisError)
-                raise self._error(exc, write=write, key=key) from exc
+                failure = exc
             except redis_errors.ConnectionError as exc:
                 retryable = not (
                     write
@@ -115,17 +169,25 @@ class RedisCaller:
                     or is_pool_full(exc)
                 )
                 if not retryable:
-                    raise self._error(exc, write=write, key=key) from exc
+                    failure = exc
             except redis_errors.RedisError as exc:
-                raise self._error(exc, write=write, key=key) from exc
+                failure = exc
+            else:
+                if not self._healthy:
+                    self._replied()
+                return result
             finally:
                 self.gate.release()
+            if failure is not None:
+                raise self._error(failure, write=write, key=key)
             await asyncio.sleep(_READ_BACKOFF[attempt])
             attempt += 1
 
-    def _error(
-        self, exc: redis_errors.RedisError | TimeoutError, *, write: bool, key: str | None
-    ) -> Exception:
+    def _error(self, exc: BaseException, *, write: bool, key: str | None) -> SessionError:
+        if is_connection_failure(exc):
+            self._lost(exc)
+        elif not self._healthy and isinstance(exc, redis_errors.ResponseError):
+            self._replied()  # the server answered, if only with an error
         return to_session_error(
             exc,
             write=write,
@@ -133,7 +195,79 @@ class RedisCaller:
             where=self.where,
             socket_timeout=self.socket_timeout,
             secret=self._secret,
+            tls=self._tls,
+            ever_reached=self._reached,
         )
+
+    # -- connection health, for operators ---------------------------------------------------------
+
+    def _replied(self) -> None:
+        self._healthy = self._reached = True
+        if self._warned:
+            self._warned = False
+            log.info("connection to Redis at %s is back", self.where)
+
+    def _lost(self, exc: BaseException) -> None:
+        self._healthy = False
+        if self._warned:
+            return
+        self._warned = True
+        what = "lost the connection to" if self._reached else "cannot reach"
+        log.warning(
+            "%s Redis at %s (%s); calls fail until it is back",
+            what,
+            self.where,
+            type(exc).__name__,
+        )
+
+    # -- event loops -------------------------------------------------------------------------------
+
+    async def adopt_running_loop(self) -> None:
+        """Make the running loop this caller's loop, if it is not yet (see the class docstring)."""
+        if asyncio.get_running_loop() is not self._loop:
+            await self._adopt_running_loop()
+
+    async def _adopt_running_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        old = self._loop
+        if old is not None and old.is_running():
+            raise InvalidInputError(
+                "this Redis session store is in use on another running event loop (another "
+                "thread); open one store per event loop"
+            )
+        self._loop = loop
+        self.gate = asyncio.Semaphore(self._permits)
+        if old is not None:
+            # Connections made on the old loop can be neither used nor awaited from this one:
+            # the pool forgets them, and the old loop's watcher closes them if that loop runs
+            # again or shuts down (if it is closed already, its watcher closed them then).
+            pool = self.client.connection_pool
+            stale = [
+                *getattr(pool, "_available_connections", ()),
+                *getattr(pool, "_in_use_connections", ()),
+            ]
+            pool.reset()  # type: ignore[no-untyped-call]
+            _renew_loop_bound_locks(pool)
+            if not old.is_closed():
+                self._left_behind.extend(stale)
+        self._left_behind = left_behind = list[Any]()
+        watch = self._watch_loop(loop, left_behind)
+        await watch.__anext__()  # registers it with this loop's async-generator shutdown
+        self._watches = [(seen, w) for seen, w in self._watches if not seen.is_closed()]
+        self._watches.append((loop, watch))
+
+    async def _watch_loop(
+        self, loop: asyncio.AbstractEventLoop, left_behind: list[Any]
+    ) -> AsyncIterator[None]:
+        """Closes `loop`'s connections when the loop shuts its async generators down."""
+        try:
+            yield
+        finally:
+            if self._loop is loop:  # stays set: the next loop's first call renews the pool
+                await self.client.connection_pool.disconnect()
+            for connection in left_behind:
+                await connection.disconnect()
+            self._watches = [(seen, w) for seen, w in self._watches if seen is not loop]
 
     async def _enter_gate(self) -> None:
         if not self.gate.locked():

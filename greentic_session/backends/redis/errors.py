@@ -1,12 +1,26 @@
 """The one mapping from redis-py failures to `SessionError`, used by every Redis code path.
 
+Classification reads redis-py's exception types and the Redis reply's error code (the first word
+of an error reply: OOM, READONLY, NOPERM, ...), never redis-py's English wording:
+- the server refusing work for its own state (out of memory, read-only replica, loading, busy
+  script, ...) is `UnavailableError` (code `unavailable`): it refused before applying anything;
+- an ACL denial is code `permission_denied` wherever it happens: a direct command, a queued
+  command of a MULTI (the EXEC then fails with EXECABORT), or a `redis.call` inside a script;
+- a key of the wrong type is `InternalError` naming the session; `internal` otherwise stays for
+  replies the store cannot use.
+
 Messages are scrubbed: redis-py prefixes pipeline errors with the failing command and its
-arguments (keys holding user ids, blobs), and a password may appear in connection errors.
+arguments (keys holding user ids, blobs), and a password may appear in connection errors. The
+returned error's `__cause__` is a sanitized copy of redis-py's exception (same type, scrubbed
+text, no chain of its own), so nothing reachable from the error carries what the message may not.
 """
 
 from __future__ import annotations
 
+import ast
 import re
+import socket
+import ssl
 
 from redis import exceptions as redis_errors
 
@@ -19,66 +33,241 @@ from ...errors import (
     UnknownOutcomeError,
 )
 
-__all__ = ["is_pool_full", "to_session_error"]
+__all__ = ["is_connection_failure", "is_pool_full", "reply_code", "to_session_error"]
 
+# redis-py < 8 has no MaxConnectionsError; its wording is the only sign of a full pool there.
+_MAX_CONNECTIONS: type[Exception] | None = getattr(redis_errors, "MaxConnectionsError", None)
 _POOL_FULL_MESSAGES = ("Too many connections", "No connection available")
 _PIPELINE_ECHO = re.compile(r"Command # \d+ \(.*\) of pipeline caused error: ", re.DOTALL)
+# The server's own echo, e.g. "unknown command 'x', with args beginning with: 'key' ...".
+_ARGUMENTS_ECHO = re.compile(r"(with args beginning with:).*", re.DOTALL)
+
+# Error codes of a server refusing work for its own state. Each refuses before the command (or
+# the script's first write) is applied, so even a refused write wrote nothing.
+SERVER_STATE_CODES = frozenset(
+    {
+        "OOM",  # maxmemory reached under noeviction
+        "READONLY",  # a replica
+        "LOADING",  # still loading its dataset
+        "BUSY",  # a script or function is running past busy-reply-threshold
+        "MASTERDOWN",  # a replica lost its primary (replica-serve-stale-data no)
+        "MISCONF",  # writes stopped after a failed RDB save
+        "NOREPLICAS",  # min-replicas-to-write not met
+        "TRYAGAIN",  # cluster resharding
+        "CLUSTERDOWN",
+    }
+)
+_DENIED_CODES = frozenset({"NOPERM"})
+_AUTH_CODES = frozenset({"NOAUTH", "WRONGPASS"})
+
+# redis-py strips the code from replies it maps to an exception class; recover it from the class.
+# Most specific first (MasterDownError is a ClusterDownError).
+_CODE_OF_CLASS: tuple[tuple[type[Exception], str], ...] = (
+    (redis_errors.OutOfMemoryError, "OOM"),
+    (redis_errors.ReadOnlyError, "READONLY"),
+    (redis_errors.BusyLoadingError, "LOADING"),
+    (redis_errors.NoPermissionError, "NOPERM"),
+    (redis_errors.ExecAbortError, "EXECABORT"),
+    (redis_errors.NoScriptError, "NOSCRIPT"),
+    (redis_errors.MasterDownError, "MASTERDOWN"),
+    (redis_errors.TryAgainError, "TRYAGAIN"),
+    (redis_errors.ClusterDownError, "CLUSTERDOWN"),
+)
+_CODE_WORD = re.compile(r"[A-Z][A-Z_]+")
+# A code inside another reply: EXECABORT names the refusal that discarded the transaction, and a
+# script error may carry the error of the `redis.call` that failed inside it.
+_INNER_CODE = re.compile(
+    r"(?<![A-Za-z])-?("
+    + "|".join(sorted(SERVER_STATE_CODES | _DENIED_CODES | {"WRONGTYPE"}))
+    + r")(?![A-Za-z])"
+)
+# Redis 6.x and 7.0 reply to a script's `redis.call` on a key or command the ACL denies with code
+# ERR and this fixed text (not NOPERM); it is the server's own wording, not redis-py's.
+_SCRIPT_ACL_DENIAL = "The user executing the script can't"
 
 
 def is_pool_full(exc: redis_errors.ConnectionError) -> bool:
+    if _MAX_CONNECTIONS is not None and isinstance(exc, _MAX_CONNECTIONS):
+        return True
     return any(text in str(exc) for text in _POOL_FULL_MESSAGES)
 
 
-def _never_sent(exc: redis_errors.RedisError) -> bool:
-    # redis-py's wording when the connection itself could not be made: nothing was sent.
-    return "connecting to" in str(exc)
+def is_connection_failure(exc: BaseException) -> bool:
+    """True for a failure to talk to the server at all (not a refusal the server replied with)."""
+    if isinstance(exc, redis_errors.BusyLoadingError):  # a reply, though redis-py files it here
+        return False
+    return isinstance(
+        exc, TimeoutError | redis_errors.ConnectionError | redis_errors.TimeoutError
+    ) and not (isinstance(exc, redis_errors.ConnectionError) and is_pool_full(exc))
+
+
+def reply_text(exc: BaseException) -> str:
+    """The server's (or redis-py's) own text of `exc`, without redis-py's pipeline echo."""
+    text = str(exc.args[0]) if exc.args else ""
+    echo = _PIPELINE_ECHO.match(text)
+    if echo is None:
+        return text
+    rest = text[echo.end() :]
+    # redis-py >= 6 appends the repr of the original args tuple; older releases the plain text.
+    try:
+        value = ast.literal_eval(rest)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return rest
+    if isinstance(value, tuple) and value:
+        value = value[0]
+    return str(value)
+
+
+def reply_code(exc: BaseException, text: str) -> str | None:
+    """The Redis error code behind `exc` (`text` is its `reply_text`), or None if not a reply."""
+    if not isinstance(exc, redis_errors.ResponseError | redis_errors.BusyLoadingError):
+        return None
+    code = next((code for cls, code in _CODE_OF_CLASS if isinstance(exc, cls)), None)
+    if code is None:
+        first = text.split(" ", 1)[0]
+        code = first if _CODE_WORD.fullmatch(first) else "ERR"
+    if code == "EXECABORT" or (code == "ERR" and "script" in text):
+        if code == "ERR" and _SCRIPT_ACL_DENIAL in text:
+            return "NOPERM"
+        inner = _INNER_CODE.search(text)
+        if inner is not None:
+            return inner.group(1)
+    return code
 
 
 def scrub(text: str, secret: str | None) -> str:
+    """`text` without redis-py's pipeline echo, the server's echo of a refused command's
+    arguments (keys holding user ids), or `secret`."""
     text = _PIPELINE_ECHO.sub("", text)
+    text = _ARGUMENTS_ECHO.sub(r"\1 (not shown)", text)
     return text.replace(secret, "***") if secret else text
 
 
+def _never_sent(exc: BaseException) -> bool:
+    """True when the connection itself could not be made, so no command was sent."""
+    chained = exc.__cause__ or exc.__context__
+    if isinstance(chained, ConnectionRefusedError | socket.gaierror | ssl.SSLError):
+        return True
+    if isinstance(exc, redis_errors.AuthenticationError):
+        return True
+    # redis-py wraps other connect failures (e.g. its connect timeout) with this wording only.
+    return "connecting to" in str(exc)
+
+
+def _likely_cause(exc: BaseException, *, tls: bool, ever_reached: bool) -> str:
+    """A hint at a misconfiguration the failure points to, or ''."""
+    chained = exc.__cause__ or exc.__context__
+    if isinstance(chained, ssl.SSLCertVerificationError):
+        return " (the server's TLS certificate is not trusted: set tls_ca_file to its CA)"
+    if isinstance(chained, ssl.SSLError):
+        return " (the TLS handshake failed: a plain-text port reached with rediss://?)"
+    if isinstance(exc, redis_errors.InvalidResponse):
+        return (
+            " (the peer does not speak the Redis protocol: another service on that port, "
+            "such as an HTTP server?)"
+        )
+    if ever_reached:
+        return ""
+    if tls and isinstance(exc, TimeoutError | redis_errors.TimeoutError):
+        return " (no TLS handshake reply: a plain-text port reached with rediss://?)"
+    if not tls and isinstance(chained, ConnectionResetError | BrokenPipeError):
+        return " (the server dropped the connection unanswered: a TLS port reached with redis://?)"
+    return ""
+
+
+def _sanitized_cause(exc: BaseException, text: str) -> BaseException:
+    """A fresh exception of `exc`'s type holding only `text`: no echo, no chain, no traceback."""
+    try:
+        return type(exc)(text)
+    except Exception:  # a type whose constructor parses its text (e.g. redis-py's AskError)
+        return redis_errors.RedisError(text)
+
+
 def to_session_error(
-    exc: redis_errors.RedisError | TimeoutError,
+    exc: BaseException,
     *,
     write: bool,
     key: str | None,
     where: str,
     socket_timeout: float | None,
     secret: str | None,
+    tls: bool = False,
+    ever_reached: bool = True,
 ) -> SessionError:
     """The `SessionError` for `exc`, raised by a call on `where` (a redacted address).
 
     `write` says whether the call could have changed data (a lost reply is then an unknown
-    outcome), `key` names the session for data errors, `secret` is scrubbed from messages.
+    outcome), `key` names the session for data errors, `secret` is scrubbed from messages;
+    `tls` and `ever_reached` (did any call on this store get a reply yet) shape the hint at a
+    likely misconfiguration. The result's `__cause__` is a sanitized copy of `exc`.
     """
+    error = _classify(
+        exc,
+        write=write,
+        key=key,
+        where=where,
+        socket_timeout=socket_timeout,
+        secret=secret,
+        tls=tls,
+        ever_reached=ever_reached,
+    )
+    if isinstance(exc, TimeoutError):  # our own deadline: its text is in the message already
+        error.__cause__ = TimeoutError(f"no reply within socket_timeout={socket_timeout}s")
+    else:
+        error.__cause__ = _sanitized_cause(exc, scrub(reply_text(exc), secret))
+    error.__suppress_context__ = True
+    return error
+
+
+def _classify(
+    exc: BaseException,
+    *,
+    write: bool,
+    key: str | None,
+    where: str,
+    socket_timeout: float | None,
+    secret: str | None,
+    tls: bool,
+    ever_reached: bool,
+) -> SessionError:
     if isinstance(exc, TimeoutError):
         detail = f"no reply within socket_timeout={socket_timeout}s"
     else:
-        detail = scrub(str(exc), secret)
-    timed_out = isinstance(exc, TimeoutError | redis_errors.TimeoutError)
-    if isinstance(exc, redis_errors.AuthenticationError):
+        detail = scrub(reply_text(exc), secret)
+    code = reply_code(exc, detail)
+    if isinstance(exc, redis_errors.AuthenticationError) or code in _AUTH_CODES:
         return UnavailableError(
             f"Redis at {where} rejected the credentials: {detail}",
             code=ErrorCode.UNAUTHENTICATED,
         )
-    if isinstance(exc, redis_errors.NoPermissionError):
+    if code in _DENIED_CODES:
         return SessionError(
-            f"Redis at {where} denied the command: {detail}", code=ErrorCode.PERMISSION_DENIED
+            f"Redis at {where} denied the command (ACL): {detail}",
+            code=ErrorCode.PERMISSION_DENIED,
         )
+    if code in SERVER_STATE_CODES:
+        return UnavailableError(f"Redis at {where} refused the call ({code}): {detail}")
+    if code == "EXECABORT":
+        return UnavailableError(
+            f"Redis at {where} discarded the transaction, nothing was written: {detail}"
+        )
+    if code == "WRONGTYPE":
+        if key is not None:
+            return InternalError(f"session {key!r}: a Redis key holds the wrong type of value")
+        return InternalError("a user pointer key holds the wrong type of value")
     if isinstance(exc, redis_errors.ConnectionError) and is_pool_full(exc):
         return PoolExhaustedError(f"Redis connection pool exhausted on {where}: {detail}")
-    if timed_out or isinstance(exc, redis_errors.ConnectionError):
-        code = ErrorCode.TIMEOUT if timed_out else ErrorCode.UNAVAILABLE
+    hint = _likely_cause(exc, tls=tls, ever_reached=ever_reached)
+    if isinstance(exc, redis_errors.InvalidResponse) and not ever_reached:
+        # The peer never once spoke Redis, so it applied nothing.
+        return UnavailableError(f"Redis at {where} is unavailable: {detail}{hint}")
+    if is_connection_failure(exc) or isinstance(exc, redis_errors.InvalidResponse):
+        timed_out = isinstance(exc, TimeoutError | redis_errors.TimeoutError)
+        error_code = ErrorCode.TIMEOUT if timed_out else ErrorCode.UNAVAILABLE
         if write and (isinstance(exc, TimeoutError) or not _never_sent(exc)):
             return UnknownOutcomeError(
-                f"Redis at {where} failed during a write; the outcome is unknown: {detail}",
-                code=code,
+                f"Redis at {where} failed during a write; the outcome is unknown: {detail}{hint}",
+                code=error_code,
             )
-        return UnavailableError(f"Redis at {where} is unavailable: {detail}", code=code)
-    if "WRONGTYPE" in detail and key is not None:
-        return InternalError(f"session {key!r}: a Redis key holds the wrong type of value")
-    if "WRONGTYPE" in detail:
-        return InternalError("a user pointer key holds the wrong type of value")
+        return UnavailableError(f"Redis at {where} is unavailable: {detail}{hint}", code=error_code)
     return InternalError(f"Redis at {where} returned an error: {detail}")

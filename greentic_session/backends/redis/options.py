@@ -26,25 +26,90 @@ DEFAULT_POOL_TIMEOUT = 2.0
 _SCHEMES = frozenset({"redis", "rediss", "unix"})
 
 
+# Query options a Redis URL may carry, by kind of value (what redis-py's from_url understands and
+# passes on to its connections). Anything else would reach redis-py's connection class as an
+# unexpected keyword, failing only at the first call.
+_NUMBER_OPTIONS = frozenset(
+    {"socket_timeout", "socket_connect_timeout", "timeout", "health_check_interval"}
+)
+_INT_OPTIONS = frozenset({"db", "socket_read_size", "max_connections", "protocol"})
+_BOOL_OPTIONS = frozenset({"socket_keepalive", "retry_on_timeout", "ssl_check_hostname"})
+_TEXT_OPTIONS = frozenset(
+    {
+        "password",
+        "username",
+        "client_name",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_certfile",
+        "ssl_keyfile",
+    }
+)
+_QUERY_OPTIONS = _NUMBER_OPTIONS | _INT_OPTIONS | _BOOL_OPTIONS | _TEXT_OPTIONS
+_BOOLS = frozenset({"", "0", "1", "true", "false", "yes", "no", "t", "f", "y", "n"})
+
+
+def _url_error(what: str, parts: SplitResult | None = None, raw: str = "") -> InvalidInputError:
+    """InvalidInputError for a malformed URL; the URL itself (which may hold a password) is never
+    part of the message."""
+    if parts is not None and "@" not in parts.netloc:
+        raw = f"{parts.path}?{parts.query}#{parts.fragment}"
+    if "@" in raw:
+        what += (
+            " (an unescaped '/', '?', '#' or '@' in the user name or password ends the address "
+            "early: those characters must be percent-encoded)"
+        )
+    return InvalidInputError(f"malformed Redis URL: {what}")
+
+
+def _check_query(query: str) -> None:
+    for position, (name, value) in enumerate(parse_qsl(query, keep_blank_values=True), 1):
+        if name not in _QUERY_OPTIONS:
+            # Named by position only: after a password holding an unescaped '&', the "name" is
+            # the rest of the password.
+            supported = ", ".join(sorted(_QUERY_OPTIONS))
+            raise _url_error(f"query option #{position} is not supported (supported: {supported})")
+        if name in _NUMBER_OPTIONS | _INT_OPTIONS:
+            try:
+                number = int(value) if name in _INT_OPTIONS else float(value)
+            except ValueError:
+                number = None
+            if number is None or not math.isfinite(number) or number < 0:
+                kind = "a whole number" if name in _INT_OPTIONS else "a number of seconds"
+                raise _url_error(f"query option {name!r} must be {kind}")
+        elif name in _BOOL_OPTIONS and value.lower() not in _BOOLS:
+            raise _url_error(f"query option {name!r} must be true or false")
+
+
 def _split(url: object) -> SplitResult:
     if not isinstance(url, str):
         raise InvalidInputError(f"Redis URL must be a str, not {type(url).__name__}")
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise InvalidInputError("malformed Redis URL") from None
+        # urlsplit refuses only a malformed host: an unbalanced IPv6 bracket, or characters that
+        # change under NFKC normalization.
+        raise _url_error("the host is not valid (an IPv6 address needs [brackets])") from None
     if parts.scheme not in _SCHEMES:
-        raise InvalidInputError("Redis URL scheme must be redis://, rediss:// or unix://")
+        scheme = f"{parts.scheme}://" if parts.scheme else "none"
+        raise _url_error(f"the scheme must be redis://, rediss:// or unix://, not {scheme}")
     if parts.scheme == "unix":
         if not parts.path:
-            raise InvalidInputError("unix:// Redis URL needs a socket path")
+            raise _url_error("unix:// needs a socket path", parts)
     else:
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise _url_error("the port must be a number from 1 to 65535", parts)
         if not parts.hostname:
-            raise InvalidInputError("Redis URL needs a host")
+            raise _url_error("the host is missing", parts)
         db = parts.path.lstrip("/")
         if db and not db.isdigit():
-            raise InvalidInputError("Redis URL path must be a database number")
+            raise _url_error("the path must be a database number, such as /0", parts)
+    _check_query(parts.query)
     return parts
 
 

@@ -34,7 +34,7 @@ from ...errors import (
     InternalError,
     InvalidInputError,
     NotFoundError,
-    UnavailableError,
+    StoreClosedError,
 )
 from ...expiry import Expiry
 from ...fence import (
@@ -157,8 +157,8 @@ class RedisSessionStore(SessionStore):
                 retry=Retry(NoBackoff(), 0),
                 **extra,
             )
-        except ValueError:
-            raise InvalidInputError("malformed Redis URL") from None
+        except ValueError:  # RedisOptions checked the URL; redis-py refused an option's value
+            raise InvalidInputError("malformed Redis URL: redis-py refused its options") from None
         client = aioredis.Redis(connection_pool=pool)
         return cls(
             client,
@@ -366,13 +366,14 @@ class RedisSessionStore(SessionStore):
             return
         self._closed = True
         if self._owns_client:
+            await self._redis.adopt_running_loop()  # never awaits another loop's connections
             await self.client.aclose(close_connection_pool=True)
 
     # -- plumbing ------------------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
-            raise UnavailableError("the session store is closed")
+            raise StoreClosedError("the session store is closed")
 
     def _encode(self, data: SessionData) -> bytes:
         blob = encode_session_data(data)
