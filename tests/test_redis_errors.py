@@ -321,6 +321,22 @@ async def test_acl_denied_remove_is_permission_denied(
     assert raised.value.code is ErrorCode.PERMISSION_DENIED, repr(raised.value)
     assert not isinstance(raised.value, UnavailableError)
     assert_clean(raised.value)
+    async with open_store(state_server.url, namespace) as owner:  # the refused read came first
+        assert await owner.get_session(key) == marked(USER, "x")
+
+
+async def test_acl_denied_blob_read_in_find_is_permission_denied(
+    state_server: RedisServer, namespace: str
+) -> None:
+    """find_by_user by a user the ACL lets read pointers but not blobs raises permission_denied,
+    not the 'wrong type' InternalError a swallowed script error would give."""
+    async with open_store(state_server.url, namespace) as owner:
+        await owner.create_session(ctx_of(USER), marked(USER, "x"))
+    async with acl_store(state_server, namespace, f"~{namespace}:user:*", "+@all") as store:
+        with pytest.raises(SessionError) as raised:
+            await bounded(store.find_by_user(ctx_of(USER), USER))
+    assert raised.value.code is ErrorCode.PERMISSION_DENIED, repr(raised.value)
+    assert_clean(raised.value)
 
 
 async def test_acl_denial_of_the_eval_after_noscript_is_permission_denied(

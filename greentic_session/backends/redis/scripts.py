@@ -31,11 +31,11 @@ def load_script(*names: str) -> Script:
     return Script(source, hashlib.sha1(source, usedforsecurity=False).hexdigest())
 
 
-# owner.lua and expiry.lua hold functions shared by several scripts: they come first.
-UPDATE = load_script("owner.lua", "expiry.lua", "update.lua")
-REMOVE = load_script("owner.lua", "remove.lua")
-TOUCH = load_script("owner.lua", "expiry.lua", "touch.lua")
-CREATE = load_script("expiry.lua", "create.lua")
-CREATE_FOR_USER = load_script("expiry.lua", "create_for_user.lua")
-FIND = load_script("find.lua")
+# get.lua, owner.lua and expiry.lua hold functions shared by several scripts: they come first.
+UPDATE = load_script("get.lua", "owner.lua", "expiry.lua", "update.lua")
+REMOVE = load_script("get.lua", "owner.lua", "remove.lua")
+TOUCH = load_script("get.lua", "owner.lua", "expiry.lua", "touch.lua")
+CREATE = load_script("get.lua", "expiry.lua", "create.lua")
+CREATE_FOR_USER = load_script("get.lua", "expiry.lua", "create_for_user.lua")
+FIND = load_script("get.lua", "find.lua")
 CLEAR_POINTER = load_script("clear_pointer.lua")

@@ -88,7 +88,9 @@ def _retries_of(client: aioredis.Redis) -> int:
     kwargs = client.connection_pool.connection_kwargs
     retry = kwargs.get("retry")
     if retry is not None:
-        retries: int = retry.get_retries()
+        # Retry.get_retries() is redis-py 6+; 5.x keeps the count in `_retries`.
+        getter = getattr(retry, "get_retries", None)
+        retries: int = getter() if getter is not None else retry._retries
         return retries
     # redis-py turns retry_on_error/retry_on_timeout without a Retry into one retry.
     return 1 if kwargs.get("retry_on_error") or kwargs.get("retry_on_timeout") else 0

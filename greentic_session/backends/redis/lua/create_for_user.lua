@@ -8,8 +8,8 @@
 -- blob is the integer 0 when its key holds a non-string value), for the caller to judge.
 local current = redis.call('GET', KEYS[1])
 if current and not (current == ARGV[1] and ARGV[2] == '1') then
-  local ok, blob = pcall(redis.call, 'GET', ARGV[8] .. current)
-  if not ok then return {current, 0} end
+  local blob, wrong_type = get_string(ARGV[8] .. current)
+  if wrong_type then return {current, 0} end
   if blob then return {current, blob} end
 end
 local ttl = expiry_start(KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[9] == '1')

@@ -4,8 +4,8 @@
 -- PTTL is the remaining lifetime, set once at creation), and under idle_ttl alone for a user-less
 -- session whose creator's user got a pointer (its value, the pointer suffix, is the only record
 -- of that pointer). `idle` and `life` are whole milliseconds as strings, '' when that option is
--- off. Nothing here raises after a write: reads that could fail on a key of the wrong type are
--- pcall'd, and SET/PEXPIRE work on any key.
+-- off. Every read here (get.lua's get_string) comes before the script's first write, so a refused
+-- read writes nothing; SET and PEXPIRE work on a key of any type.
 
 -- A new session: write its meta key if needed (`userless`: the session's data names no user);
 -- returns its TTL, or nil when the store has no expiry.
@@ -20,18 +20,9 @@ local function expiry_start(meta_key, suffix, idle, life, userless)
   return ttl
 end
 
--- An existing session about to be written or touched (reads only): returns nil when the store
--- has no expiry, else {ttl, suffix, reset}. `fallback` is the pointer suffix of the session's own
--- user ('' when it has none); it is used when the meta key is missing (a session another runtime
--- wrote: then a lifetime starts now), and makes the meta key unneeded under idle_ttl alone.
-local function expiry_plan(meta_key, fallback, idle, life)
-  local i, l = tonumber(idle), tonumber(life)
-  if not i and not l then return nil end
-  if not l and fallback ~= '' then
-    return {ttl = i, suffix = fallback, reset = false}
-  end
-  local ok, suffix = pcall(redis.call, 'GET', meta_key)
-  if not ok then suffix = false end
+-- The plan from the meta key (reads only), under max_lifetime or for a user-less session.
+local function expiry_of_meta(meta_key, fallback, i, l)
+  local suffix = get_string(meta_key)
   -- Under idle_ttl alone a user-less session keeps its meta key only while it has one.
   local plan = {ttl = i, suffix = suffix or fallback, reset = l ~= nil or suffix ~= false, life = l}
   if l then
@@ -44,15 +35,30 @@ local function expiry_plan(meta_key, fallback, idle, life)
   return plan
 end
 
--- Apply a plan after the session's own key got plan.ttl: the meta key, and the user pointer if it
--- still names this session (a newer session's pointer keeps the newer session's expiry).
-local function expiry_apply(plan, meta_key, user_prefix, session_key)
+-- An existing session about to be written or touched (reads only, so a refused read fails the
+-- script before any write): returns nil when the store has no expiry, else
+-- {ttl, suffix, reset, life, pointer_ours}. `fallback` is the pointer suffix of the session's own
+-- user ('' when it has none); it is used when the meta key is missing (a session another runtime
+-- wrote: then a lifetime starts now), and makes the meta key unneeded under idle_ttl alone.
+local function expiry_plan(meta_key, fallback, idle, life, user_prefix, session_key)
+  local i, l = tonumber(idle), tonumber(life)
+  if not i and not l then return nil end
+  local plan
+  if not l and fallback ~= '' then
+    plan = {ttl = i, suffix = fallback, reset = false}
+  else
+    plan = expiry_of_meta(meta_key, fallback, i, l)
+  end
+  -- The user pointer is refreshed only if it still names this session: a newer session's pointer
+  -- keeps the newer session's expiry.
+  plan.pointer_ours = plan.suffix ~= '' and get_string(user_prefix .. plan.suffix) == session_key
+  return plan
+end
+
+-- Apply a plan (writes only) once the session's own key got plan.ttl.
+local function expiry_apply(plan, meta_key, user_prefix)
   if plan.reset then
     redis.call('SET', meta_key, plan.suffix, 'PX', plan.life or plan.ttl)
   end
-  if plan.suffix ~= '' then
-    local pointer = user_prefix .. plan.suffix
-    local ok, current = pcall(redis.call, 'GET', pointer)
-    if ok and current == session_key then redis.call('PEXPIRE', pointer, plan.ttl) end
-  end
+  if plan.pointer_ours then redis.call('PEXPIRE', user_prefix .. plan.suffix, plan.ttl) end
 end

@@ -5,6 +5,6 @@
 -- integer 0 when the blob key holds a non-string value.
 local key = redis.call('GET', KEYS[1])
 if not key then return false end
-local ok, blob = pcall(redis.call, 'GET', ARGV[1] .. key)
-if not ok then return {key, 0} end
+local blob, wrong_type = get_string(ARGV[1] .. key)
+if wrong_type then return {key, 0} end
 return {key, blob}

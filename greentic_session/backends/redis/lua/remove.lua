@@ -8,8 +8,8 @@
 -- A corrupt blob is still deleted; its pointer, if any, is cleared at the next lookup.
 local head = redis.call('GETRANGE', KEYS[1], 0, 4095)
 if head == '' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local ok, suffix = pcall(redis.call, 'GET', KEYS[2])
-if not ok or not suffix or suffix == '' then
+local suffix = get_string(KEYS[2])
+if not suffix or suffix == '' then
   local owner = owner_of_head(head)
   if not owner and head ~= '' then
     local decoded, data = pcall(cjson.decode, redis.call('GET', KEYS[1]))
@@ -19,11 +19,7 @@ if not ok or not suffix or suffix == '' then
   end
   suffix = owner and pointer_suffix(owner) or ''
 end
-local pointer_is_ours = false
-if suffix ~= '' then
-  local read, current = pcall(redis.call, 'GET', ARGV[2] .. suffix)
-  pointer_is_ours = read and current == ARGV[1]
-end
+local pointer_is_ours = suffix ~= '' and get_string(ARGV[2] .. suffix) == ARGV[1]
 redis.call('DEL', KEYS[1], KEYS[2])
 if pointer_is_ours then redis.call('DEL', ARGV[2] .. suffix) end
 return 1

@@ -8,9 +8,9 @@ if head == '' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local fallback = ''
 local owner = owner_of_head(head)
 if owner then fallback = pointer_suffix(owner) end
-local plan = expiry_plan(KEYS[2], fallback, ARGV[1], ARGV[2])
+local plan = expiry_plan(KEYS[2], fallback, ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 if plan then
   redis.call('PEXPIRE', KEYS[1], plan.ttl)
-  expiry_apply(plan, KEYS[2], ARGV[3], ARGV[4])
+  expiry_apply(plan, KEYS[2], ARGV[3])
 end
 return 1

@@ -52,10 +52,10 @@ if not same_owner then
   end
 end
 
-local plan = expiry_plan(KEYS[2], ARGV[12], ARGV[8], ARGV[9])
+local plan = expiry_plan(KEYS[2], ARGV[12], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
 if plan then
   redis.call('SET', KEYS[1], new, 'PX', plan.ttl)
-  expiry_apply(plan, KEYS[2], ARGV[10], ARGV[11])
+  expiry_apply(plan, KEYS[2], ARGV[10])
 else
   redis.call('SET', KEYS[1], new, 'KEEPTTL')
 end
