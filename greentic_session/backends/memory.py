@@ -126,7 +126,7 @@ class InMemorySessionStore(SessionStore):
 
     `idle_ttl` and `max_lifetime` (seconds) are the expiry options of `expiry.Expiry`;
     `clock` (seconds, monotonic) is injectable for tests; `max_blob_bytes` caps a session's
-    encoded size (see `limits`).
+    encoded size (see `limits`). Without expiry options no clock is read and no deadline kept.
     """
 
     def __init__(
@@ -138,6 +138,7 @@ class InMemorySessionStore(SessionStore):
         clock: Clock = time.monotonic,
     ) -> None:
         self._expiry = Expiry(idle_ttl, max_lifetime)
+        self._expiring = self._expiry.enabled
         self._max_blob_bytes = check_max_blob_bytes(max_blob_bytes)
         self._clock = clock
         self._lock = threading.Lock()
@@ -156,12 +157,10 @@ class InMemorySessionStore(SessionStore):
         if self._closed:
             raise StoreClosedError("the session store is closed")
 
-    # -- expiry (every method below that takes the lock calls _now() first) -------------------
+    # -- expiry: only when the store has an option; every caller holds the lock ----------------
 
     def _now(self) -> float:
-        """The clock, after dropping every session that has expired by now (lock held)."""
-        if not self._expiry.enabled:
-            return 0.0
+        """The clock, after dropping every session that has expired by now."""
         now = self._clock()
         due = self._deadlines
         while due and due[0][0] <= now:
@@ -183,37 +182,46 @@ class InMemorySessionStore(SessionStore):
         entry = self._sessions.get(item[1])
         return entry is not None and entry.expires == item[0]
 
-    def _live(self, key: str, now: float) -> _Entry | None:
-        """The entry at `key` unless it has expired (lock held; `now` from _now())."""
-        entry = self._sessions.get(key)
-        if entry is not None and entry.expires is not None and entry.expires <= now:
-            return None  # popped by _now() already unless its clock item is late: treat alike
-        return entry
+    def _live(self, key: str) -> _Entry | None:
+        """The entry at `key`, None if missing or expired."""
+        if not self._expiring:
+            return self._sessions.get(key)
+        self._now()  # drops every expired entry, `key`'s included
+        return self._sessions.get(key)
 
-    def _put(self, key: str, entry: _Entry) -> None:
-        """Store `entry` (lock held) and schedule its expiry."""
-        self._sessions[key] = entry
+    def _schedule(self, key: str, entry: _Entry) -> None:
+        """Track `entry`'s deadline, just stored at `key`."""
         if entry.expires is not None:
             heapq.heappush(self._deadlines, (entry.expires, key))
         self._high_water = max(self._high_water, len(self._sessions))
 
     def _drop(self, key: str, entry: _Entry) -> None:
-        """Delete `entry` and its pointer if that still names it (lock held)."""
+        """Delete `entry` and its pointer if that still names it."""
         del self._sessions[key]
         if entry.slot is not None and self._pointers.get(entry.slot) == key:
             del self._pointers[entry.slot]
 
-    def _new_entry(
-        self, data: SessionData, owner: Scope, slot: UserSlot | None, now: float
-    ) -> _Entry:
-        expires = self._expiry.deadline(created=now, now=now) if self._expiry.enabled else None
-        return _Entry(data, owner, slot, next(self._revisions), now, expires)
+    def _add(self, key: str, data: SessionData, owner: Scope, slot: UserSlot | None) -> int:
+        """Store a new session (and its pointer); return its revision."""
+        revision = next(self._revisions)
+        if self._expiring:
+            now = self._now()
+            entry = _Entry(
+                data, owner, slot, revision, now, self._expiry.deadline(created=now, now=now)
+            )
+            self._sessions[key] = entry
+            self._schedule(key, entry)
+        else:
+            self._sessions[key] = _Entry(data, owner, slot, revision, 0.0, None)
+        if slot is not None:
+            self._pointers[slot] = key
+        return revision
 
-    def _restarted(self, entry: _Entry, now: float) -> float | None:
-        """`entry`'s deadline after a write or touch at `now` (the idle clock restarts)."""
+    def _restarted(self, entry: _Entry) -> float | None:
+        """`entry`'s deadline after a write or touch now (the idle clock restarts)."""
         if entry.expires is None:
             return None
-        return self._expiry.deadline(created=entry.created, now=now)
+        return self._expiry.deadline(created=entry.created, now=self._clock())
 
     # -- the SessionStore API --------------------------------------------------------------------
 
@@ -227,73 +235,75 @@ class InMemorySessionStore(SessionStore):
         owner, slot = check_create(ctx, data)
         new_key = new_session_key() if key is None else SessionKey(key)
         with self._lock:
-            now = self._now()
-            if key is not None and self._live(key, now) is not None:
+            if key is not None and self._live(key) is not None:
                 raise ConflictError(f"a session with key {key!r} already exists")
-            self._put(new_key, self._new_entry(stored, owner, slot, now))
-            if slot is not None:
-                self._pointers[slot] = new_key
+            self._add(new_key, stored, owner, slot)
         return new_key
 
     async def get_session(self, key: str) -> SessionData | None:
         self._check_open()
         check_key(key)
         with self._lock:
-            entry = self._live(key, self._now())
+            entry = self._live(key)
         return None if entry is None else _private_copy(entry.data)
 
     async def get_entry(self, key: str) -> SessionEntry | None:
         self._check_open()
         check_key(key)
         with self._lock:
-            entry = self._live(key, self._now())
-        if entry is None:
-            return None
-        return SessionEntry(SessionKey(key), _private_copy(entry.data), str(entry.revision))
+            entry = self._live(key)
+        return None if entry is None else _entry_of(key, entry)
 
     async def update_session(
         self, key: str, data: SessionData, *, expected_revision: str | None = None
     ) -> None:
-        await self._write(key, data, expected_revision)
+        self._replace(key, data, expected_revision)
 
     async def _compare_and_set(self, key: str, data: SessionData, revision: str) -> str:
-        return await self._write(key, data, revision)
+        return str(self._replace(key, data, revision))
 
-    async def _write(self, key: str, data: SessionData, expected: str | None) -> str:
+    def _replace(self, key: str, data: SessionData, expected: str | None) -> int:
+        """The write behind update_session and compare-and-set; returns the new revision."""
         self._check_open()
         check_key(key)
         if expected is not None and not isinstance(expected, str):
             raise TypeError(f"expected_revision must be str, not {type(expected).__name__}")
         stored = _stored_form(data, self._max_blob_bytes)
         with self._lock:
-            now = self._now()
-            entry = self._live(key, now)
+            entry = self._live(key)
             if entry is None:
                 raise NotFoundError(f"session {key!r} not found")
             if expected is not None and str(entry.revision) != expected:
                 raise ConflictError(f"session {key!r} changed since revision {expected!r}")
             check_update(entry.owner, data)
             revision = next(self._revisions)
-            expires = self._restarted(entry, now)
-            self._put(key, entry._replace(data=stored, revision=revision, expires=expires))
-        return str(revision)
+            if entry.expires is None:
+                self._sessions[key] = entry._replace(data=stored, revision=revision)
+            else:
+                entry = entry._replace(
+                    data=stored, revision=revision, expires=self._restarted(entry)
+                )
+                self._sessions[key] = entry
+                self._schedule(key, entry)
+        return revision
 
     async def touch_session(self, key: str) -> None:
         self._check_open()
         check_key(key)
         with self._lock:
-            now = self._now()
-            entry = self._live(key, now)
+            entry = self._live(key)
             if entry is None:
                 raise NotFoundError(f"session {key!r} not found")
             if entry.expires is not None:  # the data and so the revision stay as they are
-                self._put(key, entry._replace(expires=self._restarted(entry, now)))
+                entry = entry._replace(expires=self._restarted(entry))
+                self._sessions[key] = entry
+                self._schedule(key, entry)
 
     async def remove_session(self, key: str) -> None:
         self._check_open()
         check_key(key)
         with self._lock:
-            entry = self._live(key, self._now())
+            entry = self._live(key)
             if entry is None:
                 raise NotFoundError(f"session {key!r} not found")
             self._drop(key, entry)
@@ -304,30 +314,26 @@ class InMemorySessionStore(SessionStore):
         self._check_open()
         slot = lookup_slot(ctx, user)
         with self._lock:
-            found = self._at_slot(slot, self._now())
+            found = self._at_slot(slot)
         return None if found is None else (SessionKey(found[0]), _private_copy(found[1].data))
 
     async def find_entry(self, ctx: TenantCtx, user: str) -> SessionEntry | None:
         self._check_open()
         slot = lookup_slot(ctx, user)
         with self._lock:
-            found = self._at_slot(slot, self._now())
-        return None if found is None else self._entry_of(*found)
+            found = self._at_slot(slot)
+        return None if found is None else _entry_of(*found)
 
-    def _at_slot(self, slot: UserSlot, now: float) -> tuple[str, _Entry] | None:
+    def _at_slot(self, slot: UserSlot) -> tuple[str, _Entry] | None:
         """The live session `slot` points at, visible to it; drops a stale pointer (lock held)."""
         key = self._pointers.get(slot)
         if key is None:
             return None
-        entry = self._live(key, now)
+        entry = self._live(key)
         if entry is None or not visible_to(slot, entry.owner):
-            del self._pointers[slot]  # stale; we hold the lock, so it still holds `key`
+            self._pointers.pop(slot, None)  # stale (an expiry sweep may have dropped it already)
             return None
         return key, entry
-
-    @staticmethod
-    def _entry_of(key: str, entry: _Entry) -> SessionEntry:
-        return SessionEntry(SessionKey(key), _private_copy(entry.data), str(entry.revision))
 
     async def find_or_create(
         self, ctx: TenantCtx, user: str, build: SessionBuilder
@@ -335,23 +341,24 @@ class InMemorySessionStore(SessionStore):
         self._check_open()
         slot = own_slot(ctx, user)
         with self._lock:
-            found = self._at_slot(slot, self._now())
+            found = self._at_slot(slot)
         if found is not None:
-            return self._entry_of(*found), False
+            return _entry_of(*found), False
         # Built outside the lock: a slow or cancelled builder holds nothing.
         data = await resolve(build())
         stored = _stored_form(data, self._max_blob_bytes)
         owner, slot = check_find_or_create(ctx, slot, data)
         key = new_session_key()
         with self._lock:
-            now = self._now()
-            found = self._at_slot(slot, now)
+            found = self._at_slot(slot)
             if found is not None:  # another call created it while we built
-                return self._entry_of(*found), False
-            entry = self._new_entry(stored, owner, slot, now)
-            self._put(key, entry)
-            self._pointers[slot] = key
-        return SessionEntry(key, _private_copy(stored), str(entry.revision)), True
+                return _entry_of(*found), False
+            revision = self._add(key, stored, owner, slot)
+        return SessionEntry(key, _private_copy(stored), str(revision)), True
 
     async def aclose(self) -> None:
         self._closed = True
+
+
+def _entry_of(key: str, entry: _Entry) -> SessionEntry:
+    return SessionEntry(SessionKey(key), _private_copy(entry.data), str(entry.revision))
