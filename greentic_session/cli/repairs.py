@@ -1,0 +1,39 @@
+"""Compare-and-delete: each deletion is one Lua call that first checks the key is still what
+the walk saw, so a repair or purge never deletes what a live writer changed meanwhile."""
+
+from __future__ import annotations
+
+__all__ = ["DELETE_IF_TYPE", "DELETE_IF_VALUE", "DELETE_ORPHAN", "REMOVE_ORPHAN_MEMBER"]
+
+# KEYS[1] a string key, KEYS[2..] keys deleted with it (a blob's meta); ARGV[1] the value seen.
+DELETE_IF_VALUE = """
+if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', unpack(KEYS))
+end
+return 0
+"""
+
+# KEYS[1] a pointer, wait scope or meta key, KEYS[2] the blob it names; ARGV[1] the value seen.
+DELETE_ORPHAN = """
+if redis.call('EXISTS', KEYS[2]) == 0 and redis.call('TYPE', KEYS[1]).ok == 'string'
+   and redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS[1] a wait set, KEYS[2] the blob its member names; ARGV[1] the member.
+REMOVE_ORPHAN_MEMBER = """
+if redis.call('EXISTS', KEYS[2]) == 0 and redis.call('TYPE', KEYS[1]).ok == 'set' then
+  return redis.call('SREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+# KEYS[1] any key; ARGV[1] the Redis type seen.
+DELETE_IF_TYPE = """
+if redis.call('TYPE', KEYS[1]).ok == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""

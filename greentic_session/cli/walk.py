@@ -1,0 +1,310 @@
+"""The connection, the SCAN walk, the progress line and Ctrl-C, shared by every command.
+
+The walk never uses KEYS: it SCANs `{namespace}:*` with a COUNT hint, so each server call does
+a bounded amount of work, and fetches each batch's values in one pipeline (PTTL plus GET,
+SMEMBERS or TYPE by kind). SCAN may return a key twice (the table can be rehashed mid-walk), so
+names are deduplicated; a key deleted between SCAN and the fetch is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TextIO, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from ..errors import InvalidInputError, SessionError
+from ..fence import UserSlot
+from ..backends.redis.errors import to_session_error
+from ..backends.redis.options import RedisOptions, redact_url
+from .layout import STRING_KINDS, Kind, Layout, Parsed
+
+__all__ = ["Connection", "Entry", "Progress", "Stop", "Walker", "connect"]
+
+T = TypeVar("T")
+
+SCAN_COUNT = 1000
+
+
+class Connection:
+    """One redis.asyncio client with redis-py's retries off (a write is never re-sent), whose
+    failures become `SessionError`s with the password scrubbed."""
+
+    def __init__(self, client: aioredis.Redis, *, where: str, timeout: float) -> None:
+        self.client = client
+        self.where = where
+        self.timeout = timeout
+        password = client.connection_pool.connection_kwargs.get("password")
+        self._secret = password if isinstance(password, str) and password else None
+
+    def error(self, exc: redis_errors.RedisError, *, write: bool) -> SessionError:
+        return to_session_error(
+            exc,
+            write=write,
+            key=None,
+            where=self.where,
+            socket_timeout=self.timeout,
+            secret=self._secret,
+        )
+
+    async def call(self, op: Callable[..., Awaitable[T]], *args: Any, write: bool = False) -> T:
+        try:
+            return await op(*args)
+        except redis_errors.RedisError as exc:
+            raise self.error(exc, write=write) from None
+
+    async def aclose(self) -> None:
+        try:
+            await self.client.aclose()
+        except redis_errors.RedisError:  # closing a broken connection: nothing to report
+            pass
+
+
+def connect(url: str, *, timeout: float, tls_ca_file: str | None = None) -> Connection:
+    """A connection to `url` (validated as the stores validate it; nothing is sent yet)."""
+    RedisOptions(url=url, socket_timeout=timeout, connect_timeout=timeout)
+    extra: dict[str, Any] = {}
+    if tls_ca_file is not None:
+        extra["ssl_ca_certs"] = tls_ca_file
+    try:
+        client = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=4,
+            **extra,
+        )
+    except ValueError:
+        raise InvalidInputError("malformed Redis URL") from None
+    return Connection(client, where=redact_url(url), timeout=timeout)
+
+
+class Stop:
+    """Set by the first Ctrl-C: a walk ends after its current batch and the summary so far is
+    printed. A second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def request(self) -> None:
+        self.requested = True
+        if self._loop is not None:
+            self._loop.remove_signal_handler(signal.SIGINT)  # back to KeyboardInterrupt
+            self._loop = None
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGINT, self.request)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return  # not the main thread, or no signals here: Ctrl-C stays KeyboardInterrupt
+        self._loop = loop
+
+    def uninstall(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_signal_handler(signal.SIGINT)
+            self._loop = None
+
+
+class Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self._shown = 0.0
+        self._dirty = False
+
+    def update(self, label: str, done: int, fraction: float | None = None) -> None:
+        """Show `done` items; `fraction` is the estimated share of the walk behind us."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._shown < 0.1:  # noqa: PLR2004 - at most ten redraws a second
+            return
+        self._shown = now
+        if fraction is not None:
+            fraction = min(fraction, 0.99)
+            filled = int(fraction * 30)
+            bar = f" [{'#' * filled}{'.' * (30 - filled)}] ~{fraction:.0%}"
+        else:
+            bar = ""
+        self.stream.write(f"\r{label}: {done:,}{bar}\x1b[K")
+        self.stream.flush()
+        self._dirty = True
+
+    def finish(self) -> None:
+        if self._dirty:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._dirty = False
+
+
+@dataclass(slots=True)
+class Entry:
+    """One key of the namespace as the walk found it."""
+
+    name: str  # relative to the namespace
+    parsed: Parsed
+    pttl: int | None  # remaining milliseconds, None when the key has no expiry
+    type_name: str  # the Redis type found
+    value: bytes | None = None  # string kinds of the right type
+    members: frozenset[str] | None = None  # WAIT_SET of the right type
+
+    @property
+    def kind(self) -> Kind:
+        return self.parsed.kind
+
+    @property
+    def slot(self) -> UserSlot | None:
+        return self.parsed.slot
+
+    @property
+    def wrong_type(self) -> bool:
+        expected = "set" if self.kind is Kind.WAIT_SET else "string"
+        return self.kind is not Kind.OTHER and self.type_name != expected
+
+
+def _pttl(reply: int) -> int | None:
+    # PTTL: -1 no expiry; 0 means it expires this millisecond, kept as 1 so it stays an expiry.
+    return None if reply < 0 else max(reply, 1)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+
+
+class Walker:
+    """Walks every key of one namespace in SCAN batches; see the module docstring."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        layout: Layout,
+        *,
+        stop: Stop,
+        progress: Progress,
+        label: str = "keys",
+        count: int = SCAN_COUNT,
+    ) -> None:
+        self.conn = conn
+        self.layout = layout
+        self.stop = stop
+        self.progress = progress
+        self.label = label
+        self.count = count
+        self.scanned = 0  # distinct names SCAN returned
+        self.vanished = 0  # deleted between SCAN and the fetch
+        self.interrupted = False
+
+    async def batches(
+        self, kinds: frozenset[Kind] | None = None, match: str | None = None
+    ) -> AsyncIterator[list[Entry]]:
+        """Entries of each SCAN batch, of `kinds` only (all when None); others are not read."""
+        client = self.conn.client
+        total = await self.conn.call(client.dbsize)
+        seen: set[bytes] = set()
+        cursor = 0
+        calls = 0
+        while True:
+            cursor, names = await self.conn.call(
+                client.scan, cursor, match or self.layout.match, self.count
+            )
+            calls += 1
+            fresh = [name for name in names if name not in seen]
+            seen.update(fresh)
+            self.scanned += len(fresh)
+            wanted = []
+            for full in fresh:
+                name = self.layout.relative(full)
+                if name is None:
+                    continue
+                parsed = self.layout.parse(name)
+                if kinds is None or parsed.kind in kinds:
+                    wanted.append((name, parsed))
+            if wanted:
+                entries = await self._fetch(wanted)
+                if entries:
+                    yield entries
+            # SCAN examines about COUNT keys of the whole database per call: an estimate.
+            self.progress.update(self.label, self.scanned, calls * self.count / max(total, 1))
+            if cursor == 0:
+                break
+            if self.stop.requested:
+                self.interrupted = True
+                break
+        self.progress.finish()
+
+    async def _fetch(self, wanted: list[tuple[str, Parsed]]) -> list[Entry]:
+        pipe = self.conn.client.pipeline(transaction=False)
+        for name, parsed in wanted:
+            full = self.layout.full(name)
+            pipe.pttl(full)
+            if parsed.kind in STRING_KINDS:
+                pipe.get(full)
+            elif parsed.kind is Kind.WAIT_SET:
+                pipe.smembers(full)
+            else:
+                pipe.type(full)
+        replies = await self.conn.call(pipe.execute, False)
+        entries: list[Entry] = []
+        mistyped: list[Entry] = []
+        for index, (name, parsed) in enumerate(wanted):
+            pttl, value = replies[2 * index], replies[2 * index + 1]
+            if isinstance(pttl, Exception):
+                raise self.conn.error(pttl, write=False)
+            if pttl == -2:  # noqa: PLR2004 - PTTL's "no such key"
+                self.vanished += 1
+                continue
+            entry = Entry(name, parsed, _pttl(pttl), "string")
+            if isinstance(value, redis_errors.ResponseError) and "WRONGTYPE" in str(value):
+                mistyped.append(entry)
+                continue
+            if isinstance(value, Exception):
+                raise self.conn.error(value, write=False)
+            if parsed.kind in STRING_KINDS:
+                if value is None:
+                    self.vanished += 1
+                    continue
+                entry.value = value
+            elif parsed.kind is Kind.WAIT_SET:
+                if not value:  # Redis has no empty sets: it was deleted meanwhile
+                    self.vanished += 1
+                    continue
+                entry.type_name = "set"
+                entry.members = frozenset(_text(member) for member in value)
+            else:
+                entry.type_name = _text(value)
+                if entry.type_name == "none":
+                    self.vanished += 1
+                    continue
+            entries.append(entry)
+        if mistyped:
+            entries.extend(await self._types(mistyped))
+        return entries
+
+    async def _types(self, mistyped: list[Entry]) -> list[Entry]:
+        pipe = self.conn.client.pipeline(transaction=False)
+        for entry in mistyped:
+            pipe.type(self.layout.full(entry.name))
+        replies = await self.conn.call(pipe.execute, False)
+        found = []
+        for entry, reply in zip(mistyped, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise self.conn.error(reply, write=False)
+            entry.type_name = _text(reply)
+            if entry.type_name == "none":
+                self.vanished += 1
+            else:
+                found.append(entry)
+        return found
