@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import IO, NoReturn, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
-from ..errors import SessionError
 from ..backends.redis.errors import scrub
 from ..backends.redis.options import DEFAULT_NAMESPACE
+from ..errors import SessionError
 from . import commands
 from .commands import Context, Report, exit_codes
 from .layout import Layout
@@ -96,9 +96,7 @@ def build_parser() -> Parser:
         "stats", help="sessions and pointers per env/tenant/team, blob sizes, expiries, orphans"
     )
 
-    check = sub.add_parser(
-        "check", help="find orphan pointers, corrupt blobs and wrong-type keys"
-    )
+    check = sub.add_parser("check", help="find orphan pointers, corrupt blobs and wrong-type keys")
     check.add_argument(
         "--repair",
         action="store_true",
@@ -129,13 +127,16 @@ def build_parser() -> Parser:
 def _slot_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--env", required=required)
     parser.add_argument("--tenant", required=required)
-    parser.add_argument("--team", help="team ('-' or omitted: none)" if required else
-                        "team ('-': sessions without a team)")
+    parser.add_argument(
+        "--team",
+        help="team ('-' or omitted: none)" if required else "team ('-': sessions without a team)",
+    )
     parser.add_argument("--user", required=required)
 
 
-async def _run(args: argparse.Namespace, url: str, inp: IO[bytes], out: TextIO,
-               err: TextIO) -> Report:
+async def _run(
+    args: argparse.Namespace, url: str, inp: IO[bytes], out: TextIO, err: TextIO
+) -> Report:
     layout = Layout(args.namespace)
     conn = connect(url, timeout=args.timeout, tls_ca_file=args.tls_ca_file)
     stop = Stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -17,9 +17,8 @@ from ..codec import decode_session_data
 from ..errors import InvalidInputError, SessionError
 from ..fence import UserSlot, check_key
 from ..schema import SessionData, validate_identifier
-from ..backends.redis.keys import RedisKeys
 from . import repairs
-from .layout import Kind, Layout, Parsed
+from .layout import Kind, Layout
 from .records import (
     MetaRecord,
     RefRecord,
@@ -29,12 +28,12 @@ from .records import (
     encode_record,
     validate_record,
 )
-from .walk import Connection, Entry, Progress, Stop, Walker
+from .walk import Connection, Entry, Progress, Stop, Walker, as_text
 
 __all__ = ["Context", "Report", "exit_codes"]
 
 
-class exit_codes:  # noqa: N801 - a namespace of constants
+class exit_codes:
     OK = 0
     PROBLEMS = 1  # check found problems; records skipped; deletions refused (changed meanwhile)
     USAGE = 2  # bad arguments or bad input; nothing was written
@@ -71,8 +70,10 @@ BATCH = 1000
 def table(headers: list[str], rows: Iterable[Iterable[object]]) -> list[str]:
     cells = [headers, *([str(cell) for cell in row] for row in rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in cells]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    ]
 
 
 def _team(team: str | None) -> str:
@@ -105,10 +106,22 @@ def _ms(pttl: int | None) -> str:
 
 
 # Histogram buckets: (upper bound, label).
-SIZE_BUCKETS = [(256, "<256B"), (1024, "<1KiB"), (4096, "<4KiB"), (16384, "<16KiB"),
-                (65536, "<64KiB"), (262144, "<256KiB"), (1 << 20, "<1MiB")]
-TTL_BUCKETS = [(60_000, "<1m"), (600_000, "<10m"), (3_600_000, "<1h"), (86_400_000, "<1d"),
-               (604_800_000, "<7d")]
+SIZE_BUCKETS = [
+    (256, "<256B"),
+    (1024, "<1KiB"),
+    (4096, "<4KiB"),
+    (16384, "<16KiB"),
+    (65536, "<64KiB"),
+    (262144, "<256KiB"),
+    (1 << 20, "<1MiB"),
+]
+TTL_BUCKETS = [
+    (60_000, "<1m"),
+    (600_000, "<10m"),
+    (3_600_000, "<1h"),
+    (86_400_000, "<1d"),
+    (604_800_000, "<7d"),
+]
 
 
 def _bucket(value: int, buckets: list[tuple[int, str]], top: str) -> str:
@@ -128,18 +141,22 @@ async def _show(ctx: Context, key: str) -> Report:
     pipe.pttl(layout.full(layout.session_name(key)))
     pipe.get(layout.full(layout.meta_name(key)))
     pipe.pttl(layout.full(layout.meta_name(key)))
-    blob, pttl, meta, meta_pttl = await ctx.conn.call(pipe.execute, False)
-    for reply in (blob, pttl, meta, meta_pttl):
-        if isinstance(reply, Exception):
-            raise ctx.conn.error(reply, write=False)
+    blob, pttl, meta, meta_pttl = await ctx.conn.call(pipe.execute)
     if blob is None:
-        return Report(exit_codes.NOT_FOUND, {"key": key, "found": False},
-                      message="no session with that key")
-    result: dict[str, Any] = {"key": key, "found": True, "pttl": None if pttl < 0 else pttl,
-                              "size": len(blob)}
+        return Report(
+            exit_codes.NOT_FOUND, {"key": key, "found": False}, message="no session with that key"
+        )
+    result: dict[str, Any] = {
+        "key": key,
+        "found": True,
+        "pttl": None if pttl < 0 else pttl,
+        "size": len(blob),
+    }
     if meta is not None:
-        result["meta"] = {"value": meta.decode(errors="replace"),
-                          "pttl": None if meta_pttl < 0 else meta_pttl}
+        result["meta"] = {
+            "value": meta.decode(errors="replace"),
+            "pttl": None if meta_pttl < 0 else meta_pttl,
+        }
     data, problem = _try_decode(blob)
     if data is None:
         result["corrupt"] = problem
@@ -150,17 +167,31 @@ async def _show(ctx: Context, key: str) -> Report:
     if user is not None:
         slot = UserSlot(ctx_.env, ctx_.tenant_id, ctx_.normalized_team, user)
         pointer = await ctx.conn.call(client.get, layout.full(layout.pointer_name(slot)))
-        result["pointer"] = {"key": layout.pointer_name(slot),
-                             "points_here": pointer is not None and pointer.decode() == key}
+        result["pointer"] = {
+            "key": layout.pointer_name(slot),
+            "points_here": pointer is not None and as_text(pointer) == key,
+        }
     result["data"] = json.loads(blob)
     rows: list[tuple[str, object]] = [
-        ("key", key), ("expires in", _ms(result["pttl"])), ("size", f"{len(blob)} B"),
-        ("env", ctx_.env), ("tenant", ctx_.tenant_id), ("team", _team(ctx_.normalized_team)),
-        ("user", _team(user)), ("flow", data.flow_id), ("node", data.cursor.node_pointer),
+        ("key", key),
+        ("expires in", _ms(result["pttl"])),
+        ("size", f"{len(blob)} B"),
+        ("env", ctx_.env),
+        ("tenant", ctx_.tenant_id),
+        ("team", _team(ctx_.normalized_team)),
+        ("user", _team(user)),
+        ("flow", data.flow_id),
+        ("node", data.cursor.node_pointer),
     ]
     if "pointer" in result:
-        rows.append(("user pointer", "points here" if result["pointer"]["points_here"]
-                     else "points elsewhere or is missing"))
+        rows.append(
+            (
+                "user pointer",
+                "points here"
+                if result["pointer"]["points_here"]
+                else "points elsewhere or is missing",
+            )
+        )
     if "meta" in result:
         rows.append(("meta expires in", _ms(result["meta"]["pttl"])))
     lines = [*table(["field", "value"], rows), "", json.dumps(result["data"], indent=2)]
@@ -184,19 +215,27 @@ async def find(ctx: Context, env: str, tenant: str, team: str | None, user: str)
         target = await ctx.conn.client.get(ctx.layout.full(name))
     except redis_errors.ResponseError as exc:
         if "WRONGTYPE" in str(exc):
-            return Report(exit_codes.PROBLEMS, {"pointer": name, "wrong_type": True},
-                          message="the user pointer key holds the wrong type of value")
+            return Report(
+                exit_codes.PROBLEMS,
+                {"pointer": name, "wrong_type": True},
+                message="the user pointer key holds the wrong type of value",
+            )
         raise ctx.conn.error(exc, write=False) from None
     except redis_errors.RedisError as exc:
         raise ctx.conn.error(exc, write=False) from None
     if target is None:
-        return Report(exit_codes.NOT_FOUND, {"pointer": name, "found": False},
-                      message="no session pointer for that user")
-    report = await _show(ctx, target.decode(errors="replace"))
+        return Report(
+            exit_codes.NOT_FOUND,
+            {"pointer": name, "found": False},
+            message="no session pointer for that user",
+        )
+    report = await _show(ctx, as_text(target))
     report.result["pointer"] = {"key": name, "points_here": True}
     if report.code == exit_codes.NOT_FOUND:
-        report.message = ("the user pointer names a session that no longer exists "
-                          "(an orphan: `check --repair` removes it)")
+        report.message = (
+            "the user pointer names a session that no longer exists "
+            "(an orphan: `check --repair` removes it)"
+        )
     return report
 
 
@@ -227,8 +266,9 @@ class Census:
         if entry.kind is Kind.SESSION and key is not None and entry.value is not None:
             self.session_keys.add(key)
             self.sizes[_bucket(len(entry.value), SIZE_BUCKETS, ">=1MiB")] += 1
-            self.ttls["none" if entry.pttl is None else
-                      _bucket(entry.pttl, TTL_BUCKETS, ">=7d")] += 1
+            self.ttls[
+                "none" if entry.pttl is None else _bucket(entry.pttl, TTL_BUCKETS, ">=7d")
+            ] += 1
             data, problem = _try_decode(entry.value)
             if data is None:
                 self.corrupt.append((entry, problem or "undecodable"))
@@ -259,8 +299,11 @@ class Census:
 
 
 def _walk_summary(walker: Walker) -> dict[str, Any]:
-    return {"scanned": walker.scanned, "vanished": walker.vanished,
-            "interrupted": walker.interrupted}
+    return {
+        "scanned": walker.scanned,
+        "vanished": walker.vanished,
+        "interrupted": walker.interrupted,
+    }
 
 
 async def _census(ctx: Context, label: str) -> tuple[Census, Walker]:
@@ -280,8 +323,16 @@ async def stats(ctx: Context) -> Report:
     result: dict[str, Any] = {
         **_walk_summary(walker),
         "kinds": {str(kind): census.kinds.get(kind, 0) for kind in Kind},
-        "owners": [{"env": o[0], "tenant": o[1], "team": o[2], "sessions": census.sessions[o],
-                    "refs": census.refs[o]} for o in owners],
+        "owners": [
+            {
+                "env": o[0],
+                "tenant": o[1],
+                "team": o[2],
+                "sessions": census.sessions[o],
+                "refs": census.refs[o],
+            }
+            for o in owners
+        ],
         "blob_sizes": dict(census.sizes),
         "ttls": dict(census.ttls),
         "orphans": len(census.orphans),
@@ -289,17 +340,38 @@ async def stats(ctx: Context) -> Report:
         "wrong_type": len(census.wrong_type),
     }
     lines = table(["kind", "keys"], result["kinds"].items())
-    lines += ["", *table(["env", "tenant", "team", "sessions", "pointers+waits"],
-                         [(*o, census.sessions[o], census.refs[o]) for o in owners])]
+    lines += [
+        "",
+        *table(
+            ["env", "tenant", "team", "sessions", "pointers+waits"],
+            [(*o, census.sessions[o], census.refs[o]) for o in owners],
+        ),
+    ]
     size_order = [label for _, label in SIZE_BUCKETS] + [">=1MiB"]
-    lines += ["", *table(["blob size", "sessions"],
-                         [(b, census.sizes[b]) for b in size_order if census.sizes[b]])]
+    lines += [
+        "",
+        *table(
+            ["blob size", "sessions"], [(b, census.sizes[b]) for b in size_order if census.sizes[b]]
+        ),
+    ]
     ttl_order = [label for _, label in TTL_BUCKETS] + [">=7d", "none"]
-    lines += ["", *table(["expires in", "sessions"],
-                         [(b, census.ttls[b]) for b in ttl_order if census.ttls[b]])]
-    lines += ["", *table(["problem", "keys"], [("orphan references", result["orphans"]),
-                                              ("corrupt blobs", result["corrupt"]),
-                                              ("wrong-type keys", result["wrong_type"])])]
+    lines += [
+        "",
+        *table(
+            ["expires in", "sessions"], [(b, census.ttls[b]) for b in ttl_order if census.ttls[b]]
+        ),
+    ]
+    lines += [
+        "",
+        *table(
+            ["problem", "keys"],
+            [
+                ("orphan references", result["orphans"]),
+                ("corrupt blobs", result["corrupt"]),
+                ("wrong-type keys", result["wrong_type"]),
+            ],
+        ),
+    ]
     return _finish(Report(exit_codes.OK, result, lines), walker)
 
 
@@ -316,10 +388,12 @@ class CompareDelete:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.pending: list[tuple[str, list[str], list[bytes | str], Any]] = []
+        self.pending: list[tuple[str, list[str], Sequence[bytes | str], Any]] = []
         self.outcomes: list[tuple[Any, bool]] = []  # (tag, deleted)
 
-    async def add(self, script: str, keys: list[str], args: list[bytes | str], tag: Any) -> None:
+    async def add(
+        self, script: str, keys: list[str], args: Sequence[bytes | str], tag: Any
+    ) -> None:
         self.pending.append((script, keys, args, tag))
         if len(self.pending) >= BATCH:
             await self.flush()
@@ -339,12 +413,22 @@ class CompareDelete:
 def _problem_rows(census: Census) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     rows += [{"problem": "corrupt blob", "key": e.name, "detail": why} for e, why in census.corrupt]
-    rows += [{"problem": "wrong type", "key": e.name,
-              "detail": f"{e.type_name}, expected {'set' if e.kind is Kind.WAIT_SET else 'string'}"}
-             for e in census.wrong_type]
-    rows += [{"problem": "orphan", "key": e.name,
-              "detail": f"names missing session {key!r}" + (" (set member)" if m else "")}
-             for e, key, m in census.orphans]
+    rows += [
+        {
+            "problem": "wrong type",
+            "key": e.name,
+            "detail": f"{e.type_name}, expected {'set' if e.kind is Kind.WAIT_SET else 'string'}",
+        }
+        for e in census.wrong_type
+    ]
+    rows += [
+        {
+            "problem": "orphan",
+            "key": e.name,
+            "detail": f"names missing session {key!r}" + (" (set member)" if m else ""),
+        }
+        for e, key, m in census.orphans
+    ]
     return rows
 
 
@@ -357,13 +441,20 @@ async def check(ctx: Context, *, repair: bool) -> Report:
         outcome = await _repair(ctx, census)
         result["repaired"] = outcome
         remaining = outcome["kept"]
-    lines = table(["problem", "key", "detail"],
-                  [(p["problem"], p["key"], p["detail"]) for p in problems]) if problems else []
+    lines = (
+        table(
+            ["problem", "key", "detail"], [(p["problem"], p["key"], p["detail"]) for p in problems]
+        )
+        if problems
+        else []
+    )
     lines.append(f"{len(problems)} problem(s) in {walker.scanned} keys")
     if "repaired" in result:
         r = result["repaired"]
-        lines.append(f"repaired {r['deleted']}; kept {r['kept']} that changed meanwhile; "
-                     f"then {r['orphans_after']} orphan(s) of the deleted corrupt blobs repaired")
+        lines.append(
+            f"repaired {r['deleted']}; kept {r['kept']} that changed meanwhile; "
+            f"then {r['orphans_after']} orphan(s) of the deleted corrupt blobs repaired"
+        )
     code = exit_codes.PROBLEMS if remaining else exit_codes.OK
     return _finish(Report(code, result, lines), walker)
 
@@ -373,10 +464,14 @@ async def _repair(ctx: Context, census: Census) -> dict[str, int]:
     ops = CompareDelete(ctx)
     for entry, _ in census.corrupt:
         key = entry.parsed.session_key
-        assert key is not None and entry.value is not None
-        await ops.add("DELETE_IF_VALUE",
-                      [layout.full(entry.name), layout.full(layout.meta_name(key))],
-                      [entry.value], ("corrupt", key))
+        assert key is not None
+        assert entry.value is not None
+        await ops.add(
+            "DELETE_IF_VALUE",
+            [layout.full(entry.name), layout.full(layout.meta_name(key))],
+            [entry.value],
+            ("corrupt", key),
+        )
     for entry in census.wrong_type:
         await ops.add("DELETE_IF_TYPE", [layout.full(entry.name)], [entry.type_name], None)
     await _repair_orphans(ctx, ops, census.orphans)
@@ -390,12 +485,16 @@ async def _repair(ctx: Context, census: Census) -> dict[str, int]:
     after = CompareDelete(ctx)
     await _repair_orphans(ctx, after, census.orphans)
     later = await after.flush()
-    return {"deleted": deleted, "kept": kept + sum(not d for _, d in later),
-            "orphans_after": sum(d for _, d in later)}
+    return {
+        "deleted": deleted,
+        "kept": kept + sum(not d for _, d in later),
+        "orphans_after": sum(d for _, d in later),
+    }
 
 
-async def _repair_orphans(ctx: Context, ops: CompareDelete,
-                          orphans: list[tuple[Entry, str, str | None]]) -> None:
+async def _repair_orphans(
+    ctx: Context, ops: CompareDelete, orphans: list[tuple[Entry, str, str | None]]
+) -> None:
     layout = ctx.layout
     for entry, key, member in orphans:
         keys = [layout.full(entry.name), layout.full(layout.session_name(key))]
@@ -417,14 +516,15 @@ class Selector:
     user: str | None
 
     def matches(self, env: str, tenant: str, team: str | None, user: str | None) -> bool:
-        return ((self.env is None or self.env == env)
-                and (self.tenant is None or self.tenant == tenant)
-                and (self.team is None or self.team == _team(team))
-                and (self.user is None or self.user == user))
+        return (
+            (self.env is None or self.env == env)
+            and (self.tenant is None or self.tenant == tenant)
+            and (self.team is None or self.team == _team(team))
+            and (self.user is None or self.user == user)
+        )
 
 
-def selector(env: str | None, tenant: str | None, team: str | None,
-             user: str | None) -> Selector:
+def selector(env: str | None, tenant: str | None, team: str | None, user: str | None) -> Selector:
     if env is None and tenant is None and team is None and user is None:
         raise InvalidInputError("purge needs at least one of --env, --tenant, --team, --user")
     for value, what in ((env, "env"), (tenant, "tenant"), (team, "team"), (user, "user")):
@@ -433,64 +533,69 @@ def selector(env: str | None, tenant: str | None, team: str | None,
     return Selector(env, tenant, team, user)
 
 
+def _purge_step(
+    layout: Layout, entry: Entry, chosen: Selector
+) -> tuple[str, list[str], Sequence[bytes | str]] | None:
+    """The compare-and-delete call that purges `entry`, or None if it is not selected."""
+    if entry.kind is Kind.SESSION:
+        data = _try_decode(entry.value)[0] if entry.value is not None else None
+        key = entry.parsed.session_key
+        if data is None or key is None or entry.value is None:
+            return None
+        t = data.tenant_ctx
+        if not chosen.matches(t.env, t.tenant_id, t.normalized_team, t.normalized_user):
+            return None
+        keys = [layout.full(entry.name), layout.full(layout.meta_name(key))]
+        return "DELETE_IF_VALUE", keys, [entry.value]
+    slot = entry.slot
+    if slot is None or not chosen.matches(slot.env, slot.tenant_id, slot.team, slot.user):
+        return None
+    if entry.kind is Kind.WAIT_SET:
+        return "DELETE_IF_TYPE", [layout.full(entry.name)], ["set"]
+    if entry.value is None:
+        return None
+    return "DELETE_IF_VALUE", [layout.full(entry.name)], [entry.value]
+
+
 async def purge(ctx: Context, chosen: Selector, *, yes: bool) -> Report:
-    layout = ctx.layout
     walker = ctx.walker("purge: keys")
     ops = CompareDelete(ctx) if yes else None
     selected: Counter[str] = Counter()
     names: list[str] = []
-    skipped_corrupt = 0
+    corrupt = 0
     kinds = (Kind.SESSION, Kind.POINTER, Kind.WAIT_SCOPE, Kind.WAIT_SET)
     async for batch in walker.batches(frozenset(kinds)):
         for entry in batch:
             if entry.wrong_type:
                 continue  # `check` reports and repairs these
-            if entry.kind is Kind.SESSION:
-                assert entry.value is not None and entry.parsed.session_key is not None
-                data, _ = _try_decode(entry.value)
-                if data is None:
-                    skipped_corrupt += 1
-                    continue
-                t = data.tenant_ctx
-                if not chosen.matches(t.env, t.tenant_id, t.normalized_team, t.normalized_user):
-                    continue
-                keys = [layout.full(entry.name),
-                        layout.full(layout.meta_name(entry.parsed.session_key))]
-                script, args = "DELETE_IF_VALUE", [entry.value]
-            else:
-                slot = entry.slot
-                assert slot is not None
-                if not chosen.matches(slot.env, slot.tenant_id, slot.team, slot.user):
-                    continue
-                keys = [layout.full(entry.name)]
-                if entry.kind is Kind.WAIT_SET:
-                    script, args = "DELETE_IF_TYPE", ["set"]
-                else:
-                    assert entry.value is not None
-                    script, args = "DELETE_IF_VALUE", [entry.value]
+            step = _purge_step(ctx.layout, entry, chosen)
+            if step is None:
+                if entry.kind is Kind.SESSION and entry.value is not None:
+                    corrupt += _try_decode(entry.value)[0] is None
+                continue
             selected[entry.kind] += 1
             names.append(entry.name)
             if ops is not None:
-                await ops.add(script, keys, args, None)
-    kept = 0
-    deleted = 0
-    if ops is not None:
-        outcomes = await ops.flush()
-        deleted = sum(done for _, done in outcomes)
-        kept = len(outcomes) - deleted
+                await ops.add(*step, None)
+    outcomes = await ops.flush() if ops is not None else []
+    deleted = sum(done for _, done in outcomes)
+    kept = len(outcomes) - deleted
     result: dict[str, Any] = {
-        **_walk_summary(walker), "dry_run": not yes,
+        **_walk_summary(walker),
+        "dry_run": not yes,
         "selected": {str(kind): selected.get(kind, 0) for kind in kinds},
-        "keys": names, "deleted": deleted, "kept_changed": kept,
-        "skipped_corrupt": skipped_corrupt,
+        "keys": names,
+        "deleted": deleted,
+        "kept_changed": kept,
+        "skipped_corrupt": corrupt,
     }
     lines = table(["kind", "selected"], result["selected"].items())
     if yes:
         lines.append(f"deleted {deleted} key(s); kept {kept} that changed meanwhile")
     else:
         lines.append(f"dry run: {len(names)} key(s) would be deleted; run again with --yes")
-    if skipped_corrupt:
-        lines.append(f"{skipped_corrupt} corrupt blob(s) not examined (see `check`)")
+    if corrupt:
+        lines.append(f"{corrupt} corrupt blob(s) not examined (see `check`)")
     code = exit_codes.PROBLEMS if kept else exit_codes.OK
     return _finish(Report(code, result, lines), walker)
 
@@ -498,62 +603,88 @@ async def purge(ctx: Context, chosen: Selector, *, yes: bool) -> Report:
 # -- export / import -------------------------------------------------------------------------
 
 
+class ReferenceIndex:
+    """Export's first walk: the meta key and the references of every session, by session key."""
+
+    def __init__(self) -> None:
+        self.metas: dict[str, MetaRecord] = {}
+        self.refs: dict[str, list[RefRecord]] = defaultdict(list)
+        self.skipped: list[str] = []
+
+    def add(self, entry: Entry) -> None:
+        if entry.wrong_type:
+            self.skipped.append(f"wrong-type key {entry.name} ({entry.type_name})")
+        elif entry.kind is Kind.META:
+            if entry.value is not None and entry.parsed.session_key is not None:
+                value = entry.value.decode(errors="replace")
+                self.metas[entry.parsed.session_key] = MetaRecord(value, entry.pttl)
+        elif entry.members is not None:
+            for member in entry.members:
+                self.refs[member].append(RefRecord(entry.name, entry.pttl))
+        elif entry.value is not None:
+            target = entry.value.decode(errors="replace")
+            self.refs[target].append(RefRecord(entry.name, entry.pttl))
+
+    def record(self, entry: Entry) -> bytes | None:
+        """The export line for a blob entry, or None (and a note in `skipped`)."""
+        key = entry.parsed.session_key
+        if entry.wrong_type or entry.value is None or key is None:
+            self.skipped.append(f"wrong-type key {entry.name} ({entry.type_name})")
+            return None
+        problem = _try_decode(entry.value)[1]
+        if problem is not None:
+            self.skipped.append(f"corrupt blob {entry.name}: {problem}")
+            return None
+        record = SessionRecord(
+            key=key,
+            pttl=entry.pttl,
+            data=embed_blob(entry.value),
+            meta=self.metas.pop(key, None),
+            refs=self.refs.pop(key, []),
+        )
+        return encode_record(record)
+
+    @property
+    def leftover(self) -> int:
+        return len(self.metas) + sum(len(refs) for refs in self.refs.values())
+
+
 async def export(ctx: Context, sink: IO[bytes], err: IO[str]) -> Report:
     """Two walks: the references (small, indexed in memory), then the blobs (streamed out)."""
-    layout = ctx.layout
-    metas: dict[str, MetaRecord] = {}
-    refs: dict[str, list[RefRecord]] = defaultdict(list)
-    skipped: list[str] = []
-    index = ctx.walker("export: indexing")
-    async for batch in index.batches(frozenset({Kind.META, Kind.POINTER, Kind.WAIT_SCOPE,
-                                                Kind.WAIT_SET})):
+    index = ReferenceIndex()
+    first = ctx.walker("export: indexing")
+    async for batch in first.batches(
+        frozenset({Kind.META, Kind.POINTER, Kind.WAIT_SCOPE, Kind.WAIT_SET})
+    ):
         for entry in batch:
-            if entry.wrong_type:
-                skipped.append(f"wrong-type key {entry.name} ({entry.type_name})")
-            elif entry.kind is Kind.META:
-                assert entry.value is not None and entry.parsed.session_key is not None
-                metas[entry.parsed.session_key] = MetaRecord(
-                    entry.value.decode(errors="replace"), entry.pttl)
-            elif entry.members is not None:
-                for member in entry.members:
-                    refs[member].append(RefRecord(entry.name, entry.pttl))
-            elif entry.value is not None:
-                refs[entry.value.decode(errors="replace")].append(
-                    RefRecord(entry.name, entry.pttl))
+            index.add(entry)
     exported = 0
-    blobs = ctx.walker("export: sessions")
-    if not index.interrupted:
-        match = layout.keys.session_prefix + "*"
-        async for batch in blobs.batches(frozenset({Kind.SESSION}), match=match):
-            lines = []
-            for entry in batch:
-                key = entry.parsed.session_key
-                assert key is not None
-                if entry.wrong_type or entry.value is None:
-                    skipped.append(f"wrong-type key {entry.name} ({entry.type_name})")
-                    continue
-                _, problem = _try_decode(entry.value)
-                if problem is not None:
-                    skipped.append(f"corrupt blob {entry.name}: {problem}")
-                    continue
-                record = SessionRecord(key=key, pttl=entry.pttl, data=embed_blob(entry.value),
-                                       meta=metas.pop(key, None), refs=refs.pop(key, []))
-                lines.append(encode_record(record))
+    second = ctx.walker("export: sessions")
+    if not first.interrupted:
+        match = ctx.layout.keys.session_prefix + "*"
+        async for batch in second.batches(frozenset({Kind.SESSION}), match=match):
+            lines = [line for line in map(index.record, batch) if line is not None]
             if lines:
-                lines.append(b"")
-                sink.write(b"\n".join(lines))
-                exported += len(lines) - 1
+                sink.write(b"\n".join(lines) + b"\n")
+                exported += len(lines)
     sink.flush()
-    for line in skipped:
+    for line in index.skipped:
         err.write(f"greentic-session: skipped {line}\n")
-    interrupted = index.interrupted or blobs.interrupted
-    orphans = 0 if interrupted else len(metas) + sum(len(r) for r in refs.values())
-    result = {"exported": exported, "skipped": len(skipped), "orphan_refs_not_exported": orphans,
-              "scanned": index.scanned + blobs.scanned, "interrupted": interrupted}
-    line = (f"exported {exported} session(s); skipped {len(skipped)}; "
-            f"{orphans} orphan reference(s) not exported")
-    code = exit_codes.PROBLEMS if skipped else exit_codes.OK
-    report = Report(code, result, [line])
+    interrupted = first.interrupted or second.interrupted
+    orphans = 0 if interrupted else index.leftover
+    skipped = len(index.skipped)
+    result = {
+        "exported": exported,
+        "skipped": skipped,
+        "orphan_refs_not_exported": orphans,
+        "scanned": first.scanned + second.scanned,
+        "interrupted": interrupted,
+    }
+    line = (
+        f"exported {exported} session(s); skipped {skipped}; "
+        f"{orphans} orphan reference(s) not exported"
+    )
+    report = Report(exit_codes.PROBLEMS if skipped else exit_codes.OK, result, [line])
     if interrupted:
         report.lines.append("(interrupted: the output holds the sessions exported so far)")
         report.code = exit_codes.INTERRUPTED
@@ -602,8 +733,7 @@ async def import_(ctx: Context, source: IO[bytes]) -> Report:
             ok, bad = await _write(ctx, batch)
             imported, failed = imported + ok, failed + bad
         ctx.progress.finish()
-    result = {"records": total, "imported": imported, "failed": failed,
-              "interrupted": interrupted}
+    result = {"records": total, "imported": imported, "failed": failed, "interrupted": interrupted}
     lines = [f"imported {imported} of {total} session(s); {failed} failed"]
     code = exit_codes.PROBLEMS if failed else exit_codes.OK
     report = Report(code, result, lines)
@@ -615,42 +745,36 @@ async def import_(ctx: Context, source: IO[bytes]) -> Report:
 
 
 async def _write(ctx: Context, batch: list[SessionRecord]) -> tuple[int, int]:
-    """One pipeline for the batch; per record: the blob, its meta, its references.
+    """One script call for the batch; per record: the blob, its meta, its references.
 
-    Every command sets an absolute state (SET with or without PX; SADD then PEXPIRE or
-    PERSIST), so writing the same record twice leaves the same state.
+    Every step sets an absolute state (SET with or without PX; SADD then PEXPIRE or PERSIST),
+    so writing the same record twice leaves the same state.
     """
     layout = ctx.layout
-    pipe = ctx.conn.client.pipeline(transaction=False)
-    spans = []
-    for record in batch:
-        start = len(pipe.command_stack)
-        blob = bytes(record.data)
-        pipe.set(layout.full(layout.session_name(record.key)), blob, px=record.pttl)
-        meta = layout.full(layout.meta_name(record.key))
+    keys: list[str] = []
+    args: list[bytes | str] = []
+    owners: list[int] = []  # the record index of each step
+
+    def step(op: str, name: str, value: bytes | str, pttl: int | None, record: int) -> None:
+        keys.append(layout.full(name))
+        args.extend((op, value, "" if pttl is None else str(pttl)))
+        owners.append(record)
+
+    for index, record in enumerate(batch):
+        step("S", layout.session_name(record.key), bytes(record.data), record.pttl, index)
+        meta = layout.meta_name(record.key)
         if record.meta is None:
-            pipe.delete(meta)
+            step("D", meta, "", None, index)
         else:
-            pipe.set(meta, record.meta.value, px=record.meta.pttl)
+            step("S", meta, record.meta.value, record.meta.pttl, index)
         for ref in record.refs:
-            full = layout.full(ref.key)
-            if layout.parse(ref.key).kind is Kind.WAIT_SET:
-                pipe.sadd(full, record.key)
-                if ref.pttl is None:
-                    pipe.persist(full)
-                else:
-                    pipe.pexpire(full, ref.pttl)
-            else:
-                pipe.set(full, record.key, px=ref.pttl)
-        spans.append((start, len(pipe.command_stack)))
-    replies = await ctx.conn.call(pipe.execute, False, write=True)
-    failed = 0
-    for start, end in spans:
-        errors = [r for r in replies[start:end] if isinstance(r, Exception)]
-        if any(not isinstance(e, redis_errors.ResponseError) for e in errors):
-            raise ctx.conn.error(errors[0], write=True)
-        failed += bool(errors)
-    return len(batch) - failed, failed
+            op = "A" if layout.parse(ref.key).kind is Kind.WAIT_SET else "S"
+            step(op, ref.key, record.key, ref.pttl, index)
+    failed_steps = await ctx.conn.call(
+        ctx.conn.client.eval, repairs.IMPORT, len(keys), *keys, *args, write=True
+    )
+    failed = {owners[int(step_no) - 1] for step_no in failed_steps}
+    return len(batch) - len(failed), len(failed)
 
 
 def session_error_code(exc: SessionError) -> int:
@@ -663,6 +787,3 @@ def session_error_code(exc: SessionError) -> int:
     if isinstance(exc, UnavailableError) or exc.code.value in ("permission_denied",):
         return exit_codes.UNAVAILABLE
     return exit_codes.PROBLEMS
-
-
-_ = (Parsed, RedisKeys)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import NamedTuple
 
+from ..backends.redis.keys import RedisKeys
 from ..errors import InvalidInputError
 from ..fence import UserSlot
 from ..schema import validate_identifier
-from ..backends.redis.keys import RedisKeys
 
 __all__ = ["STRING_KINDS", "Kind", "Layout", "Parsed"]
 
@@ -44,7 +44,7 @@ _OTHER = Parsed(Kind.OTHER)
 def parse_slot(text: str) -> UserSlot | None:
     """`{env}:{tenant_id}:{team or "-"}:{user}` as a slot, or None if it is not one."""
     parts = text.split(":")
-    if len(parts) != 4:  # noqa: PLR2004 - env, tenant, team, user
+    if len(parts) != 4:
         return None
     try:
         for part, what in zip(parts, ("env", "tenant_id", "team", "user"), strict=True):

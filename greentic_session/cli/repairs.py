@@ -1,9 +1,18 @@
-"""Compare-and-delete: each deletion is one Lua call that first checks the key is still what
-the walk saw, so a repair or purge never deletes what a live writer changed meanwhile."""
+"""The write scripts.
+
+Compare-and-delete: each deletion is one Lua call that first checks the key is still what the
+walk saw, so a repair or purge never deletes what a live writer changed meanwhile.
+"""
 
 from __future__ import annotations
 
-__all__ = ["DELETE_IF_TYPE", "DELETE_IF_VALUE", "DELETE_ORPHAN", "REMOVE_ORPHAN_MEMBER"]
+__all__ = [
+    "DELETE_IF_TYPE",
+    "DELETE_IF_VALUE",
+    "DELETE_ORPHAN",
+    "IMPORT",
+    "REMOVE_ORPHAN_MEMBER",
+]
 
 # KEYS[1] a string key, KEYS[2..] keys deleted with it (a blob's meta); ARGV[1] the value seen.
 DELETE_IF_VALUE = """
@@ -36,4 +45,29 @@ if redis.call('TYPE', KEYS[1]).ok == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+# import: one call per batch. KEYS[i] with ARGV[3i-2..3i] = op, value, PTTL ('' = none);
+# ops: S = SET (replacing any value and expiry), D = DEL, A = SADD then PEXPIRE or PERSIST.
+# Returns the step numbers that failed (a wait set key holding another type).
+IMPORT = """
+local failed = {}
+for i, key in ipairs(KEYS) do
+  local op, value, pttl = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  local reply
+  if op == 'S' then
+    if pttl == '' then reply = redis.pcall('SET', key, value)
+    else reply = redis.pcall('SET', key, value, 'PX', pttl) end
+  elseif op == 'D' then
+    reply = redis.pcall('DEL', key)
+  else
+    reply = redis.pcall('SADD', key, value)
+    if not (type(reply) == 'table' and reply.err) then
+      if pttl == '' then reply = redis.pcall('PERSIST', key)
+      else reply = redis.pcall('PEXPIRE', key, pttl) end
+    end
+  end
+  if type(reply) == 'table' and reply.err then failed[#failed + 1] = i end
+end
+return failed
 """
