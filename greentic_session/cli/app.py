@@ -213,7 +213,10 @@ def main(
     except KeyboardInterrupt:
         err.write("greentic-session: interrupted\n")
         return exit_codes.INTERRUPTED
-    except OSError as exc:  # e.g. an unreadable --tls-ca-file or a closed stdout
+    except BrokenPipeError:  # stdout closed early (`export | head`): not Redis's fault
+        err.write("greentic-session: output closed before the end\n")
+        return exit_codes.PROBLEMS
+    except OSError as exc:  # e.g. an unreadable --tls-ca-file
         err.write(f"greentic-session: {exc.strerror or type(exc).__name__}\n")
         return exit_codes.UNAVAILABLE
     except Exception as exc:  # a bug: one line, no traceback, the password scrubbed

@@ -3,6 +3,9 @@ table, and an optional one-line message for stderr. Printing is `app`'s business
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
 import tempfile
 from collections import Counter, defaultdict
@@ -713,26 +716,42 @@ def _validate_input(source: IO[bytes], layout: Layout, spool: IO[bytes]) -> int:
 
 
 async def import_(ctx: Context, source: IO[bytes]) -> Report:
-    """Validate the whole input, then write it; see `docs/cli.md` for what a write does."""
-    layout = ctx.layout
+    """Validate the whole input, then write it; see `docs/cli.md` for what a write does.
+
+    One batch is in flight while the next is prepared, so Redis and this process overlap.
+    """
     with tempfile.TemporaryFile() as spool:
-        total = _validate_input(source, layout, spool)
+        total = _validate_input(source, ctx.layout, spool)
         imported = failed = 0
+        interrupted = ctx.stop.requested  # Ctrl-C while reading: write nothing
+        in_flight: asyncio.Task[tuple[int, int]] | None = None
         batch: list[SessionRecord] = []
-        interrupted = False
-        for line in spool:
-            batch.append(decode_record(line))
-            if len(batch) >= BATCH // 2:
-                ok, bad = await _write(ctx, batch)
-                imported, failed, batch = imported + ok, failed + bad, []
-                ctx.progress.update("import: sessions", imported, imported / max(total, 1))
+        try:
+            for line in [] if interrupted else itertools.chain(spool, [None]):
+                if line is not None:
+                    batch.append(decode_record(line))
+                    if len(batch) < BATCH // 2:
+                        continue
+                if not batch:
+                    break
+                steps = _import_steps(ctx.layout, batch)
+                if in_flight is not None:
+                    ok, bad = await in_flight
+                    imported, failed = imported + ok, failed + bad
+                    ctx.progress.update("import: sessions", imported, imported / max(total, 1))
+                in_flight, batch = asyncio.create_task(_write(ctx, *steps)), []
                 if ctx.stop.requested:
                     interrupted = True
                     break
-        if batch and not interrupted:
-            ok, bad = await _write(ctx, batch)
-            imported, failed = imported + ok, failed + bad
-        ctx.progress.finish()
+            if in_flight is not None:
+                ok, bad = await in_flight
+                imported, failed, in_flight = imported + ok, failed + bad, None
+        finally:
+            if in_flight is not None:
+                in_flight.cancel()
+                with contextlib.suppress(asyncio.CancelledError, SessionError):
+                    await in_flight
+            ctx.progress.finish()
     result = {"records": total, "imported": imported, "failed": failed, "interrupted": interrupted}
     lines = [f"imported {imported} of {total} session(s); {failed} failed"]
     code = exit_codes.PROBLEMS if failed else exit_codes.OK
@@ -744,20 +763,20 @@ async def import_(ctx: Context, source: IO[bytes]) -> Report:
     return report
 
 
-async def _write(ctx: Context, batch: list[SessionRecord]) -> tuple[int, int]:
-    """One script call for the batch; per record: the blob, its meta, its references.
+def _import_steps(layout: Layout, batch: list[SessionRecord]) -> tuple[str, str, bytes, list[int]]:
+    """The IMPORT script's arguments for `batch`, and the record index of each step.
 
     Every step sets an absolute state (SET with or without PX; SADD then PEXPIRE or PERSIST),
     so writing the same record twice leaves the same state.
     """
-    layout = ctx.layout
-    keys: list[str] = []
-    args: list[bytes | str] = []
-    owners: list[int] = []  # the record index of each step
+    ops: list[str] = []
+    fields: list[bytes] = []
+    owners: list[int] = []
 
     def step(op: str, name: str, value: bytes | str, pttl: int | None, record: int) -> None:
-        keys.append(layout.full(name))
-        args.extend((op, value, "" if pttl is None else str(pttl)))
+        ops.append(op)
+        value = value.encode() if isinstance(value, str) else value
+        fields.extend((layout.full(name).encode(), value, b"" if pttl is None else b"%d" % pttl))
         owners.append(record)
 
     for index, record in enumerate(batch):
@@ -770,11 +789,20 @@ async def _write(ctx: Context, batch: list[SessionRecord]) -> tuple[int, int]:
         for ref in record.refs:
             op = "A" if layout.parse(ref.key).kind is Kind.WAIT_SET else "S"
             step(op, ref.key, record.key, ref.pttl, index)
+    lengths = ",".join([str(len(f)) for f in fields])
+    return "".join(ops), lengths, b"".join(fields), owners
+
+
+async def _write(
+    ctx: Context, ops: str, lengths: str, fields: bytes, owners: list[int]
+) -> tuple[int, int]:
+    """Run one batch's IMPORT script; returns (records written, records that failed)."""
     failed_steps = await ctx.conn.call(
-        ctx.conn.client.eval, repairs.IMPORT, len(keys), *keys, *args, write=True
+        ctx.conn.client.eval, repairs.IMPORT, 0, ops, lengths, fields, write=True
     )
     failed = {owners[int(step_no) - 1] for step_no in failed_steps}
-    return len(batch) - len(failed), len(failed)
+    records = len(set(owners))
+    return records - len(failed), len(failed)
 
 
 def session_error_code(exc: SessionError) -> int:

@@ -35,11 +35,19 @@ T = TypeVar("T")
 SCAN_COUNT = 1000
 
 # One call per batch, each key read atomically (no TYPE/GET race); bounded by the batch size.
-# KEYS: the batch; ARGV[1]: how many leading keys to return values for (the rest: type only).
-# Returns type, PTTL and value (a string, a set's members, or nil) for each key.
+# The names come packed, as import's steps do (see repairs.IMPORT): ARGV[1] their byte lengths,
+# comma-separated, ARGV[2] the names back to back; ARGV[3]: how many leading names to return
+# values for (the rest: type only). Returns type, PTTL and value (a string, a set's members, or
+# nil) for each name.
 FETCH = """
-local out, with_values = {}, tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
+local names, pos, data = {}, 1, ARGV[2]
+for length in string.gmatch(ARGV[1], '%d+') do
+  local n = tonumber(length)
+  names[#names + 1] = string.sub(data, pos, pos + n - 1)
+  pos = pos + n
+end
+local out, with_values = {}, tonumber(ARGV[3])
+for i, key in ipairs(names) do
   local kind = redis.call('TYPE', key).ok
   local value = false
   if i <= with_values then
@@ -189,8 +197,9 @@ class Entry:
 
     @property
     def wrong_type(self) -> bool:
-        expected = "set" if self.kind is Kind.WAIT_SET else "string"
-        return self.kind is not Kind.OTHER and self.type_name != expected
+        if self.parsed.kind is Kind.OTHER:
+            return False
+        return self.type_name != ("set" if self.parsed.kind is Kind.WAIT_SET else "string")
 
 
 def _pttl(reply: int) -> int | None:
@@ -228,53 +237,65 @@ class Walker:
     async def batches(
         self, kinds: frozenset[Kind] | None = None, match: str | None = None
     ) -> AsyncIterator[list[Entry]]:
-        """Entries of each SCAN batch, of `kinds` only (all when None); others are not read."""
-        client = self.conn.client
-        total = await self.conn.call(client.dbsize)
+        """Entries of each SCAN batch, of `kinds` only (all when None); others are not read.
+
+        The next batch is scanned and read while the caller works on this one, so Redis and
+        this process work at the same time; the first Ctrl-C lets the batch in hand finish.
+        """
+        total = await self.conn.call(self.conn.client.dbsize)
         seen: set[bytes] = set()
-        cursor = 0
         calls = 0
-        while True:
-            cursor, names = await self.conn.call(
-                client.scan, cursor, match or self.layout.match, self.count
-            )
-            calls += 1
-            # decode_responses is off: names are bytes.
-            fresh = [bytes(name) for name in names if name not in seen]
-            seen.update(fresh)
-            self.scanned += len(fresh)
-            wanted = []
-            for full in fresh:
-                name = self.layout.relative(full)
-                if name is None:
-                    continue
-                parsed = self.layout.parse(name)
-                if kinds is None or parsed.kind in kinds:
-                    wanted.append((name, parsed))
-            if wanted:
-                entries = await self._fetch(wanted)
+        pending: asyncio.Task[tuple[int, list[Entry]]] | None = asyncio.create_task(
+            self._step(0, seen, kinds, match or self.layout.match)
+        )
+        try:
+            while pending is not None:
+                cursor, entries = await pending
+                pending = None
+                calls += 1
+                if cursor != 0 and not self.stop.requested:
+                    pending = asyncio.create_task(
+                        self._step(cursor, seen, kinds, match or self.layout.match)
+                    )
+                self.interrupted = cursor != 0 and pending is None
+                # SCAN examines about COUNT keys of the whole database per call: an estimate.
+                self.progress.update(self.label, self.scanned, calls * self.count / max(total, 1))
                 if entries:
                     yield entries
-            # SCAN examines about COUNT keys of the whole database per call: an estimate.
-            self.progress.update(self.label, self.scanned, calls * self.count / max(total, 1))
-            if cursor == 0:
-                break
-            if self.stop.requested:
-                self.interrupted = True
-                break
-        self.progress.finish()
+        finally:
+            if pending is not None:  # the caller stopped early or failed
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, SessionError):
+                    await pending
+            self.progress.finish()
+
+    async def _step(
+        self, cursor: int, seen: set[bytes], kinds: frozenset[Kind] | None, match: str
+    ) -> tuple[int, list[Entry]]:
+        """One SCAN call from `cursor`, and the read of the names it returned for the first time."""
+        cursor, names = await self.conn.call(self.conn.client.scan, cursor, match, self.count)
+        # decode_responses is off: names are bytes.
+        fresh = [name for name in names if isinstance(name, bytes) and name not in seen]
+        seen.update(fresh)
+        self.scanned += len(fresh)
+        wanted = []
+        for full in fresh:
+            name = self.layout.relative(full)
+            if name is None:
+                continue
+            parsed = self.layout.parse(name)
+            if kinds is None or parsed.kind in kinds:
+                wanted.append((name, parsed))
+        return cursor, (await self._fetch(wanted) if wanted else [])
 
     async def _fetch(self, wanted: list[tuple[str, Parsed]]) -> list[Entry]:
         # Keys of a known kind first: the script returns values for the first ARGV[1] keys.
         wanted.sort(key=lambda item: item[1].kind is Kind.OTHER)
         known = sum(parsed.kind is not Kind.OTHER for _, parsed in wanted)
-        names = [self.layout.full(name) for name, _ in wanted]
+        names = [self.layout.full(name).encode() for name, _ in wanted]
+        lengths = ",".join([str(len(name)) for name in names])
         replies = await self.conn.call(
-            self.conn.client.eval,
-            FETCH,
-            len(names),
-            *names,
-            known,
+            self.conn.client.eval, FETCH, 0, lengths, b"".join(names), known
         )
         entries: list[Entry] = []
         for index, (name, parsed) in enumerate(wanted):
