@@ -207,7 +207,7 @@ def test_stats_counts_owners_sizes_expiries_and_orphans(redis_url: str, ns: str)
     }
     owners = {
         (o["env"], o["tenant"], o["team"]): (o["sessions"], o["refs"]) for o in result["owners"]
-    }  # type: ignore[union-attr]
+    }
     assert owners == {("dev", "acme", "-"): (3, 3), ("prod", "acme", "ops"): (1, 1)}
     assert result["blob_sizes"] == {"<256B": 3, "<16KiB": 1}
     assert result["ttls"] == {"none": 3, "<10m": 1}
@@ -224,7 +224,6 @@ def plant_problems(url: str, ns: str) -> dict[str, str]:
     """A healthy session plus one of each problem; returns the healthy session's key."""
     healthy_ctx = TenantCtx.new("dev", "acme", user="ok")
     (healthy,) = seed(url, ns, healthy_ctx)
-    corrupt_owner = TenantCtx.new("dev", "acme", user="c")
     raw_commands(
         url,
         [
@@ -238,7 +237,6 @@ def plant_problems(url: str, ns: str) -> dict[str, str]:
             ("RPUSH", f"{ns}:user:dev:acme:-:listed", "x"),  # wrong type pointer
         ],
     )
-    _ = corrupt_owner
     return {"healthy": healthy}
 
 
@@ -248,7 +246,7 @@ def test_check_finds_every_problem_and_repair_fixes_only_those(redis_url: str, n
     planted = plant_problems(redis_url, ns)
     run = cli(redis_url, ns, "--json", "check")
     assert run.code == 1
-    found = {(p["problem"], p["key"]) for p in run.json["problems"]}  # type: ignore[union-attr]
+    found = {(p["problem"], p["key"]) for p in run.json["problems"]}
     assert found == {
         ("orphan", "user:dev:acme:-:ghost"),
         ("orphan", "waits:scope:dev:acme:-:ghost:h1"),
@@ -259,6 +257,10 @@ def test_check_finds_every_problem_and_repair_fixes_only_those(redis_url: str, n
         ("wrong type", "user:dev:acme:-:listed"),
     }
     assert raw(redis_url, "EXISTS", f"{ns}:session:hashed") == 1  # check alone changes nothing
+    for key in ("hashed", "broken"):
+        shown = cli(redis_url, ns, "get", key)
+        assert shown.code == 1, shown.err
+        assert shown.err.count("\n") == 1
     repaired = cli(redis_url, ns, "--json", "check", "--repair")
     assert repaired.code == 0, repaired.out
     assert repaired.json["repaired"] == {"deleted": 7, "kept": 0, "orphans_after": 1}
@@ -319,16 +321,16 @@ def test_purge_is_a_dry_run_unless_yes(redis_url: str, ns: str) -> None:
             ("SET", f"{ns}:waits:scope:dev:acme:ops:u2:h", gone_b),
         ],
     )
-    before = sorted(raw(redis_url, "KEYS", f"{ns}:*"))  # type: ignore[arg-type]
+    before = sorted(raw(redis_url, "KEYS", f"{ns}:*"))
     dry = cli(redis_url, ns, "--json", "purge", "--tenant", "acme")
     assert dry.code == 0, dry.err
     assert dry.json["dry_run"] is True
     assert dry.json["selected"] == {"session": 2, "pointer": 2, "wait-scope": 1, "wait-set": 1}
-    assert sorted(raw(redis_url, "KEYS", f"{ns}:*")) == before  # type: ignore[arg-type]
+    assert sorted(raw(redis_url, "KEYS", f"{ns}:*")) == before
     done = cli(redis_url, ns, "purge", "--tenant", "acme", "--yes")
     assert done.code == 0, done.err
     assert "deleted 6 key(s)" in done.out
-    left = sorted(k.decode() for k in raw(redis_url, "KEYS", f"{ns}:*"))  # type: ignore[union-attr]
+    left = sorted(k.decode() for k in raw(redis_url, "KEYS", f"{ns}:*"))
     assert left == sorted([f"{ns}:session:{kept}", f"{ns}:user:dev:other:-:u1"])
     assert cli(redis_url, ns, "purge").code == 2  # no filter: refused
 
@@ -343,7 +345,7 @@ def test_purge_by_team_dash_selects_sessions_without_team(redis_url: str, ns: st
     )
     run = cli(redis_url, ns, "--json", "purge", "--team", "-", "--yes")
     assert run.code == 0
-    assert sorted(run.json["keys"]) == sorted([f"session:{no_team}", "user:dev:acme:-:u1"])  # type: ignore[arg-type]
+    assert sorted(run.json["keys"]) == sorted([f"session:{no_team}", "user:dev:acme:-:u1"])
     assert raw(redis_url, "EXISTS", f"{ns}:session:{with_team}") == 1
 
 
@@ -514,7 +516,7 @@ def test_import_twice_leaves_the_same_state(redis_url: str, ns: str) -> None:
     for _ in range(2):
         run = cli(redis_url, ns, "import", stdin=stdin)
         assert run.code == 0, run.err
-        names = sorted(raw(redis_url, "KEYS", f"{ns}:*"))  # type: ignore[arg-type]
+        names = sorted(raw(redis_url, "KEYS", f"{ns}:*"))
         commands: list[tuple[object, ...]] = []
         for name in names:
             commands += [("TYPE", name), ("DUMP", name), ("PTTL", name)]

@@ -144,7 +144,17 @@ async def _show(ctx: Context, key: str) -> Report:
     pipe.pttl(layout.full(layout.session_name(key)))
     pipe.get(layout.full(layout.meta_name(key)))
     pipe.pttl(layout.full(layout.meta_name(key)))
-    blob, pttl, meta, meta_pttl = await ctx.conn.call(pipe.execute)
+    replies = await ctx.conn.call(pipe.execute, False)
+    for reply in replies:
+        if isinstance(reply, redis_errors.ResponseError) and "WRONGTYPE" in str(reply):
+            return Report(
+                exit_codes.PROBLEMS,
+                {"key": key, "found": True, "wrong_type": True},
+                message="a key of this session holds the wrong type of value (see `check`)",
+            )
+        if isinstance(reply, redis_errors.RedisError):
+            raise ctx.conn.error(reply, write=False)
+    blob, pttl, meta, meta_pttl = replies
     if blob is None:
         return Report(
             exit_codes.NOT_FOUND, {"key": key, "found": False}, message="no session with that key"
