@@ -656,3 +656,52 @@ def test_progress_line_only_on_a_terminal() -> None:
     assert "\rkeys: 1,000 [" in terminal.getvalue()
     assert "~50%" in terminal.getvalue()
     assert pipe.getvalue() == ""
+
+
+async def test_walk_dedupes_names_and_skips_deleted_keys(redis_url: str, ns: str) -> None:
+    """A name SCAN returns again is not read twice, and a key deleted before the read is
+    skipped and counted as vanished."""
+    from greentic_session.cli.layout import Layout
+    from greentic_session.cli.walk import Stop, Walker, connect
+
+    raw_commands(redis_url, [("SET", f"{ns}:user:dev:acme:-:u{i}", f"k{i}") for i in range(5)])
+    conn = connect(redis_url, timeout=5)
+    try:
+        layout = Layout(ns)
+        walker = Walker(conn, layout, stop=Stop(), progress=Progress(io.StringIO()))
+        seen: set[bytes] = set()
+        cursor, first = await walker._step(0, seen, None, layout.match)
+        while cursor != 0:  # the rest of the keyspace, so every one of ours was returned
+            cursor, more = await walker._step(cursor, seen, None, layout.match)
+            first += more
+        assert sorted(e.name for e in first) == [f"user:dev:acme:-:u{i}" for i in range(5)]
+        _, again = await walker._step(0, seen, None, layout.match)
+        assert again == []  # the same names from a restarted cursor: already seen
+        raw(redis_url, "DEL", f"{ns}:user:dev:acme:-:u0")
+        entries = await walker._fetch([(e.name, e.parsed) for e in first])
+        assert len(entries) == 4
+        assert walker.vanished == 1
+    finally:
+        await conn.aclose()
+
+
+def test_import_counts_records_it_could_not_write(redis_url: str, ns: str) -> None:
+    """A record whose wait-set key holds another type in the target is written not at all,
+    the others are (exit 1)."""
+    ctx = TenantCtx.new("dev", "acme", user="u1")
+    record = {
+        "key": "k1",
+        "pttl": None,
+        "data": json.loads(blob_of(ctx)),
+        "meta": None,
+        "refs": [{"key": "waits:user:dev:acme:-:u1", "pttl": None}],
+    }
+    other = {**record, "key": "k2", "refs": []}
+    raw(redis_url, "SET", f"{ns}:waits:user:dev:acme:-:u1", "a string")
+    stdin = (json.dumps(record) + "\n" + json.dumps(other) + "\n").encode()
+    run = cli(redis_url, ns, "--json", "import", stdin=stdin)
+    assert run.code == 1
+    assert run.json == {"records": 2, "imported": 1, "failed": 1, "interrupted": False}
+    assert raw(redis_url, "EXISTS", f"{ns}:session:k2") == 1
+    assert raw(redis_url, "EXISTS", f"{ns}:session:k1") == 0
+    assert raw(redis_url, "GET", f"{ns}:waits:user:dev:acme:-:u1") == b"a string"

@@ -773,8 +773,8 @@ async def import_(ctx: Context, source: IO[bytes]) -> Report:
     return report
 
 
-def _import_steps(layout: Layout, batch: list[SessionRecord]) -> tuple[str, str, bytes, list[int]]:
-    """The IMPORT script's arguments for `batch`, and the record index of each step.
+def _import_steps(layout: Layout, batch: list[SessionRecord]) -> tuple[str, str, bytes, str, int]:
+    """The IMPORT script's arguments for `batch`, and its size.
 
     Every step sets an absolute state (SET with or without PX; SADD then PEXPIRE or PERSIST),
     so writing the same record twice leaves the same state.
@@ -800,19 +800,17 @@ def _import_steps(layout: Layout, batch: list[SessionRecord]) -> tuple[str, str,
             op = "A" if layout.parse(ref.key).kind is Kind.WAIT_SET else "S"
             step(op, ref.key, record.key, ref.pttl, index)
     lengths = ",".join([str(len(f)) for f in fields])
-    return "".join(ops), lengths, b"".join(fields), owners
+    return "".join(ops), lengths, b"".join(fields), ",".join(map(str, owners)), len(batch)
 
 
 async def _write(
-    ctx: Context, ops: str, lengths: str, fields: bytes, owners: list[int]
+    ctx: Context, ops: str, lengths: str, fields: bytes, owners: str, records: int
 ) -> tuple[int, int]:
-    """Run one batch's IMPORT script; returns (records written, records that failed)."""
-    failed_steps = await ctx.conn.call(
-        ctx.conn.client.eval, repairs.IMPORT, 0, ops, lengths, fields, write=True
+    """Run one batch's IMPORT script; returns (records written, records refused)."""
+    refused = await ctx.conn.call(
+        ctx.conn.client.eval, repairs.IMPORT, 0, ops, lengths, fields, owners, write=True
     )
-    failed = {owners[int(step_no) - 1] for step_no in failed_steps}
-    records = len(set(owners))
-    return records - len(failed), len(failed)
+    return records - len(refused), len(refused)
 
 
 def session_error_code(exc: SessionError) -> int:

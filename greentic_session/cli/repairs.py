@@ -47,13 +47,15 @@ end
 return 0
 """
 
-# import: one call per batch, its steps packed into three arguments (redis-py spends far more
+# import: one call per batch, its steps packed into four arguments (redis-py spends far more
 # packing a million small arguments than Redis spends running the batch). ARGV[1] holds one op
 # letter per step, ARGV[2] the byte lengths of the fields, comma-separated, ARGV[3] the fields
-# back to back, three per step: key, value, PTTL ('' = none). Like the store's scripts, it names
-# keys at run time (Redis Cluster is not supported).
+# back to back, three per step: key, value, PTTL ('' = none), ARGV[4] the record number of each
+# step, comma-separated. Like the store's scripts, it names keys at run time (Redis Cluster is
+# not supported).
 # ops: S = SET (replacing any value and expiry), D = DEL, A = SADD then PEXPIRE or PERSIST.
-# Returns the step numbers that failed (a wait set key holding another type).
+# A record with a wait-set key that holds another type is written not at all; the script
+# returns those record numbers.
 IMPORT = """
 local ops, data = ARGV[1], ARGV[3]
 local fields, pos = {}, 1
@@ -62,24 +64,33 @@ for length in string.gmatch(ARGV[2], '%d+') do
   fields[#fields + 1] = string.sub(data, pos, pos + n - 1)
   pos = pos + n
 end
-local failed = {}
+local records = {}
+for number in string.gmatch(ARGV[4], '%d+') do records[#records + 1] = number end
+local refused, failed = {}, {}
 for i = 1, #ops do
-  local op = string.sub(ops, i, i)
-  local key, value, pttl = fields[3 * i - 2], fields[3 * i - 1], fields[3 * i]
-  local reply
-  if op == 'S' then
-    if pttl == '' then reply = redis.pcall('SET', key, value)
-    else reply = redis.pcall('SET', key, value, 'PX', pttl) end
-  elseif op == 'D' then
-    reply = redis.pcall('DEL', key)
-  else
-    reply = redis.pcall('SADD', key, value)
-    if not (type(reply) == 'table' and reply.err) then
-      if pttl == '' then reply = redis.pcall('PERSIST', key)
-      else reply = redis.pcall('PEXPIRE', key, pttl) end
+  if string.sub(ops, i, i) == 'A' then
+    local kind = redis.call('TYPE', fields[3 * i - 2]).ok
+    if kind ~= 'set' and kind ~= 'none' and not refused[records[i]] then
+      refused[records[i]] = true
+      failed[#failed + 1] = records[i]
     end
   end
-  if type(reply) == 'table' and reply.err then failed[#failed + 1] = i end
+end
+for i = 1, #ops do
+  if not refused[records[i]] then
+    local op = string.sub(ops, i, i)
+    local key, value, pttl = fields[3 * i - 2], fields[3 * i - 1], fields[3 * i]
+    if op == 'S' then
+      if pttl == '' then redis.call('SET', key, value)
+      else redis.call('SET', key, value, 'PX', pttl) end
+    elseif op == 'D' then
+      redis.call('DEL', key)
+    else
+      redis.call('SADD', key, value)
+      if pttl == '' then redis.call('PERSIST', key)
+      else redis.call('PEXPIRE', key, pttl) end
+    end
+  end
 end
 return failed
 """
