@@ -11,7 +11,7 @@ import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import msgspec
 from redis import exceptions as redis_errors
@@ -749,7 +749,7 @@ async def import_(ctx: Context, source: IO[bytes]) -> Report:
                     ok, bad = await in_flight
                     imported, failed = imported + ok, failed + bad
                     ctx.progress.update("import: sessions", imported, imported / max(total, 1))
-                in_flight, batch = asyncio.create_task(_write(ctx, *steps)), []
+                in_flight, batch = asyncio.create_task(_write(ctx, steps)), []
                 if ctx.stop.requested:
                     interrupted = True
                     break
@@ -773,8 +773,8 @@ async def import_(ctx: Context, source: IO[bytes]) -> Report:
     return report
 
 
-def _import_steps(layout: Layout, batch: list[SessionRecord]) -> tuple[str, str, bytes, str, int]:
-    """The IMPORT script's arguments for `batch`, and its size.
+def _import_steps(layout: Layout, batch: list[SessionRecord]) -> ImportBatch:
+    """The IMPORT script's arguments for `batch`.
 
     Every step sets an absolute state (SET with or without PX; SADD then PEXPIRE or PERSIST),
     so writing the same record twice leaves the same state.
@@ -800,17 +800,20 @@ def _import_steps(layout: Layout, batch: list[SessionRecord]) -> tuple[str, str,
             op = "A" if layout.parse(ref.key).kind is Kind.WAIT_SET else "S"
             step(op, ref.key, record.key, ref.pttl, index)
     lengths = ",".join([str(len(f)) for f in fields])
-    return "".join(ops), lengths, b"".join(fields), ",".join(map(str, owners)), len(batch)
-
-
-async def _write(
-    ctx: Context, ops: str, lengths: str, fields: bytes, owners: str, records: int
-) -> tuple[int, int]:
-    """Run one batch's IMPORT script; returns (records written, records refused)."""
-    refused = await ctx.conn.call(
-        ctx.conn.client.eval, repairs.IMPORT, 0, ops, lengths, fields, owners, write=True
+    return ImportBatch(
+        ("".join(ops), lengths, b"".join(fields), ",".join(map(str, owners))), len(batch)
     )
-    return records - len(refused), len(refused)
+
+
+class ImportBatch(NamedTuple):
+    args: tuple[str, str, bytes, str]  # ARGV of repairs.IMPORT
+    records: int
+
+
+async def _write(ctx: Context, batch: ImportBatch) -> tuple[int, int]:
+    """Run one batch's IMPORT script; returns (records written, records refused)."""
+    refused = await ctx.conn.call(ctx.conn.client.eval, repairs.IMPORT, 0, *batch.args, write=True)
+    return batch.records - len(refused), len(refused)
 
 
 def session_error_code(exc: SessionError) -> int:
