@@ -15,7 +15,7 @@ from ..backends.redis.errors import scrub
 from ..backends.redis.options import DEFAULT_NAMESPACE
 from ..errors import SessionError
 from . import commands
-from .commands import Context, Report, exit_codes
+from .commands import Context, ExitCode, Report
 from .layout import Layout
 from .walk import Progress, Stop, connect
 
@@ -198,13 +198,13 @@ def main(
         args = parser.parse_args(argv)
     except UsageError as exc:
         err.write(parser.format_usage() + f"{exc}\n")
-        return exit_codes.USAGE
+        return ExitCode.USAGE
     except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else exit_codes.USAGE
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
     url = args.url or next((os.environ[v] for v in URL_VARIABLES if os.environ.get(v)), None)
     if not url:
         err.write("greentic-session: no Redis URL: set GREENTIC_SESSION_REDIS_URL or pass --url\n")
-        return exit_codes.USAGE
+        return ExitCode.USAGE
     try:
         report = asyncio.run(_run(args, url, inp, out, err))
     except SessionError as exc:
@@ -212,17 +212,17 @@ def main(
         return commands.session_error_code(exc)
     except KeyboardInterrupt:
         err.write("greentic-session: interrupted\n")
-        return exit_codes.INTERRUPTED
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # stdout closed early (`export | head`): not Redis's fault
         err.write("greentic-session: output closed before the end\n")
-        return exit_codes.PROBLEMS
+        return ExitCode.PROBLEMS
     except OSError as exc:  # e.g. an unreadable --tls-ca-file
         err.write(f"greentic-session: {exc.strerror or type(exc).__name__}\n")
-        return exit_codes.UNAVAILABLE
+        return ExitCode.UNAVAILABLE
     except Exception as exc:  # a bug: one line, no traceback, the password scrubbed
         text = scrub(f"unexpected {type(exc).__name__}: {exc}", _password(url))
         err.write(f"greentic-session: {text}\n")
-        return exit_codes.PROBLEMS
+        return ExitCode.PROBLEMS
     _print(report, args, out, err)
     return report.code
 

@@ -11,6 +11,7 @@ import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import IO, Any, NamedTuple
 
 import msgspec
@@ -33,10 +34,12 @@ from .records import (
 )
 from .walk import Connection, Entry, Progress, Stop, Walker, as_text
 
-__all__ = ["Context", "Report", "exit_codes"]
+__all__ = ["Context", "ExitCode", "Report"]
 
 
-class exit_codes:
+class ExitCode(IntEnum):
+    """The exit codes a script can test (documented in `--help` and docs/cli.md)."""
+
     OK = 0
     PROBLEMS = 1  # check found problems; records skipped; deletions refused (changed meanwhile)
     USAGE = 2  # bad arguments or bad input; nothing was written
@@ -148,7 +151,7 @@ async def _show(ctx: Context, key: str) -> Report:
     for reply in replies:
         if isinstance(reply, redis_errors.ResponseError) and "WRONGTYPE" in str(reply):
             return Report(
-                exit_codes.PROBLEMS,
+                ExitCode.PROBLEMS,
                 {"key": key, "found": True, "wrong_type": True},
                 message="a key of this session holds the wrong type of value (see `check`)",
             )
@@ -157,7 +160,7 @@ async def _show(ctx: Context, key: str) -> Report:
     blob, pttl, meta, meta_pttl = replies
     if blob is None:
         return Report(
-            exit_codes.NOT_FOUND, {"key": key, "found": False}, message="no session with that key"
+            ExitCode.NOT_FOUND, {"key": key, "found": False}, message="no session with that key"
         )
     result: dict[str, Any] = {
         "key": key,
@@ -174,7 +177,7 @@ async def _show(ctx: Context, key: str) -> Report:
     if data is None:
         result["corrupt"] = problem
         lines = table(["field", "value"], [("key", key), ("size", len(blob)), ("corrupt", problem)])
-        return Report(exit_codes.PROBLEMS, result, lines, message="the stored blob is corrupt")
+        return Report(ExitCode.PROBLEMS, result, lines, message="the stored blob is corrupt")
     ctx_ = data.tenant_ctx
     user = ctx_.normalized_user
     if user is not None:
@@ -208,7 +211,7 @@ async def _show(ctx: Context, key: str) -> Report:
     if "meta" in result:
         rows.append(("meta expires in", _ms(result["meta"]["pttl"])))
     lines = [*table(["field", "value"], rows), "", json.dumps(result["data"], indent=2)]
-    return Report(exit_codes.OK, result, lines)
+    return Report(ExitCode.OK, result, lines)
 
 
 async def get(ctx: Context, key: str) -> Report:
@@ -229,7 +232,7 @@ async def find(ctx: Context, env: str, tenant: str, team: str | None, user: str)
     except redis_errors.ResponseError as exc:
         if "WRONGTYPE" in str(exc):
             return Report(
-                exit_codes.PROBLEMS,
+                ExitCode.PROBLEMS,
                 {"pointer": name, "wrong_type": True},
                 message="the user pointer key holds the wrong type of value",
             )
@@ -238,13 +241,13 @@ async def find(ctx: Context, env: str, tenant: str, team: str | None, user: str)
         raise ctx.conn.error(exc, write=False) from None
     if target is None:
         return Report(
-            exit_codes.NOT_FOUND,
+            ExitCode.NOT_FOUND,
             {"pointer": name, "found": False},
             message="no session pointer for that user",
         )
     report = await _show(ctx, as_text(target))
     report.result["pointer"] = {"key": name, "points_here": True}
-    if report.code == exit_codes.NOT_FOUND:
+    if report.code == ExitCode.NOT_FOUND:
         report.message = (
             "the user pointer names a session that no longer exists "
             "(an orphan: `check --repair` removes it)"
@@ -352,31 +355,17 @@ async def stats(ctx: Context) -> Report:
         "corrupt": len(census.corrupt),
         "wrong_type": len(census.wrong_type),
     }
-    lines = table(["kind", "keys"], result["kinds"].items())
-    lines += [
-        "",
-        *table(
+    size_order = [label for _, label in SIZE_BUCKETS] + [">=1MiB"]
+    ttl_order = [label for _, label in TTL_BUCKETS] + [">=7d", "none"]
+    sections = [
+        (["kind", "keys"], list(result["kinds"].items())),
+        (
             ["env", "tenant", "team", "sessions", "pointers+waits"],
             [(*o, census.sessions[o], census.refs[o]) for o in owners],
         ),
-    ]
-    size_order = [label for _, label in SIZE_BUCKETS] + [">=1MiB"]
-    lines += [
-        "",
-        *table(
-            ["blob size", "sessions"], [(b, census.sizes[b]) for b in size_order if census.sizes[b]]
-        ),
-    ]
-    ttl_order = [label for _, label in TTL_BUCKETS] + [">=7d", "none"]
-    lines += [
-        "",
-        *table(
-            ["expires in", "sessions"], [(b, census.ttls[b]) for b in ttl_order if census.ttls[b]]
-        ),
-    ]
-    lines += [
-        "",
-        *table(
+        (["blob size", "sessions"], [(b, census.sizes[b]) for b in size_order if census.sizes[b]]),
+        (["expires in", "sessions"], [(b, census.ttls[b]) for b in ttl_order if census.ttls[b]]),
+        (
             ["problem", "keys"],
             [
                 ("orphan references", result["orphans"]),
@@ -385,13 +374,17 @@ async def stats(ctx: Context) -> Report:
             ],
         ),
     ]
-    return _finish(Report(exit_codes.OK, result, lines), walker)
+    lines: list[str] = []
+    for headers, rows in sections:
+        if rows:  # an empty namespace has no owners, sizes or expiries to show
+            lines += [*([""] if lines else []), *table(headers, rows)]
+    return _finish(Report(ExitCode.OK, result, lines), walker)
 
 
 def _finish(report: Report, walker: Walker) -> Report:
     if walker.interrupted:
         report.lines.append("(interrupted: the figures cover the keys walked so far)")
-        report.code = exit_codes.INTERRUPTED
+        report.code = ExitCode.INTERRUPTED
         report.message = "interrupted"
     return report
 
@@ -468,7 +461,7 @@ async def check(ctx: Context, *, repair: bool) -> Report:
             f"repaired {r['deleted']}; kept {r['kept']} that changed meanwhile; "
             f"then {r['orphans_after']} orphan(s) of the deleted corrupt blobs repaired"
         )
-    code = exit_codes.PROBLEMS if remaining else exit_codes.OK
+    code = ExitCode.PROBLEMS if remaining else ExitCode.OK
     return _finish(Report(code, result, lines), walker)
 
 
@@ -609,7 +602,7 @@ async def purge(ctx: Context, chosen: Selector, *, yes: bool) -> Report:
         lines.append(f"dry run: {len(names)} key(s) would be deleted; run again with --yes")
     if corrupt:
         lines.append(f"{corrupt} corrupt blob(s) not examined (see `check`)")
-    code = exit_codes.PROBLEMS if kept else exit_codes.OK
+    code = ExitCode.PROBLEMS if kept else ExitCode.OK
     return _finish(Report(code, result, lines), walker)
 
 
@@ -697,10 +690,10 @@ async def export(ctx: Context, sink: IO[bytes], err: IO[str]) -> Report:
         f"exported {exported} session(s); skipped {skipped}; "
         f"{orphans} orphan reference(s) not exported"
     )
-    report = Report(exit_codes.PROBLEMS if skipped else exit_codes.OK, result, [line])
+    report = Report(ExitCode.PROBLEMS if skipped else ExitCode.OK, result, [line])
     if interrupted:
         report.lines.append("(interrupted: the output holds the sessions exported so far)")
-        report.code = exit_codes.INTERRUPTED
+        report.code = ExitCode.INTERRUPTED
         report.message = "interrupted"
     return report
 
@@ -764,11 +757,11 @@ async def import_(ctx: Context, source: IO[bytes]) -> Report:
             ctx.progress.finish()
     result = {"records": total, "imported": imported, "failed": failed, "interrupted": interrupted}
     lines = [f"imported {imported} of {total} session(s); {failed} failed"]
-    code = exit_codes.PROBLEMS if failed else exit_codes.OK
+    code = ExitCode.PROBLEMS if failed else ExitCode.OK
     report = Report(code, result, lines)
     if interrupted:
         report.lines.append("(interrupted: importing the same input again completes it)")
-        report.code = exit_codes.INTERRUPTED
+        report.code = ExitCode.INTERRUPTED
         report.message = "interrupted"
     return report
 
@@ -820,9 +813,9 @@ def session_error_code(exc: SessionError) -> int:
     from ..errors import NotFoundError, UnavailableError
 
     if isinstance(exc, InvalidInputError):
-        return exit_codes.USAGE
+        return ExitCode.USAGE
     if isinstance(exc, NotFoundError):
-        return exit_codes.NOT_FOUND
+        return ExitCode.NOT_FOUND
     if isinstance(exc, UnavailableError) or exc.code.value in ("permission_denied",):
-        return exit_codes.UNAVAILABLE
-    return exit_codes.PROBLEMS
+        return ExitCode.UNAVAILABLE
+    return ExitCode.PROBLEMS
