@@ -16,15 +16,17 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import hiredis
 import pytest
+import trustme
 
 from greentic_session import RedisSessionStore, TenantCtx, encode_session_data
 from greentic_session.cli import main, repairs
 from greentic_session.cli.walk import Progress
-from greentic_session.testing import RedisServer
+from greentic_session.testing import RedisServer, TLSFiles
 
 from .conftest import drop_namespace, make_data
 
@@ -622,6 +624,10 @@ def test_usage_errors_exit_2_with_one_line(monkeypatch: pytest.MonkeyPatch) -> N
     assert main(["--url", "redis://127.0.0.1:1/0", "--namespace", "a*", "stats"], stderr=err) == 2
     assert err.getvalue().count("\n") == 1
     assert "Traceback" not in err.getvalue()
+    err = io.StringIO()
+    argv = ["--url", "redis://127.0.0.1:1/0", "--tls-ca-file", "ca.pem", "stats"]
+    assert main(argv, stderr=err) == 2
+    assert err.getvalue() == "greentic-session: --tls-ca-file needs a rediss:// URL\n"
 
 
 def test_password_is_never_printed() -> None:
@@ -705,3 +711,25 @@ def test_import_counts_records_it_could_not_write(redis_url: str, ns: str) -> No
     assert raw(redis_url, "EXISTS", f"{ns}:session:k2") == 1
     assert raw(redis_url, "EXISTS", f"{ns}:session:k1") == 0
     assert raw(redis_url, "GET", f"{ns}:waits:user:dev:acme:-:u1") == b"a string"
+
+
+def test_tls_with_a_private_ca(redis_server: RedisServer, tmp_path: Path) -> None:
+    """`rediss://` with `--tls-ca-file` reaches a TLS server; an unknown CA exits 3."""
+    _ = redis_server  # skips like the other Redis tests when no redis-server exists
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    issued.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "other.pem"))
+    files = TLSFiles(
+        str(tmp_path / "server.pem"), str(tmp_path / "server.key"), str(tmp_path / "ca.pem")
+    )
+    with RedisServer(tls=files) as server:
+        trusted = cli(server.url, "x:session", "--tls-ca-file", str(tmp_path / "ca.pem"), "stats")
+        assert trusted.code == 0, trusted.err
+        stranger = cli(
+            server.url, "x:session", "--tls-ca-file", str(tmp_path / "other.pem"), "stats"
+        )
+        assert stranger.code == 3
+        assert stranger.err.count("\n") == 1

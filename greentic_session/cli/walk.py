@@ -99,6 +99,8 @@ def connect(url: str, *, timeout: float, tls_ca_file: str | None = None) -> Conn
     RedisOptions(url=url, socket_timeout=timeout, connect_timeout=timeout)
     extra: dict[str, Any] = {}
     if tls_ca_file is not None:
+        if not url.startswith("rediss://"):
+            raise InvalidInputError("--tls-ca-file needs a rediss:// URL")
         extra["ssl_ca_certs"] = tls_ca_file
     try:
         client = aioredis.Redis.from_url(
