@@ -234,7 +234,8 @@ def plant_problems(url: str, ns: str) -> dict[str, str]:
             ("SADD", f"{ns}:waits:user:dev:acme:-:ok", healthy, "gone-3"),  # one dead member
             ("SET", f"{ns}:meta:gone-4", "dev:acme:-:ghost"),  # orphan meta
             ("SET", f"{ns}:session:broken", b'{"tenant_ctx":'),  # corrupt blob ...
-            ("SET", f"{ns}:user:dev:acme:-:c", "broken"),  # ... and its pointer
+            ("SET", f"{ns}:user:dev:acme:-:c", "broken"),  # ... its pointer
+            ("SET", f"{ns}:meta:broken", "dev:acme:-:c"),  # ... and its meta
             ("HSET", f"{ns}:session:hashed", "a", "b"),  # wrong type blob
             ("RPUSH", f"{ns}:user:dev:acme:-:listed", "x"),  # wrong type pointer
         ],
@@ -265,12 +266,13 @@ def test_check_finds_every_problem_and_repair_fixes_only_those(redis_url: str, n
         assert shown.err.count("\n") == 1
     repaired = cli(redis_url, ns, "--json", "check", "--repair")
     assert repaired.code == 0, repaired.out
-    assert repaired.json["repaired"] == {"deleted": 7, "kept": 0, "orphans_after": 1}
+    assert repaired.json["repaired"] == {"deleted": 7, "kept": 0, "gone": 0, "orphans_after": 1}
     healthy = planted["healthy"]
     assert raw(redis_url, "EXISTS", f"{ns}:session:{healthy}") == 1
     assert raw(redis_url, "GET", f"{ns}:user:dev:acme:-:ok") == healthy.encode()
     assert raw(redis_url, "SMEMBERS", f"{ns}:waits:user:dev:acme:-:ok") == [healthy.encode()]
-    for gone in ("user:dev:acme:-:ghost", "session:broken", "user:dev:acme:-:c", "meta:gone-4"):
+    gone_keys = ("user:dev:acme:-:ghost", "session:broken", "user:dev:acme:-:c", "meta:gone-4")
+    for gone in (*gone_keys, "meta:broken"):
         assert raw(redis_url, "EXISTS", f"{ns}:{gone}") == 0, gone
     clean = cli(redis_url, ns, "check")
     assert clean.code == 0
@@ -300,6 +302,7 @@ def test_repairs_compare_before_deleting(redis_url: str, ns: str) -> None:
     assert raw(redis_url, "GET", blob) == b"recreated"
     raw(redis_url, "DEL", blob)
     assert raw(redis_url, "EVAL", repairs.DELETE_ORPHAN, 2, pointer, blob, "k") == 1
+    assert raw(redis_url, "EVAL", repairs.DELETE_ORPHAN, 2, pointer, blob, "k") == -1  # gone
 
 
 # -- purge -----------------------------------------------------------------------------------

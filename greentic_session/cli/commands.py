@@ -389,13 +389,16 @@ def _finish(report: Report, walker: Walker) -> Report:
     return report
 
 
+DELETED, KEPT, GONE = 1, 0, -1  # what the compare-and-delete scripts return
+
+
 class CompareDelete:
     """Compare-and-delete calls sent in pipelined batches (writes: never retried)."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.pending: list[tuple[str, list[str], Sequence[bytes | str], Any]] = []
-        self.outcomes: list[tuple[Any, bool]] = []  # (tag, deleted)
+        self.outcomes: list[tuple[Any, int]] = []  # (tag, DELETED | KEPT | GONE)
 
     async def add(
         self, script: str, keys: list[str], args: Sequence[bytes | str], tag: Any
@@ -404,16 +407,19 @@ class CompareDelete:
         if len(self.pending) >= BATCH:
             await self.flush()
 
-    async def flush(self) -> list[tuple[Any, bool]]:
+    async def flush(self) -> list[tuple[Any, int]]:
         if self.pending:
             pipe = self.ctx.conn.client.pipeline(transaction=False)
             for script, keys, args, _ in self.pending:
                 # EVAL, not EVALSHA: no NOSCRIPT round trip; Redis caches the compiled body.
                 pipe.eval(getattr(repairs, script), len(keys), *keys, *args)
             replies = await self.ctx.conn.call(pipe.execute, write=True)
-            self.outcomes += [(p[3], bool(r)) for p, r in zip(self.pending, replies, strict=True)]
+            self.outcomes += [(p[3], int(r)) for p, r in zip(self.pending, replies, strict=True)]
             self.pending = []
         return self.outcomes
+
+    def count(self, outcome: int) -> int:
+        return sum(status == outcome for _, status in self.outcomes)
 
 
 def _problem_rows(census: Census) -> list[dict[str, Any]]:
@@ -459,7 +465,8 @@ async def check(ctx: Context, *, repair: bool) -> Report:
         r = result["repaired"]
         lines.append(
             f"repaired {r['deleted']}; kept {r['kept']} that changed meanwhile; "
-            f"then {r['orphans_after']} orphan(s) of the deleted corrupt blobs repaired"
+            f"{r['gone']} already gone; then {r['orphans_after']} orphan(s) of the deleted "
+            "corrupt blobs repaired"
         )
     code = ExitCode.PROBLEMS if remaining else ExitCode.OK
     return _finish(Report(code, result, lines), walker)
@@ -482,19 +489,19 @@ async def _repair(ctx: Context, census: Census) -> dict[str, int]:
         await ops.add("DELETE_IF_TYPE", [layout.full(entry.name)], [entry.type_name], None)
     await _repair_orphans(ctx, ops, census.orphans)
     outcomes = await ops.flush()
-    deleted = sum(done for _, done in outcomes)
-    kept = len(outcomes) - deleted
-    # The references to corrupt blobs just deleted are orphans now: repair them in the same run.
-    gone = [tag[1] for tag, done in outcomes if done and isinstance(tag, tuple)]
+    # The references to corrupt blobs just deleted are orphans now: repair them in the same run
+    # (not their meta keys: those went with the blobs).
+    deleted_blobs = [tag[1] for tag, status in outcomes if status == DELETED and tag]
     census.orphans = []
-    await census.find_orphans(ctx, gone)
+    await census.find_orphans(ctx, deleted_blobs)
     after = CompareDelete(ctx)
-    await _repair_orphans(ctx, after, census.orphans)
-    later = await after.flush()
+    await _repair_orphans(ctx, after, [o for o in census.orphans if o[0].kind is not Kind.META])
+    await after.flush()
     return {
-        "deleted": deleted,
-        "kept": kept + sum(not d for _, d in later),
-        "orphans_after": sum(d for _, d in later),
+        "deleted": ops.count(DELETED),
+        "kept": ops.count(KEPT) + after.count(KEPT),
+        "gone": ops.count(GONE) + after.count(GONE),
+        "orphans_after": after.count(DELETED),
     }
 
 
@@ -583,9 +590,10 @@ async def purge(ctx: Context, chosen: Selector, *, yes: bool) -> Report:
             names.append(entry.name)
             if ops is not None:
                 await ops.add(*step, None)
-    outcomes = await ops.flush() if ops is not None else []
-    deleted = sum(done for _, done in outcomes)
-    kept = len(outcomes) - deleted
+    if ops is not None:
+        await ops.flush()
+    deleted = ops.count(DELETED) if ops is not None else 0
+    kept = ops.count(KEPT) if ops is not None else 0
     result: dict[str, Any] = {
         **_walk_summary(walker),
         "dry_run": not yes,

@@ -14,35 +14,51 @@ __all__ = [
     "REMOVE_ORPHAN_MEMBER",
 ]
 
+# Each returns 1 when it deleted, 0 when it kept a key that changed since the walk read it, and
+# -1 when there was nothing left to delete (someone else did).
+
 # KEYS[1] a string key, KEYS[2..] keys deleted with it (a blob's meta); ARGV[1] the value seen.
 DELETE_IF_VALUE = """
-if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', unpack(KEYS))
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'none' then return -1 end
+if kind == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', unpack(KEYS))
+  return 1
 end
 return 0
 """
 
 # KEYS[1] a pointer, wait scope or meta key, KEYS[2] the blob it names; ARGV[1] the value seen.
 DELETE_ORPHAN = """
-if redis.call('EXISTS', KEYS[2]) == 0 and redis.call('TYPE', KEYS[1]).ok == 'string'
-   and redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'none' then return -1 end
+if kind == 'string' and redis.call('GET', KEYS[1]) == ARGV[1]
+   and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1])
+  return 1
 end
 return 0
 """
 
 # KEYS[1] a wait set, KEYS[2] the blob its member names; ARGV[1] the member.
 REMOVE_ORPHAN_MEMBER = """
-if redis.call('EXISTS', KEYS[2]) == 0 and redis.call('TYPE', KEYS[1]).ok == 'set' then
-  return redis.call('SREM', KEYS[1], ARGV[1])
+if redis.call('TYPE', KEYS[1]).ok ~= 'set' or redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
+  return -1
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SREM', KEYS[1], ARGV[1])
+  return 1
 end
 return 0
 """
 
 # KEYS[1] any key; ARGV[1] the Redis type seen.
 DELETE_IF_TYPE = """
-if redis.call('TYPE', KEYS[1]).ok == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'none' then return -1 end
+if kind == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
 end
 return 0
 """
