@@ -201,6 +201,9 @@ def main(
         return ExitCode.USAGE
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+    if args.command == "import" and stdin is None and sys.stdin.isatty():
+        err.write("greentic-session: import reads JSON Lines from stdin: redirect a file or pipe\n")
+        return ExitCode.USAGE
     url = args.url or next((os.environ[v] for v in URL_VARIABLES if os.environ.get(v)), None)
     if not url:
         err.write("greentic-session: no Redis URL: set GREENTIC_SESSION_REDIS_URL or pass --url\n")
