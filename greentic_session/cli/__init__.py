@@ -19,7 +19,9 @@ def main(
     """Run the CLI with `argv` (default: the process's); returns the exit code."""
     try:
         from .app import main as run
-    except ImportError:  # redis-py is an extra: say so instead of a traceback
+    except ModuleNotFoundError as exc:  # redis-py is an extra: say so instead of a traceback
+        if exc.name is None or exc.name.partition(".")[0] != "redis":
+            raise
         (stderr or sys.stderr).write(
             "greentic-session: the CLI needs redis-py: pip install 'greentic-session[redis]'\n"
         )
