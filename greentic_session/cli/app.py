@@ -1,0 +1,237 @@
+"""`greentic-session`: argument parsing, the connection's life, printing and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import IO, NoReturn, TextIO
+from urllib.parse import parse_qsl, urlsplit
+
+from ..backends.redis.errors import scrub
+from ..backends.redis.options import DEFAULT_NAMESPACE
+from ..errors import SessionError
+from . import commands
+from .commands import Context, ExitCode, Report
+from .layout import Layout
+from .walk import Progress, Stop, connect
+
+__all__ = ["main"]
+
+URL_VARIABLES = ("GREENTIC_SESSION_REDIS_URL", "REDIS_URL")
+
+DESCRIPTION = """\
+Look at and look after the sessions of a greentic-session Redis: read one, find a user's,
+count, check and repair, purge, export and import. Every command walks keys with SCAN in
+bounded batches (never KEYS or FLUSHALL) and touches only keys under --namespace.
+"""
+
+EPILOG = """\
+exit codes: 0 ok; 1 problems found (check found problems, records skipped or refused);
+2 usage or invalid input (nothing written); 3 cannot connect or authenticate, or Redis failed;
+4 not found (get, find); 130 interrupted by Ctrl-C (the summary so far is printed).
+
+The URL's password is never printed; prefer GREENTIC_SESSION_REDIS_URL over --url, which other
+users of the machine can see in the process list. See docs/cli.md.
+"""
+
+EXPORT_HELP = """\
+Write every session as JSON Lines to stdout, one record per session:
+  {"key": KEY, "pttl": MS|null, "data": {BLOB, byte for byte},
+   "meta": {"value": SUFFIX, "pttl": MS|null}|null,
+   "refs": [{"key": "user:ENV:TENANT:TEAM|-:USER", "pttl": MS|null}, ...]}
+pttl is the remaining expiry in milliseconds (null: none); refs are the user pointers and wait
+keys (waits:scope:..., waits:user:...) that name the session, relative to the namespace.
+Corrupt blobs and wrong-type keys are reported on stderr and skipped (exit code 1).
+"""
+
+IMPORT_HELP = """\
+Read export records (JSON Lines) from stdin and write them under --namespace: each blob, its
+meta key and the keys naming it, with the remaining expiries of the file. Every line is
+validated before anything is written. Existing keys are overwritten, so importing the same
+file twice leaves the same state, and a failed import can simply be run again.
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="greentic-session",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--url",
+        help="Redis URL (default: $GREENTIC_SESSION_REDIS_URL, then $REDIS_URL)",
+    )
+    parser.add_argument(
+        "--namespace", default=DEFAULT_NAMESPACE, help="key namespace (default: %(default)s)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per Redis call (default: 10)"
+    )
+    parser.add_argument("--tls-ca-file", help="CA bundle for rediss:// URLs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    get = sub.add_parser("get", help="show one session by its key")
+    get.add_argument("key")
+
+    find = sub.add_parser("find", help="show the session a user's pointer names")
+    _slot_options(find, required=True)
+
+    sub.add_parser(
+        "stats", help="sessions and pointers per env/tenant/team, blob sizes, expiries, orphans"
+    )
+
+    check = sub.add_parser("check", help="find orphan pointers, corrupt blobs and wrong-type keys")
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="delete what check found, each only if it is unchanged since it was read",
+    )
+
+    purge = sub.add_parser(
+        "purge", help="delete the sessions, pointers and waits of an env/tenant/team/user"
+    )
+    _slot_options(purge, required=False)
+    purge.add_argument("--yes", action="store_true", help="delete (without it: a dry run)")
+
+    sub.add_parser(
+        "export",
+        help="write every session as JSON Lines to stdout",
+        description=EXPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_parser(
+        "import",
+        help="read JSON Lines from stdin and write them",
+        description=IMPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def _slot_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--env", required=required)
+    parser.add_argument("--tenant", required=required)
+    parser.add_argument(
+        "--team",
+        help="team ('-' or omitted: none)" if required else "team ('-': sessions without a team)",
+    )
+    parser.add_argument("--user", required=required)
+
+
+async def _run(
+    args: argparse.Namespace, url: str, inp: IO[bytes], out: TextIO, err: TextIO
+) -> Report:
+    layout = Layout(args.namespace)
+    conn = connect(url, timeout=args.timeout, tls_ca_file=args.tls_ca_file)
+    stop = Stop()
+    stop.install()
+    ctx = Context(conn, layout, stop, Progress(err))
+    try:
+        await conn.call(conn.client.ping)
+        match args.command:
+            case "get":
+                return await commands.get(ctx, args.key)
+            case "find":
+                return await commands.find(ctx, args.env, args.tenant, args.team, args.user)
+            case "stats":
+                return await commands.stats(ctx)
+            case "check":
+                return await commands.check(ctx, repair=args.repair)
+            case "purge":
+                chosen = commands.selector(args.env, args.tenant, args.team, args.user)
+                return await commands.purge(ctx, chosen, yes=args.yes)
+            case "export":
+                sink = getattr(out, "buffer", None)
+                if sink is None:
+                    raise TypeError("export needs a binary stdout")
+                out.flush()
+                return await commands.export(ctx, sink, err)
+            case "import":
+                return await commands.import_(ctx, inp)
+            case _:  # pragma: no cover - argparse allows no other
+                raise AssertionError(args.command)
+    finally:
+        stop.uninstall()
+        await conn.aclose()
+
+
+def _print(report: Report, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+    # export's stdout is the data: its summary goes to stderr.
+    target = err if args.command == "export" else out
+    if args.json:
+        target.write(json.dumps(report.result, indent=2, default=str) + "\n")
+    elif report.lines:
+        target.write("\n".join(report.lines) + "\n")
+    if report.message:
+        err.write(f"greentic-session: {report.message}\n")
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: IO[bytes] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run the CLI; returns the exit code (see EPILOG)."""
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    inp: IO[bytes] = stdin if stdin is not None else sys.stdin.buffer
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        err.write(parser.format_usage() + f"{exc}\n")
+        return ExitCode.USAGE
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+    if args.command == "import" and stdin is None and sys.stdin.isatty():
+        err.write("greentic-session: import reads JSON Lines from stdin: redirect a file or pipe\n")
+        return ExitCode.USAGE
+    url = args.url or next((os.environ[v] for v in URL_VARIABLES if os.environ.get(v)), None)
+    if not url:
+        err.write("greentic-session: no Redis URL: set GREENTIC_SESSION_REDIS_URL or pass --url\n")
+        return ExitCode.USAGE
+    try:
+        report = asyncio.run(_run(args, url, inp, out, err))
+    except SessionError as exc:
+        err.write(f"greentic-session: {exc.message}\n")
+        return commands.session_error_code(exc)
+    except KeyboardInterrupt:
+        err.write("greentic-session: interrupted\n")
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:  # stdout closed early (`export | head`): not Redis's fault
+        err.write("greentic-session: output closed before the end\n")
+        return ExitCode.PROBLEMS
+    except OSError as exc:  # e.g. an unreadable --tls-ca-file
+        err.write(f"greentic-session: {exc.strerror or type(exc).__name__}\n")
+        return ExitCode.UNAVAILABLE
+    except Exception as exc:  # a bug: one line, no traceback, the password scrubbed
+        text = scrub(f"unexpected {type(exc).__name__}: {exc}", _password(url))
+        err.write(f"greentic-session: {text}\n")
+        return ExitCode.PROBLEMS
+    _print(report, args, out, err)
+    return report.code
+
+
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password or dict(parse_qsl(urlsplit(url).query)).get("password")
+    except ValueError:
+        return None
