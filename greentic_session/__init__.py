@@ -23,9 +23,11 @@ from .errors import (
     UnavailableError,
     UnknownOutcomeError,
 )
+from .mapping import keyed
 from .schema import (
     Impersonation,
     InvocationDeadline,
+    ReplyScope,
     SessionCursor,
     SessionData,
     SessionKey,
@@ -48,6 +50,7 @@ __all__ = [
     "InvocationDeadline",
     "NotFoundError",
     "PoolExhaustedError",
+    "ReplyScope",
     "SessionBackendConfig",
     "SessionCursor",
     "SessionData",
@@ -60,6 +63,7 @@ __all__ = [
     "create_session_store",
     "decode_session_data",
     "encode_session_data",
+    "keyed",
 ]
 
 

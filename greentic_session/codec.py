@@ -1,19 +1,29 @@
-"""The one codec for `SessionData`: the exact bytes Rust's `serde_json::to_string` writes.
+"""The one codec for `SessionData`: the exact bytes Rust's `serde_json::to_string` writes, and
+on read exactly the documents serde refuses are refused (see docs/wire.md for what remains).
 
 The encoder and decoder are built once at import and shared by every backend. Dict keys are
 sorted (`order="deterministic"`) as serde writes a `BTreeMap`; Struct fields keep declaration
 order.
+
+Reading has two paths. msgspec decodes (types, identifiers and integer ranges are checked by the
+Structs), then the result is re-encoded: when that gives back the input bytes, which is the case
+for everything this codec or serde writes, the document cannot hold what msgspec forgives and
+serde does not (a repeated field: msgspec keeps the last, serde refuses; `-0` for a u32). Any
+other spelling (whitespace, escapes, field order, unknown fields) takes a slow second parse that
+looks for exactly those.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import operator
+from typing import Any
 
 import msgspec
 
 from .errors import InvalidInputError
-from .schema import OWNER_FIELDS, SessionData, TenantCtx, check_writable
+from .schema import INT_RANGES, OWNER_FIELDS, SessionData, TenantCtx, check_writable
 
 __all__ = ["decode_session_data", "encode_session_data", "owner_prefix_length"]
 
@@ -29,11 +39,79 @@ def encode_session_data(data: SessionData) -> bytes:
 
 
 def decode_session_data(raw: bytes | str) -> SessionData:
-    """Parse greentic-types JSON; malformed or rule-breaking input raises `InvalidInputError`."""
+    """Parse greentic-types JSON. Whatever serde_json would refuse for `SessionData` (and
+    whatever cannot be read at all: bytes that are not UTF-8, nesting past the recursion limit)
+    raises `InvalidInputError`, whose message names a field or position, never a value."""
+    if isinstance(raw, str):
+        try:
+            raw = raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError("SessionData JSON is not valid Unicode") from None
     try:
-        return _decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+        data = _decoder.decode(raw)
+    except msgspec.DecodeError as exc:  # includes ValidationError: wrong type, id, range
         raise InvalidInputError(f"invalid SessionData JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidInputError("SessionData JSON is not valid UTF-8") from None
+    except RecursionError:
+        raise InvalidInputError("SessionData JSON is nested too deeply") from None
+    if _encoder.encode(data) != raw:
+        _refuse_what_serde_refuses(raw)
+    return data
+
+
+class _JsonObject(dict[str, Any]):
+    """A parsed JSON object that remembers which keys it held more than once."""
+
+    __slots__ = ("repeated",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.repeated: frozenset[str] = frozenset()
+        if len(self) != len(pairs):
+            seen: set[str] = set()
+            self.repeated = frozenset(k for k, _ in pairs if k in seen or seen.add(k))
+
+
+_NEGATIVE_ZERO = -0.0  # how serde_json reads the integer text "-0": a float, refused by a u32
+_pairs_decoder = json.JSONDecoder(
+    object_pairs_hook=_JsonObject,
+    # Numbers matter only as "is this -0": skip int/float conversion (and its digit limit).
+    parse_int=lambda text: _NEGATIVE_ZERO if text == "-0" else 0,
+    parse_float=lambda text: 0.0,
+)
+_SESSION_DATA_TYPE = msgspec.inspect.type_info(SessionData)
+
+
+def _refuse_what_serde_refuses(raw: bytes) -> None:
+    """The slow path: refuse a repeated field of a known Struct, at any depth, and `-0` for an
+    unsigned integer field; msgspec has already checked everything else."""
+    try:
+        tree = _pairs_decoder.decode(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # msgspec read it; be as strict as whichever is
+        raise InvalidInputError("invalid SessionData JSON") from None
+    _check_object(tree, _SESSION_DATA_TYPE, "data")
+
+
+def _check_object(node: object, kind: msgspec.inspect.StructType, what: str) -> None:
+    if not isinstance(node, _JsonObject):  # pragma: no cover - msgspec accepted an object here
+        raise InvalidInputError(f"invalid SessionData JSON: {what} is not an object")
+    mi = msgspec.inspect
+    for field in kind.fields:
+        if field.encode_name in node.repeated:
+            raise InvalidInputError(f"invalid SessionData JSON: {what} repeats {field.name}")
+        value = node.get(field.encode_name)
+        ftype = field.type
+        if isinstance(ftype, mi.UnionType):  # Optional[...]: None needs no check
+            ftype = next(t for t in ftype.types if not isinstance(t, mi.NoneType))
+        if isinstance(ftype, mi.StructType) and value is not None:
+            _check_object(value, ftype, f"{what}.{field.name}")
+        elif (
+            isinstance(ftype, mi.IntType)
+            and type(value) is float
+            and INT_RANGES[field.name][0] == 0
+        ):
+            raise InvalidInputError(f"invalid SessionData JSON: {what}.{field.name} is -0")
 
 
 _BLOB_HEAD = b'{"tenant_ctx":'
