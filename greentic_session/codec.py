@@ -18,7 +18,8 @@ from __future__ import annotations
 import functools
 import json
 import operator
-from typing import Any
+from collections import Counter
+from typing import Any, cast
 
 import msgspec
 
@@ -41,22 +42,31 @@ def encode_session_data(data: SessionData) -> bytes:
 def decode_session_data(raw: bytes | str) -> SessionData:
     """Parse greentic-types JSON. Whatever serde_json would refuse for `SessionData` (and
     whatever cannot be read at all: bytes that are not UTF-8, nesting past the recursion limit)
-    raises `InvalidInputError`, whose message names a field or position, never a value."""
+    raises `InvalidInputError`, whose message names a field or position, never a value. It
+    carries no exception chain: the parser's own exceptions can hold the input."""
+    problem = _decode_problem(raw)
+    if isinstance(problem, str):
+        raise InvalidInputError(problem)
+    return problem
+
+
+def _decode_problem(raw: bytes | str) -> SessionData | str:
+    """The decoded data, or why it cannot be read (raised by the caller, outside any except)."""
     if isinstance(raw, str):
         try:
             raw = raw.encode("utf-8")
         except UnicodeEncodeError:
-            raise InvalidInputError("SessionData JSON is not valid Unicode") from None
+            return "SessionData JSON is not valid Unicode"
     try:
         data = _decoder.decode(raw)
     except msgspec.DecodeError as exc:  # includes ValidationError: wrong type, id, range
-        raise InvalidInputError(f"invalid SessionData JSON: {exc}") from None
+        return f"invalid SessionData JSON: {exc}"
     except UnicodeDecodeError:
-        raise InvalidInputError("SessionData JSON is not valid UTF-8") from None
+        return "SessionData JSON is not valid UTF-8"
     except RecursionError:
-        raise InvalidInputError("SessionData JSON is nested too deeply") from None
+        return "SessionData JSON is nested too deeply"
     if _encoder.encode(data) != raw:
-        _refuse_what_serde_refuses(raw)
+        return _serde_refusal(raw) or data
     return data
 
 
@@ -69,8 +79,8 @@ class _JsonObject(dict[str, Any]):
         super().__init__(pairs)
         self.repeated: frozenset[str] = frozenset()
         if len(self) != len(pairs):
-            seen: set[str] = set()
-            self.repeated = frozenset(k for k, _ in pairs if k in seen or seen.add(k))
+            counts = Counter(k for k, _ in pairs)
+            self.repeated = frozenset(k for k, n in counts.items() if n > 1)
 
 
 _NEGATIVE_ZERO = -0.0  # how serde_json reads the integer text "-0": a float, refused by a u32
@@ -80,38 +90,41 @@ _pairs_decoder = json.JSONDecoder(
     parse_int=lambda text: _NEGATIVE_ZERO if text == "-0" else 0,
     parse_float=lambda text: 0.0,
 )
-_SESSION_DATA_TYPE = msgspec.inspect.type_info(SessionData)
+_SESSION_DATA_TYPE = cast(msgspec.inspect.StructType, msgspec.inspect.type_info(SessionData))
 
 
-def _refuse_what_serde_refuses(raw: bytes) -> None:
-    """The slow path: refuse a repeated field of a known Struct, at any depth, and `-0` for an
-    unsigned integer field; msgspec has already checked everything else."""
+def _serde_refusal(raw: bytes) -> str | None:
+    """The slow path: why serde refuses `raw` though msgspec read it (a repeated field of a
+    known Struct, at any depth, or `-0` for an unsigned integer field), else None."""
     try:
         tree = _pairs_decoder.decode(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # msgspec read it; be as strict as whichever is
-        raise InvalidInputError("invalid SessionData JSON") from None
-    _check_object(tree, _SESSION_DATA_TYPE, "data")
+        return "invalid SessionData JSON"
+    return _object_refusal(tree, _SESSION_DATA_TYPE, "data")
 
 
-def _check_object(node: object, kind: msgspec.inspect.StructType, what: str) -> None:
+def _object_refusal(node: object, kind: msgspec.inspect.StructType, what: str) -> str | None:
     if not isinstance(node, _JsonObject):  # pragma: no cover - msgspec accepted an object here
-        raise InvalidInputError(f"invalid SessionData JSON: {what} is not an object")
+        return f"invalid SessionData JSON: {what} is not an object"
     mi = msgspec.inspect
     for field in kind.fields:
         if field.encode_name in node.repeated:
-            raise InvalidInputError(f"invalid SessionData JSON: {what} repeats {field.name}")
+            return f"invalid SessionData JSON: {what} repeats {field.name}"
         value = node.get(field.encode_name)
         ftype = field.type
         if isinstance(ftype, mi.UnionType):  # Optional[...]: None needs no check
             ftype = next(t for t in ftype.types if not isinstance(t, mi.NoneType))
         if isinstance(ftype, mi.StructType) and value is not None:
-            _check_object(value, ftype, f"{what}.{field.name}")
+            refusal = _object_refusal(value, ftype, f"{what}.{field.name}")
+            if refusal is not None:
+                return refusal
         elif (
             isinstance(ftype, mi.IntType)
             and type(value) is float
             and INT_RANGES[field.name][0] == 0
         ):
-            raise InvalidInputError(f"invalid SessionData JSON: {what}.{field.name} is -0")
+            return f"invalid SessionData JSON: {what}.{field.name} is -0"
+    return None
 
 
 _BLOB_HEAD = b'{"tenant_ctx":'

@@ -20,7 +20,7 @@ import hmac
 from typing import NoReturn
 
 from .errors import InvalidInputError
-from .schema import SessionKey
+from .schema import SessionKey, is_unicode
 
 __all__ = [
     "MIN_SECRET_BYTES",
@@ -39,10 +39,10 @@ def _part(value: str | int, what: str) -> bytes:
     # bool is an int subclass, but True/False are never ids.
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise TypeError(f"{what} must be str or int, not {type(value).__name__}")
-    try:
-        return str(value).encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: Rust's &str cannot hold one
-        raise InvalidInputError(f"{what} is not valid Unicode (a lone surrogate)") from None
+    text = str(value)
+    if not is_unicode(text):  # a lone surrogate: Rust's &str cannot hold one
+        raise InvalidInputError(f"{what} is not valid Unicode (a lone surrogate)")
+    return text.encode("utf-8")
 
 
 def _digest(prefix: bytes, *parts: bytes) -> SessionKey:
@@ -87,10 +87,9 @@ class KeyedMapping:
 
     def __init__(self, secret: bytes | str) -> None:
         if isinstance(secret, str):
-            try:
-                key = secret.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InvalidInputError("secret is not valid Unicode") from None
+            if not is_unicode(secret):
+                raise InvalidInputError("secret is not valid Unicode (a lone surrogate)")
+            key = secret.encode("utf-8")
         elif isinstance(secret, bytes | bytearray | memoryview):
             key = bytes(secret)
         else:

@@ -82,10 +82,7 @@ def _validate_identifiers(
         joined = "|".join(present)  # type: ignore[arg-type]
     except TypeError:
         joined = ""  # a non-str value: let the per-field pass name it
-    if (
-        _JOINED_IDENTIFIERS.fullmatch(joined) is not None
-        and joined.count("|") == len(present) - 1
-    ):
+    if _JOINED_IDENTIFIERS.fullmatch(joined) is not None and joined.count("|") == len(present) - 1:
         return
     for name, value in zip(names, (*required, *optional), strict=True):
         if value is not None or name in names[: len(required)]:
@@ -347,7 +344,15 @@ def _check_type(value: object, kind: type, what: str) -> None:
 def _check_text(value: object, what: str) -> None:
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be str, not {type(value).__name__}")
+    if not is_unicode(value):
+        raise InvalidInputError(f"{what} is not valid Unicode (a lone surrogate)")
+
+
+def is_unicode(text: str) -> bool:
+    """Whether `text` encodes as UTF-8 (holds no lone surrogate). Callers raise their error
+    outside the failed encode, so no exception chain carries the text itself."""
     try:
-        value.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidInputError(f"{what} is not valid Unicode (a lone surrogate)") from None
+        return False
+    return True

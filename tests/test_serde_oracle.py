@@ -56,7 +56,8 @@ class Oracle:
 
     def _ask(self, op: str, *args: bytes) -> tuple[bool, str]:
         stdin, stdout = self._process.stdin, self._process.stdout
-        assert stdin is not None and stdout is not None
+        assert stdin is not None
+        assert stdout is not None
         stdin.write(" ".join([op, *(a.hex() for a in args)]).encode("ascii") + b"\n")
         stdin.flush()
         answer = stdout.readline().decode("utf-8").rstrip("\n")
@@ -96,7 +97,7 @@ def _missing_crates() -> list[str]:
 
 @pytest.fixture(scope="session")
 def oracle() -> Iterator[Oracle]:
-    """The built oracle, running. In CI (CI=true) a missing toolchain fails loudly; elsewhere it
+    """The built oracle, running. In CI ($CI set) a missing toolchain fails loudly; elsewhere it
     skips with the reason. A build that starts and fails is always a failure."""
     cargo, missing = _cargo(), _missing_crates()
     if cargo is None or missing:
@@ -107,7 +108,7 @@ def oracle() -> Iterator[Oracle]:
             "(apt-get install librust-serde-json-dev librust-serde-derive-dev "
             "librust-serde-dev librust-sha2-dev librust-hex-dev)"
         )
-        if os.environ.get("CI", "").lower() == "true":
+        if os.environ.get("CI"):  # as tests/conftest.py decides for redis-server
             pytest.fail(f"the serde oracle cannot be built in CI: {reason}")
         pytest.skip(f"serde oracle not built: {reason}")
     build = subprocess.run(
@@ -124,7 +125,8 @@ def oracle() -> Iterator[Oracle]:
     try:
         yield Oracle(process)
     finally:
-        assert process.stdin is not None and process.stdout is not None
+        assert process.stdin is not None
+        assert process.stdout is not None
         process.stdin.close()  # end of input: the oracle exits
         process.wait(timeout=10)
         process.stdout.close()
@@ -220,8 +222,10 @@ scalars = st.one_of(
 )
 json_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.lists(st.tuples(any_text, inner), max_size=3).map(lambda pairs: ("obj", pairs)),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(st.tuples(any_text, inner), max_size=3).map(lambda pairs: ("obj", pairs))
+    ),
     max_leaves=8,
 )
 
@@ -371,9 +375,7 @@ def test_python_never_writes_what_serde_refuses(oracle: Oracle, build: st.DataOb
 
 @ORACLE_SETTINGS
 @given(raw=documents())
-def test_python_and_serde_accept_and_refuse_the_same_documents(
-    oracle: Oracle, raw: bytes
-) -> None:
+def test_python_and_serde_accept_and_refuse_the_same_documents(oracle: Oracle, raw: bytes) -> None:
     """For mutated documents (edge values, repeated keys, escapes, unknown fields), Python
     refuses exactly what serde refuses, and what both accept re-encodes to the same bytes."""
     assert _python_verdict(raw) == oracle.session(raw), raw
@@ -427,7 +429,10 @@ def test_the_documented_differences_are_still_the_only_ones(oracle: Oracle) -> N
     base = b'"flow_id":"f","cursor":{"node_pointer":"n"},"context_json":"{}"'
     ctx = b'{"env":"dev","tenant":"t","tenant_id":"t","attempt":0}'
     deep = b'{"tenant_ctx":' + ctx + b',"x":' + b"[" * 100_000 + b"]" * 100_000 + b"," + base + b"}"
-    as_array = b'[["dev","t","t",null,null,null,null,null,null,null,null,null,null,null,{},null,0,null,null],"f",null,["n",null,null],"{}"]'
+    as_array = (  # every struct as a JSON array of its fields in order
+        b'[["dev","t","t",null,null,null,null,null,null,null,null,null,null,null,{},null,0,'
+        b'null,null],"f",null,["n",null,null],"{}"]'
+    )
     for raw in (deep, as_array):
         assert oracle.session(raw) is not None
         with pytest.raises(InvalidInputError):
@@ -461,9 +466,7 @@ def test_mapping_helpers_give_the_rust_keys(
 ) -> None:
     """telegram/webhook helpers compute the same key as the Rust helpers for any text or int."""
     helper = (
-        mapping.telegram_update_to_session_key
-        if prefix == "tg"
-        else mapping.webhook_to_session_key
+        mapping.telegram_update_to_session_key if prefix == "tg" else mapping.webhook_to_session_key
     )
     expected = oracle.mapping_key(prefix, *(str(p).encode("utf-8") for p in parts))
     assert helper(*parts) == expected
