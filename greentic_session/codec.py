@@ -19,6 +19,7 @@ import functools
 import json
 import operator
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, cast
 
 import msgspec
@@ -90,7 +91,36 @@ _pairs_decoder = json.JSONDecoder(
     parse_int=lambda text: _NEGATIVE_ZERO if text == "-0" else 0,
     parse_float=lambda text: 0.0,
 )
-_SESSION_DATA_TYPE = cast(msgspec.inspect.StructType, msgspec.inspect.type_info(SessionData))
+
+
+@dataclass(frozen=True)
+class _StructRules:
+    """What the slow path checks in one JSON object that holds a Struct, built from the schema."""
+
+    fields: frozenset[str]  # JSON names; none may repeat
+    unsigned: frozenset[str]  # int fields with no negative values: "-0" is refused
+    nested: dict[str, _StructRules]  # Struct-typed fields (Optional or not)
+
+
+def _rules_for(kind: msgspec.inspect.StructType) -> _StructRules:
+    mi = msgspec.inspect
+    unsigned: set[str] = set()
+    nested: dict[str, _StructRules] = {}
+    for field in kind.fields:
+        ftype = field.type
+        if isinstance(ftype, mi.UnionType):  # Optional[...]
+            ftype = next(t for t in ftype.types if not isinstance(t, mi.NoneType))
+        if isinstance(ftype, mi.StructType):
+            nested[field.encode_name] = _rules_for(ftype)
+        elif isinstance(ftype, mi.IntType) and INT_RANGES[field.name][0] == 0:
+            unsigned.add(field.encode_name)
+    names = frozenset(f.encode_name for f in kind.fields)
+    return _StructRules(names, frozenset(unsigned), nested)
+
+
+_SESSION_DATA_RULES = _rules_for(
+    cast(msgspec.inspect.StructType, msgspec.inspect.type_info(SessionData))
+)
 
 
 def _serde_refusal(raw: bytes) -> str | None:
@@ -100,30 +130,24 @@ def _serde_refusal(raw: bytes) -> str | None:
         tree = _pairs_decoder.decode(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # msgspec read it; be as strict as whichever is
         return "invalid SessionData JSON"
-    return _object_refusal(tree, _SESSION_DATA_TYPE, "data")
+    return _object_refusal(tree, _SESSION_DATA_RULES, "data")
 
 
-def _object_refusal(node: object, kind: msgspec.inspect.StructType, what: str) -> str | None:
+def _object_refusal(node: object, rules: _StructRules, what: str) -> str | None:
     if not isinstance(node, _JsonObject):  # pragma: no cover - msgspec accepted an object here
         return f"invalid SessionData JSON: {what} is not an object"
-    mi = msgspec.inspect
-    for field in kind.fields:
-        if field.encode_name in node.repeated:
-            return f"invalid SessionData JSON: {what} repeats {field.name}"
-        value = node.get(field.encode_name)
-        ftype = field.type
-        if isinstance(ftype, mi.UnionType):  # Optional[...]: None needs no check
-            ftype = next(t for t in ftype.types if not isinstance(t, mi.NoneType))
-        if isinstance(ftype, mi.StructType) and value is not None:
-            refusal = _object_refusal(value, ftype, f"{what}.{field.name}")
+    repeated = node.repeated & rules.fields
+    if repeated:
+        return f"invalid SessionData JSON: {what} repeats {min(repeated)}"
+    for name in rules.unsigned:
+        if type(node.get(name)) is float:
+            return f"invalid SessionData JSON: {what}.{name} is -0"
+    for name, inner in rules.nested.items():
+        value = node.get(name)
+        if value is not None:
+            refusal = _object_refusal(value, inner, f"{what}.{name}")
             if refusal is not None:
                 return refusal
-        elif (
-            isinstance(ftype, mi.IntType)
-            and type(value) is float
-            and INT_RANGES[field.name][0] == 0
-        ):
-            return f"invalid SessionData JSON: {what}.{field.name} is -0"
     return None
 
 
