@@ -409,6 +409,8 @@ TARGETED = {
     "encoded-surrogate": b',"trace_id":"\xed\xa0\x80"',
     "null-attributes": b',"attributes":null',
     "nested-unknown-200": b',"x":' + b"[" * 200 + b"]" * 200,
+    "nested-unknown-objects-500": b',"x":' + b'{"a":' * 500 + b"0" + b"}" * 500,
+    "nested-unknown-repeated-keys": b',"x":{"user_id":1,"user_id":{"user_id":2,"user_id":3}}',
     "huge-unknown-number": b',"x":' + b"9" * 5000,
 }
 
