@@ -39,7 +39,13 @@ def _part(value: str | int, what: str) -> bytes:
     # bool is an int subclass, but True/False are never ids.
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise TypeError(f"{what} must be str or int, not {type(value).__name__}")
-    text = str(value)
+    text: str | None
+    try:
+        text = str(value)
+    except ValueError:  # an int past Python's int-to-str digit limit: no connector id
+        text = None
+    if text is None:
+        raise InvalidInputError(f"{what} is too large an integer to be an id")
     if not is_unicode(text):  # a lone surrogate: Rust's &str cannot hold one
         raise InvalidInputError(f"{what} is not valid Unicode (a lone surrogate)")
     return text.encode("utf-8")

@@ -97,8 +97,8 @@ def test_the_secret_never_shows(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_parts_must_be_str_or_int_and_valid_unicode() -> None:
-    """bool, float and bytes parts are TypeErrors; a lone surrogate is InvalidInputError, for
-    plain and keyed helpers alike."""
+    """bool, float and bytes parts are TypeErrors; a lone surrogate or an int too large to
+    print is InvalidInputError, for plain and keyed helpers alike."""
     helpers = keyed(SECRET)
     for helper in (mapping.telegram_update_to_session_key, helpers.telegram_update_to_session_key):
         with pytest.raises(TypeError):
@@ -109,3 +109,5 @@ def test_parts_must_be_str_or_int_and_valid_unicode() -> None:
             helper(b"bot", 1, 2)  # type: ignore[arg-type]
         with pytest.raises(InvalidInputError, match="chat_id"):
             helper(1, "\ud800", 2)
+        with pytest.raises(InvalidInputError, match="user_id"):
+            helper(1, 2, 10**5000)
