@@ -233,11 +233,17 @@ class ReplyScope(_Wire, kw_only=True, frozen=True):
     correlation: str | None = None
 
     def __post_init__(self) -> None:
+        present = [self.conversation]
+        present += [v for v in (self.thread, self.reply_to, self.correlation) if v is not None]
+        try:
+            if "".join(present).isascii():  # the common case, one pass; TypeError if not str
+                return
+        except TypeError:
+            pass
         for name in ("conversation", "thread", "reply_to", "correlation"):
             value = getattr(self, name)
-            if value is None and name != "conversation":
-                continue
-            _check_text(value, f"scope.{name}")
+            if value is not None or name == "conversation":
+                _check_text(value, f"scope.{name}")
 
     def scope_hash(self) -> str:
         """Rust's `scope_hash()`: lowercase hex SHA-256 of the four fields joined by newlines,
