@@ -126,9 +126,15 @@ _SESSION_DATA_RULES = _rules_for(
 def _serde_refusal(raw: bytes) -> str | None:
     """The slow path: why serde refuses `raw` though msgspec read it (a repeated field of a
     known Struct, at any depth, or `-0` for an unsigned integer field), else None."""
+    # msgspec skips unknown fields without checking their UTF-8, which serde refuses, and this
+    # parse may hit the recursion limit where msgspec did not: both are refusals.
     try:
         tree = _pairs_decoder.decode(raw.decode("utf-8"))
-    except (ValueError, RecursionError):  # msgspec read it; be as strict as whichever is
+    except UnicodeDecodeError:
+        return "SessionData JSON is not valid UTF-8"
+    except RecursionError:
+        return "SessionData JSON is nested too deeply"
+    except ValueError:  # pragma: no cover - msgspec read it, so json reads it too
         return "invalid SessionData JSON"
     return _object_refusal(tree, _SESSION_DATA_RULES, "data")
 

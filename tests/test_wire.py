@@ -263,6 +263,8 @@ _GOOD = (
 DEEP = 100_000
 HOSTILE = {
     "not-utf8": _GOOD.replace(b'"{}"', b'"\xff\xfe"'),
+    "not-utf8-in-unknown-field": _GOOD.replace(b'"attempt"', b'"x":"\xff","attempt"'),
+    "not-utf8-unknown-key": _GOOD.replace(b'"attempt"', b'"\xed\xa0\x80":1,"attempt"'),
     "not-utf8-raw": _GOOD.replace(b'"n"', b'"\xc3\x28"'),
     "deep-arrays": b"[" * DEEP + b"]" * DEEP,
     "deep-objects": b'{"a":' * DEEP + b"1" + b"}" * DEEP,
