@@ -80,7 +80,13 @@ def revision_of(blob: bytes) -> str:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
+    """A string a script returned; stored bytes that are not UTF-8 are unusable data."""
+    if not isinstance(value, bytes):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InternalError("a stored key or owner field is not UTF-8 text") from None
 
 
 def _retries_of(client: aioredis.Redis) -> int:

@@ -4,8 +4,8 @@
 local function get_string(key)
   local ok, value = pcall(redis.call, 'GET', key)
   if ok then return value, false end
-  if type(value) == 'table' and string.find(value.err or '', 'WRONGTYPE', 1, true) then
-    return false, true
-  end
-  error(value)
+  -- Redis 7.0 hands pcall the error as a string, later versions as a table {err = ...}.
+  local text = type(value) == 'table' and value.err or tostring(value)
+  if string.sub(text, 1, 9) == 'WRONGTYPE' then return false, true end
+  error(redis.error_reply(text))  -- the server's reply, code first, as if not caught
 end

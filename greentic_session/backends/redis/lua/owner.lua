@@ -46,3 +46,29 @@ local function pointer_suffix(owner)
   if team == '' then team = '-' end
   return owner[1] .. ':' .. owner[2] .. ':' .. team .. ':' .. owner[4]
 end
+
+-- Whether a blob could be read with two owners. A repeated owner field (cjson keeps the last
+-- copy, owner_of_head the first, the Python and Rust decoders refuse the blob) or a key spelled
+-- with an escape (`"user\u005fid"`, which a text search cannot see) is a warning sign; a blob
+-- showing one is ambiguous unless its head states the owner in the writers' shape and that owner
+-- is the one cjson read (`owner`), as for a legal blob with an attributes key named "team".
+local function owner_is_ambiguous(raw, owner)
+  local suspect = string.find(raw, '\\u[0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][^"]*":') ~= nil
+  if not suspect then
+    for _, name in ipairs({'env', 'tenant_id', 'team', 'team_id', 'user', 'user_id'}) do
+      local needle = '"' .. name .. '":'
+      local first = string.find(raw, needle, 1, true)
+      if first and string.find(raw, needle, first + 1, true) then
+        suspect = true
+        break
+      end
+    end
+  end
+  if not suspect then return false end
+  local head = owner_of_head(raw)
+  if not head then return true end
+  for i = 1, 4 do
+    if head[i] ~= owner[i] then return true end
+  end
+  return false
+end

@@ -40,13 +40,15 @@ if not same_owner then
   if not raw then return 0 end
   local ok, data = pcall(cjson.decode, raw)
   -- A blob of the wrong shape is reported, never silently replaced (get would refuse it too).
-  if not ok or type(data) ~= 'table' or type(data.tenant_ctx) ~= 'table'
-      or type(data.flow_id) ~= 'string' or type(data.context_json) ~= 'string'
+  if not ok or type(data) ~= 'table'
+      or type(data.tenant_ctx) ~= 'table' or type(data.flow_id) ~= 'string' or type(data.context_json) ~= 'string'
       or type(data.cursor) ~= 'table' or type(data.cursor.node_pointer) ~= 'string'
       or type(data.tenant_ctx.attempt) ~= 'number' then
     return -1
   end
   local owner = owner_of_ctx(data.tenant_ctx)
+  -- So is one whose owner another reader could see differently.
+  if owner_is_ambiguous(raw, owner) then return -1 end
   for i = 1, 4 do
     if owner[i] ~= ARGV[i] then return owner end
   end
