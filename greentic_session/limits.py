@@ -3,13 +3,12 @@
 A session whose encoded JSON is larger than the limit raises `InvalidInputError` before it is
 sent, so a runaway payload cannot block the event loop while it is written, nor fill Redis.
 Default 16 MiB; None turns it off. The Redis backend checks the bytes it is about to send; the
-in-memory backend, which keeps objects rather than bytes, checks a cheap upper bound of the
-encoded size and encodes only when that bound is over the limit.
+in-memory backend, which keeps objects rather than bytes, checks an upper bound of the encoded
+size from the character count `check_writable` already took, and encodes only when that bound
+is over the limit.
 """
 
 from __future__ import annotations
-
-import msgspec
 
 from .codec import encode_session_data
 from .errors import InvalidInputError
@@ -19,11 +18,12 @@ __all__ = ["DEFAULT_MAX_BLOB_BYTES", "check_blob", "check_data", "check_max_blob
 
 DEFAULT_MAX_BLOB_BYTES = 16 * 1024 * 1024
 
-# JSON escapes a character in at most 6 bytes (\u001f); the field names and punctuation of
-# SessionData itself take less than _FRAME bytes.
+# JSON escapes a character in at most 6 bytes (\u001f); field names, punctuation and integers of
+# every Struct in a SessionData take less than _FRAME bytes, and an attributes entry adds its
+# quotes, colon and comma.
 _ESCAPE = 6
-_FRAME = 128
-_encode = msgspec.json.Encoder().encode
+_FRAME = 1024
+_PER_ATTRIBUTE = 6
 
 
 def check_max_blob_bytes(value: object) -> int | None:
@@ -47,13 +47,13 @@ def check_blob(blob: bytes, limit: int | None) -> None:
         raise _too_large(len(blob), limit)
 
 
-def check_data(data: SessionData, limit: int | None) -> None:
-    """Refuse `data` (already through `check_writable`) if it encodes to over `limit` bytes."""
+def check_data(data: SessionData, limit: int | None, chars: int | None) -> None:
+    """Refuse `data` if it encodes to over `limit` bytes. `chars` is what `check_writable`
+    returned for it: with it a bound settles nearly every call without encoding."""
     if limit is None:
         return
-    # The bound encodes the small parts exactly and counts the free text at its worst escape:
-    # a fraction of a full encode, whose cost is nearly all escaping context_json.
-    texts = len(data.flow_id) + len(data.pack_id or "") + len(data.context_json)
-    bound = _FRAME + len(_encode(data.tenant_ctx)) + len(_encode(data.cursor)) + _ESCAPE * texts
-    if bound > limit:
-        check_blob(encode_session_data(data), limit)
+    if chars is not None:
+        attributes = len(data.tenant_ctx.attributes)
+        if _FRAME + _ESCAPE * chars + _PER_ATTRIBUTE * attributes <= limit:
+            return
+    check_blob(encode_session_data(data), limit)

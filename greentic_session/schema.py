@@ -259,13 +259,15 @@ class ReplyScope(_Wire, kw_only=True, frozen=True):
 # fine and would be written as JSON that no runner can read back. Every write runs this check.
 
 
-def check_writable(data: SessionData) -> None:
+def check_writable(data: SessionData) -> int | None:
     """Raise `InvalidInputError` unless every field of `data` has its declared type and every
     string is valid Unicode (no lone surrogates), so the codec can write it and Rust read it.
 
     The common case is one pass: all strings are joined (a non-str raises TypeError) and the
     result checked with `isascii()`. Any doubt falls through to a pass over the schema that
     names the field, never its value. Anything but a `SessionData` is a `TypeError`.
+    Returns how many characters the strings hold when the one pass decided (all ASCII; the size
+    limit bounds the encoded size with it, see `limits`), else None.
     """
     if not isinstance(data, SessionData):
         raise TypeError(f"data must be SessionData, not {type(data).__name__}")
@@ -303,8 +305,9 @@ def check_writable(data: SessionData) -> None:
         else:
             body = data.context_json  # checked on its own: joining would copy it
             if joined.isascii() and isinstance(body, str) and body.isascii():
-                return
+                return len(joined) + len(body)
     _check_value(data, _SESSION_DATA_TYPE, "data")
+    return None
 
 
 _SESSION_DATA_TYPE = msgspec.inspect.type_info(SessionData)

@@ -90,9 +90,7 @@ def _private_copy(data: SessionData) -> SessionData:
 
 def _stored_form(data: SessionData, max_blob_bytes: int | None) -> SessionData:
     """Refuse what Redis refuses, then make the private copy the store keeps."""
-    check_writable(data)
-    if max_blob_bytes is not None:
-        check_data(data, max_blob_bytes)
+    check_data(data, max_blob_bytes, check_writable(data))
     ctx = data.tenant_ctx
     deadline, actor = ctx.deadline, ctx.impersonation
     if (
