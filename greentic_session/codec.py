@@ -25,6 +25,7 @@ from typing import Any, cast
 import msgspec
 
 from .errors import InvalidInputError
+from .limits import check_size
 from .schema import INT_RANGES, OWNER_FIELDS, SessionData, TenantCtx, check_writable
 
 __all__ = ["decode_session_data", "encode_session_data", "owner_prefix_length"]
@@ -33,11 +34,19 @@ _encoder = msgspec.json.Encoder(order="deterministic")
 _decoder = msgspec.json.Decoder(SessionData)
 
 
-def encode_session_data(data: SessionData) -> bytes:
+def encode_session_data(data: SessionData, *, max_bytes: int | None = None) -> bytes:
     """Serialize `data` to the shared greentic-types JSON; a wrongly typed field or a string
-    that is not valid Unicode raises `InvalidInputError` (see `check_writable`)."""
-    check_writable(data)
-    return _encoder.encode(data)
+    that is not valid Unicode raises `InvalidInputError` (see `check_writable`), and so does a
+    result over `max_bytes` (see `limits`): one with more characters than that is refused
+    before it is encoded, so a huge payload costs no encoding time."""
+    chars = check_writable(data)
+    if max_bytes is None:
+        return _encoder.encode(data)
+    if chars is not None:
+        check_size(chars, max_bytes)  # every character takes at least one byte
+    blob = _encoder.encode(data)
+    check_size(len(blob), max_bytes)
+    return blob
 
 
 def decode_session_data(raw: bytes | str) -> SessionData:

@@ -2,7 +2,8 @@
 
 A session whose encoded JSON is larger than the limit raises `InvalidInputError` before it is
 sent, so a runaway payload cannot block the event loop while it is written, nor fill Redis.
-Default 16 MiB; None turns it off. The Redis backend checks the bytes it is about to send; the
+Default 16 MiB; None turns it off. The Redis backend encodes with `max_bytes` (a payload with
+more characters than the limit is refused before it is encoded) and checks the result; the
 in-memory backend, which keeps objects rather than bytes, checks an upper bound of the encoded
 size from the character count `check_writable` already took, and encodes only when that bound
 is over the limit.
@@ -10,11 +11,10 @@ is over the limit.
 
 from __future__ import annotations
 
-from .codec import encode_session_data
 from .errors import InvalidInputError
 from .schema import SessionData
 
-__all__ = ["DEFAULT_MAX_BLOB_BYTES", "check_blob", "check_data", "check_max_blob_bytes"]
+__all__ = ["DEFAULT_MAX_BLOB_BYTES", "check_data", "check_max_blob_bytes", "check_size"]
 
 DEFAULT_MAX_BLOB_BYTES = 16 * 1024 * 1024
 
@@ -35,16 +35,13 @@ def check_max_blob_bytes(value: object) -> int | None:
     return value
 
 
-def _too_large(size: int, limit: int) -> InvalidInputError:
-    return InvalidInputError(
-        f"the encoded session is {size} bytes, over max_blob_bytes={limit}; nothing was written"
-    )
-
-
-def check_blob(blob: bytes, limit: int | None) -> None:
-    """Refuse an encoded session over `limit` bytes."""
-    if limit is not None and len(blob) > limit:
-        raise _too_large(len(blob), limit)
+def check_size(size: int, limit: int) -> None:
+    """Refuse a session of `size` encoded bytes (or a lower bound of them) over `limit`."""
+    if size > limit:
+        raise InvalidInputError(
+            f"the encoded session is over max_blob_bytes={limit} ({size} bytes or more); "
+            "nothing was written"
+        )
 
 
 def check_data(data: SessionData, limit: int | None, chars: int | None) -> None:
@@ -56,4 +53,6 @@ def check_data(data: SessionData, limit: int | None, chars: int | None) -> None:
         attributes = len(data.tenant_ctx.attributes)
         if _FRAME + _ESCAPE * chars + _PER_ATTRIBUTE * attributes <= limit:
             return
-    check_blob(encode_session_data(data), limit)
+    from .codec import encode_session_data  # the codec checks sizes with this module
+
+    encode_session_data(data, max_bytes=limit)

@@ -579,3 +579,10 @@ async def test_200_concurrent_messages_from_20_users_all_land(store: SessionStor
         assert found is not None
         got = sorted(json.loads(found[1].context_json))
         assert got == sorted(f"{user}-msg-{m}" for m in range(10))
+
+
+async def test_the_default_limit_refuses_a_runaway_payload(store: SessionStore) -> None:
+    """With the default 16 MiB limit a 20 MB payload is refused and nothing is written."""
+    with pytest.raises(InvalidInputError, match="max_blob_bytes"):
+        await store.create_session(ALICE, make_data(ALICE, state="x" * 20_000_000))
+    assert await store.find_by_user(ALICE, "alice") is None

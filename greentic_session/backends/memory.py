@@ -181,7 +181,7 @@ class InMemorySessionStore(SessionStore):
         return entry is not None and entry.expires == item[0]
 
     def _live(self, key: str) -> _Entry | None:
-        """The entry at `key`, None if missing or expired."""
+        """The entry at `key`, None if missing or expired (hot paths inline the no-expiry case)."""
         if not self._expiring:
             return self._sessions.get(key)
         self._now()  # drops every expired entry, `key`'s included
@@ -242,14 +242,14 @@ class InMemorySessionStore(SessionStore):
         self._check_open()
         check_key(key)
         with self._lock:
-            entry = self._live(key)
+            entry = self._live(key) if self._expiring else self._sessions.get(key)
         return None if entry is None else _private_copy(entry.data)
 
     async def get_entry(self, key: str) -> SessionEntry | None:
         self._check_open()
         check_key(key)
         with self._lock:
-            entry = self._live(key)
+            entry = self._live(key) if self._expiring else self._sessions.get(key)
         return None if entry is None else _entry_of(key, entry)
 
     async def update_session(
@@ -268,7 +268,7 @@ class InMemorySessionStore(SessionStore):
             raise TypeError(f"expected_revision must be str, not {type(expected).__name__}")
         stored = _stored_form(data, self._max_blob_bytes)
         with self._lock:
-            entry = self._live(key)
+            entry = self._live(key) if self._expiring else self._sessions.get(key)
             if entry is None:
                 raise NotFoundError(f"session {key!r} not found")
             if expected is not None and str(entry.revision) != expected:
@@ -289,7 +289,7 @@ class InMemorySessionStore(SessionStore):
         self._check_open()
         check_key(key)
         with self._lock:
-            entry = self._live(key)
+            entry = self._live(key) if self._expiring else self._sessions.get(key)
             if entry is None:
                 raise NotFoundError(f"session {key!r} not found")
             if entry.expires is not None:  # the data and so the revision stay as they are
@@ -301,7 +301,7 @@ class InMemorySessionStore(SessionStore):
         self._check_open()
         check_key(key)
         with self._lock:
-            entry = self._live(key)
+            entry = self._live(key) if self._expiring else self._sessions.get(key)
             if entry is None:
                 raise NotFoundError(f"session {key!r} not found")
             self._drop(key, entry)
@@ -327,7 +327,7 @@ class InMemorySessionStore(SessionStore):
         key = self._pointers.get(slot)
         if key is None:
             return None
-        entry = self._live(key)
+        entry = self._live(key) if self._expiring else self._sessions.get(key)
         if entry is None or not visible_to(slot, entry.owner):
             self._pointers.pop(slot, None)  # stale (an expiry sweep may have dropped it already)
             return None

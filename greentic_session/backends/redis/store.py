@@ -50,7 +50,7 @@ from ...fence import (
     scope_of,
     visible_to,
 )
-from ...limits import DEFAULT_MAX_BLOB_BYTES, check_blob, check_max_blob_bytes
+from ...limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
 from ...schema import SessionData, SessionKey, TenantCtx, new_session_key
 from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, resolve
 from . import scripts
@@ -384,9 +384,7 @@ class RedisSessionStore(SessionStore):
             raise StoreClosedError("the session store is closed")
 
     def _encode(self, data: SessionData) -> bytes:
-        blob = encode_session_data(data)
-        check_blob(blob, self._max_blob_bytes)
-        return blob
+        return encode_session_data(data, max_bytes=self._max_blob_bytes)
 
     def _visible(self, slot: UserSlot, key: str, raw: bytes | int | None) -> SessionData | None:
         """The data of a blob found through `slot`'s pointer if the slot may see it, else None
