@@ -60,6 +60,18 @@ def _renew_loop_bound_locks(pool: object) -> None:
             setattr(pool, name, asyncio.Condition())
 
 
+def _running_loop() -> asyncio.AbstractEventLoop:
+    """The running asyncio loop; called from another async library, a clear error instead."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    raise InvalidInputError(
+        "the Redis backend runs on asyncio only (redis-py is built on asyncio) and was called "
+        "from another async library (trio?); run it under asyncio, or use the in-memory backend"
+    )
+
+
 class RedisCaller:
     """Runs calls on one `redis.asyncio.Redis` client under the rules in the module docstring.
 
@@ -148,7 +160,7 @@ class RedisCaller:
         The error is raised outside any `except` block, so its `__context__` is not redis-py's
         exception (whose text may hold keys or a password); see `errors.to_session_error`.
         """
-        if asyncio.get_running_loop() is not self._loop:
+        if _running_loop() is not self._loop:
             await self._adopt_running_loop()
         attempt = 0
         while True:
