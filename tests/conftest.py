@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Any, TypeVar
 
+import anyio
 import pytest
 
 from greentic_session import SessionCursor, SessionData, SessionStore, TenantCtx
 from greentic_session.testing import BACKENDS, Backend, RedisServer, find_redis_server
 
 BACKEND_PARAMS = [pytest.param(backend, id=backend.id) for backend in BACKENDS]
+
+T = TypeVar("T")
+
+
+async def gather(*calls: Awaitable[T]) -> list[T]:
+    """Await `calls` concurrently and return their results in order, on any async library
+    (anyio), so the in-memory contract tests run under trio as under asyncio."""
+    results: list[Any] = [None] * len(calls)
+
+    async def run(i: int, call: Awaitable[T]) -> None:
+        results[i] = await call
+
+    async with anyio.create_task_group() as group:
+        for i, call in enumerate(calls):
+            group.start_soon(run, i, call)
+    return results
 
 
 def make_data(

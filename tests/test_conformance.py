@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgspec
@@ -18,7 +17,7 @@ from greentic_session import (
     TenantCtx,
     UnavailableError,
 )
-from tests.conftest import make_data
+from tests.conftest import gather, make_data
 
 ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
 BOB = ALICE.with_user("bob")
@@ -363,7 +362,7 @@ async def test_thousand_concurrent_tasks_lose_nothing(store: SessionStore) -> No
         assert await store.find_by_user(ctx, f"user-{i}") == (key, final)
         return key, final
 
-    results = await asyncio.gather(*(one(i) for i in range(1000)))
+    results = await gather(*(one(i) for i in range(1000)))
     assert len({key for key, _ in results}) == 1000
-    stored = await asyncio.gather(*(store.get_session(key) for key, _ in results))
+    stored = await gather(*(store.get_session(key) for key, _ in results))
     assert stored == [final for _, final in results]

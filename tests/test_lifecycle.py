@@ -3,10 +3,11 @@ find_or_create, touch and expiry, run against every backend in the table."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 
+import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 
@@ -20,7 +21,7 @@ from greentic_session import (
     TenantCtx,
 )
 from greentic_session.mapping import telegram_update_to_session_key
-from tests.conftest import Lifecycle, make_data
+from tests.conftest import Lifecycle, gather, make_data
 
 ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
 NO_USER = ALICE.with_user(None)
@@ -118,7 +119,7 @@ async def test_of_100_racing_compare_and_sets_exactly_one_wins(store: SessionSto
             return "conflict"
         return "won"
 
-    outcomes = Counter(await asyncio.gather(*(write(i) for i in range(100))))
+    outcomes = Counter(await gather(*(write(i) for i in range(100))))
     assert outcomes == {"won": 1, "conflict": 99}
 
 
@@ -141,7 +142,7 @@ async def test_update_with_takes_an_async_change(store: SessionStore) -> None:
     key = await store.create_session(ALICE, make_data(ALICE, state="[]"))
 
     async def change(data: SessionData) -> SessionData:
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         return appended(data, "async")
 
     entry = await store.update_with(key, change)
@@ -153,13 +154,13 @@ async def test_concurrent_update_withs_lose_no_change(store: SessionStore) -> No
     key = await store.create_session(ALICE, make_data(ALICE, state="[]"))
 
     async def change(data: SessionData, i: int) -> SessionData:
-        await asyncio.sleep(0)  # let the others read the same revision: force conflicts
+        await anyio.lowlevel.checkpoint()  # let the others read the same revision: force conflicts
         return appended(data, str(i))
 
     async def one(i: int) -> None:
         await store.update_with(key, lambda data: change(data, i), attempts=200)
 
-    await asyncio.gather(*(one(i) for i in range(50)))
+    await gather(*(one(i) for i in range(50)))
     stored = await store.get_session(key)
     assert stored is not None
     assert sorted(json.loads(stored.context_json), key=int) == [str(i) for i in range(50)]
@@ -246,7 +247,7 @@ async def test_racing_creates_of_one_key_make_one_session(store: SessionStore) -
             return "conflict"
         return "created"
 
-    assert Counter(await asyncio.gather(*(create(i) for i in range(20)))) == {
+    assert Counter(await gather(*(create(i) for i in range(20)))) == {
         "created": 1,
         "conflict": 19,
     }
@@ -275,7 +276,7 @@ async def test_find_or_create_takes_an_async_builder(store: SessionStore) -> Non
     """An async build function is awaited."""
 
     async def build() -> SessionData:
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         return make_data(ALICE, state='["built"]')
 
     entry, created = await store.find_or_create(ALICE, "alice", build)
@@ -287,12 +288,10 @@ async def test_concurrent_find_or_create_makes_exactly_one_session(store: Sessio
     """50 concurrent calls for one user create one session; all return its key."""
 
     async def build() -> SessionData:
-        await asyncio.sleep(0)  # every caller gets to look before anyone creates
+        await anyio.lowlevel.checkpoint()  # every caller gets to look before anyone creates
         return make_data(ALICE, state="[]")
 
-    results = await asyncio.gather(
-        *(store.find_or_create(ALICE, "alice", build) for _ in range(50))
-    )
+    results = await gather(*(store.find_or_create(ALICE, "alice", build) for _ in range(50)))
     assert len({entry.key for entry, _ in results}) == 1
     assert sum(created for _, created in results) == 1
 
@@ -354,18 +353,17 @@ async def test_a_failing_builder_creates_nothing(store: SessionStore) -> None:
 
 async def test_a_cancelled_find_or_create_does_not_block_the_user(store: SessionStore) -> None:
     """Cancelling a call while its builder waits leaves the slot free for the next call."""
-    started = asyncio.Event()
+    started = anyio.Event()
 
     async def stuck() -> SessionData:
         started.set()
-        await asyncio.Event().wait()
+        await anyio.Event().wait()
         raise AssertionError("unreachable")
 
-    task = asyncio.create_task(store.find_or_create(ALICE, "alice", stuck))
-    await started.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    async with anyio.create_task_group() as group:
+        group.start_soon(store.find_or_create, ALICE, "alice", stuck)
+        await started.wait()
+        group.cancel_scope.cancel()
     entry, created = await store.find_or_create(ALICE, "alice", lambda: make_data(ALICE))
     assert created
     assert await store.get_session(entry.key) == entry.data
@@ -563,7 +561,7 @@ async def test_200_concurrent_messages_from_20_users_all_land(store: SessionStor
     async def handle(user: str, message: str) -> None:
         ctx = ALICE.with_user(user)
         entry, _ = await store.find_or_create(ctx, user, lambda: make_data(ctx, state="[]"))
-        await asyncio.sleep(0)  # a handler awaits other work between read and write
+        await anyio.lowlevel.checkpoint()  # a handler awaits other work between read and write
 
         def record(data: SessionData) -> SessionData:
             return appended(data, message)
@@ -572,7 +570,7 @@ async def test_200_concurrent_messages_from_20_users_all_land(store: SessionStor
 
     users = [f"user-{u}" for u in range(20)]
     messages = [(user, f"{user}-msg-{m}") for m in range(10) for user in users]
-    await asyncio.gather(*(handle(user, message) for user, message in messages))
+    await gather(*(handle(user, message) for user, message in messages))
     for user in users:
         ctx = ALICE.with_user(user)
         found = await store.find_by_user(ctx, user)
