@@ -129,9 +129,16 @@ class SessionStore(abc.ABC):
         session and all return it.
         """
 
+    async def _read_for_update(self, key: str) -> tuple[SessionEntry, object] | None:
+        """update_with's read: the entry and the token `_compare_and_set` checks (by default
+        the revision; a backend may hand itself something cheaper to compare)."""
+        entry = await self.get_entry(key)
+        return None if entry is None else (entry, entry.revision)
+
     @abc.abstractmethod
-    async def _compare_and_set(self, key: str, data: SessionData, revision: str) -> str:
-        """Write `data` if the session still has `revision`; return the new revision."""
+    async def _compare_and_set(self, key: str, data: SessionData, token: object) -> str:
+        """Write `data` if the session is still as `_read_for_update` saw it (`token`); return
+        the new revision."""
 
     async def update_with(
         self, key: str, change: SessionChange, *, attempts: int = DEFAULT_UPDATE_ATTEMPTS
@@ -145,12 +152,13 @@ class SessionStore(abc.ABC):
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             raise InvalidInputError("attempts must be an int of at least 1")
         for attempt in range(attempts):
-            entry = await self.get_entry(key)
-            if entry is None:
+            read = await self._read_for_update(key)
+            if read is None:
                 raise NotFoundError(f"session {key!r} not found")
+            entry, token = read
             data = await resolve(change(entry.data))
             try:
-                revision = await self._compare_and_set(key, data, entry.revision)
+                revision = await self._compare_and_set(key, data, token)
             except ConflictError:
                 if attempt + 1 == attempts:
                     raise

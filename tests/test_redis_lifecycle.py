@@ -289,3 +289,27 @@ async def test_operator_logs_name_no_user_and_no_key(
     assert any("pointer" in m for m in messages), messages
     assert any("does not decode" in m for m in messages), messages
     assert not any("alice" in m or key in m or "broken" in m for m in messages), messages
+
+
+async def test_update_with_sees_a_raw_write_between_its_read_and_write(
+    open_store: OpenStore,
+) -> None:
+    """A Rust-style plain SET during update_with's change makes that try conflict; the next try
+    applies the change on top of the raw write."""
+    store = open_store()
+    key = await store.create_session(ALICE, make_data(ALICE, state="[]"))
+    calls = 0
+
+    async def change(data: SessionData) -> SessionData:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            rust = make_data(ALICE, state='["rust"]')
+            await store.client.set(store.keys.session(key), encode_session_data(rust))
+        items = [*json.loads(data.context_json), "python"]
+        return msgspec.structs.replace(data, context_json=json.dumps(items))
+
+    entry = await store.update_with(key, change)
+    assert calls == 2
+    assert json.loads(entry.data.context_json) == ["rust", "python"]
+    assert await store.get_entry(key) == entry

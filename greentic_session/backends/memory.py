@@ -257,8 +257,9 @@ class InMemorySessionStore(SessionStore):
     ) -> None:
         self._replace(key, data, expected_revision)
 
-    async def _compare_and_set(self, key: str, data: SessionData, revision: str) -> str:
-        return str(self._replace(key, data, revision))
+    async def _compare_and_set(self, key: str, data: SessionData, token: object) -> str:
+        assert isinstance(token, str)  # the revision (SessionStore._read_for_update)
+        return str(self._replace(key, data, token))
 
     def _replace(self, key: str, data: SessionData, expected: str | None) -> int:
         """The write behind update_session and compare-and-set; returns the new revision."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Self, Unpack, cast
+from typing import Any, NamedTuple, Self, Unpack, cast
 
 try:
     import redis.asyncio as aioredis
@@ -100,6 +100,12 @@ def _retries_of(client: aioredis.Redis) -> int:
         return retries
     # redis-py turns retry_on_error/retry_on_timeout without a Retry into one retry.
     return 1 if kwargs.get("retry_on_error") or kwargs.get("retry_on_timeout") else 0
+
+
+class _SeenBytes(NamedTuple):
+    """The stored bytes update_with read: its compare-and-set token."""
+
+    raw: bytes
 
 
 class RedisSessionStore(SessionStore):
@@ -235,32 +241,53 @@ class RedisSessionStore(SessionStore):
         return new_key
 
     async def get_session(self, key: str) -> SessionData | None:
-        self._check_open()
-        check_key(key)
-        raw = await self._redis.call(self.client.get, self.keys.session(key), key=key)
+        raw = await self._get_raw(key)
         return None if raw is None else self._decode(key, raw)
 
     async def get_entry(self, key: str) -> SessionEntry | None:
+        raw = await self._get_raw(key)
+        if raw is None:
+            return None
+        return SessionEntry(SessionKey(key), self._decode(key, raw), revision_of(raw))
+
+    async def _get_raw(self, key: str) -> bytes | None:
+        """The stored blob (GET): the client returns bytes (it never decodes responses)."""
         self._check_open()
         check_key(key)
         raw = await self._redis.call(self.client.get, self.keys.session(key), key=key)
-        if raw is None:
-            return None
-        return SessionEntry(SessionKey(key), self._decode(key, raw), revision_of(cast(bytes, raw)))
+        return cast(bytes | None, raw)
 
     async def update_session(
         self, key: str, data: SessionData, *, expected_revision: str | None = None
     ) -> None:
         await self._write(key, data, expected_revision)
 
-    async def _compare_and_set(self, key: str, data: SessionData, revision: str) -> str:
-        return revision_of(await self._write(key, data, revision))
+    async def _read_for_update(self, key: str) -> tuple[SessionEntry, object] | None:
+        # The bytes read are the token: update.lua compares them with the stored bytes, which
+        # is cheaper on the server than hashing the stored blob for a revision.
+        raw = await self._get_raw(key)
+        if raw is None:
+            return None
+        entry = SessionEntry(SessionKey(key), self._decode(key, raw), revision_of(raw))
+        return entry, _SeenBytes(raw)
 
-    async def _write(self, key: str, data: SessionData, expected: str | None) -> bytes:
-        """Run update.lua; return the blob written."""
+    async def _compare_and_set(self, key: str, data: SessionData, token: object) -> str:
+        assert isinstance(token, _SeenBytes | str)
+        return revision_of(await self._write(key, data, token))
+
+    async def _write(self, key: str, data: SessionData, expected: str | _SeenBytes | None) -> bytes:
+        """Run update.lua; return the blob written. `expected` is a revision, the bytes
+        `_read_for_update` saw, or None (write whatever is stored)."""
         self._check_open()
         check_key(key)
-        if expected is not None and (not isinstance(expected, str) or not expected):
+        check: str | bytes
+        if isinstance(expected, _SeenBytes):
+            check, mode = expected.raw, "bytes"
+        elif expected is None:
+            check, mode = "", "sha1"
+        elif isinstance(expected, str) and expected:
+            check, mode = expected, "sha1"
+        else:
             raise InvalidInputError("expected_revision must be a revision str from get_entry")
         blob = self._encode(data)
         want = scope_of(data.tenant_ctx)
@@ -268,9 +295,10 @@ class RedisSessionStore(SessionStore):
         slot = owner_slot(want) if self._expiry.enabled else None
         args = (
             *(want.env, want.tenant_id, want.team or "", want.user or "", blob, prefix),
-            expected or "",
+            check,
             *self._ttl_args,
             *(self.keys.user_prefix, key, "" if slot is None else self.keys.slot_suffix(slot)),
+            mode,
         )
         keys = (self.keys.session(key), self.keys.meta(key))
         result = await self._redis.eval(scripts.UPDATE, keys, args, write=True, key=key)

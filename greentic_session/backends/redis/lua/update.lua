@@ -6,9 +6,13 @@
 -- ARGV[1..4] expected owner: env, tenant_id, team, user ('' means none), as fence.scope_of gives
 -- ARGV[5]  the new blob
 -- ARGV[6]  how many leading bytes of the new blob hold its owner fields (codec.owner_prefix_length)
--- ARGV[7]  expected revision, '' for any
+-- ARGV[7]  what the stored blob must still be: its revision (SHA-1 hex), or the very bytes the
+--          caller read (update_with), as ARGV[13] says; '' with 'sha1' for no condition
 -- ARGV[8], ARGV[9]  idle and lifetime ms (expiry.lua); ARGV[10] user pointer key prefix;
 -- ARGV[11] session key; ARGV[12] the new owner's pointer suffix ('' for none)
+-- ARGV[13] 'sha1' or 'bytes'
+-- (Comparing bytes costs the server a string compare where a revision costs a SHA-1 of the
+-- blob; Lua interns strings, so equal bytes compare in constant time once both are read.)
 -- Returns 1 when written, 0 when the session is missing, -1 when the stored blob is not
 -- SessionData JSON, -2 when the revision differs, or {env, tenant_id, team, user} of the stored
 -- owner when it differs.
@@ -16,10 +20,14 @@ local n = tonumber(ARGV[6])
 local new = ARGV[5]
 
 local raw, head, tail
-if ARGV[7] ~= '' then
+if ARGV[13] == 'bytes' or ARGV[7] ~= '' then
   raw = redis.call('GET', KEYS[1])
   if not raw then return 0 end
-  if redis.sha1hex(raw) ~= ARGV[7] then return -2 end
+  if ARGV[13] == 'bytes' then
+    if raw ~= ARGV[7] then return -2 end
+  elseif redis.sha1hex(raw) ~= ARGV[7] then
+    return -2
+  end
   head, tail = string.sub(raw, 1, n + 1024), string.sub(raw, -2)
 else
   -- Without a revision only the head and the last bytes are read: no copy of a large blob.
