@@ -8,6 +8,7 @@ Section numbers follow issue 3's list; 5 and 6 (ACL, TLS, secrets) are in test_r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import random
@@ -22,6 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from greentic_session import (
+    ConflictError,
     ErrorCode,
     InternalError,
     NotFoundError,
@@ -304,8 +306,44 @@ class CancelDrill:
             await self.store.remove_session(key)
             self.removed.add(key)
 
+    async def update_with_base(self) -> None:
+        key = self.rng.choice(list(self.owners))
+        node = f"node.{self.rng.randrange(1000)}"
+
+        def change(data: SessionData) -> SessionData:
+            self.check_base(key, data)
+            return marked(self.owners[key], key, node=node)
+
+        entry = await self.store.update_with(key, change)
+        self.check_base(key, entry.data)
+
+    async def compare_and_set_base(self) -> None:
+        key = self.rng.choice(list(self.owners))
+        entry = await self.store.get_entry(key)
+        assert entry is not None
+        self.check_base(key, entry.data)
+        node = f"node.{self.rng.randrange(1000)}"
+        with contextlib.suppress(ConflictError):  # another call's write landed in between
+            data = marked(self.owners[key], key, node=node)
+            await self.store.update_session(key, data, expected_revision=entry.revision)
+
+    async def find_or_create_base(self) -> None:
+        user = self.rng.choice(list(self.users))
+
+        def never() -> SessionData:
+            raise AssertionError(f"find_or_create({user}) lost its session")
+
+        entry, created = await self.store.find_or_create(ctx_of(user), user, never)
+        assert not created
+        assert entry.key == self.users[user], f"find_or_create({user}) returned another key"
+        self.check_base(entry.key, entry.data)
+
+    async def touch_base(self) -> None:
+        await self.store.touch_session(self.rng.choice(list(self.owners)))
+
     def random_call(self) -> Callable[[], Awaitable[None]]:
-        calls = [self.get_base, self.find_base, self.update_base]
+        calls = [self.get_base, self.find_base, self.update_base, self.update_with_base]
+        calls += [self.compare_and_set_base, self.find_or_create_base, self.touch_base]
         return self.rng.choice([*calls, self.create_scratch, self.remove_scratch])
 
     async def cancelled(self, call: Callable[[], Awaitable[None]], after: float) -> None:
@@ -338,8 +376,8 @@ class CancelDrill:
 async def test_a_thousand_random_cancellations_leave_no_crosstalk_or_leaks(
     fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
 ) -> None:
-    """Cancelling 1,000 calls at random points never hands a reply to the wrong request and
-    leaves no connection or permit behind."""
+    """Cancelling 1,000 calls (lifecycle calls included) at random points never hands a reply
+    to the wrong request and leaves no connection or permit behind."""
     max_connections = 8
     async with (
         FaultProxy(fault_server.port, max_delay=0.002, seed=7) as proxy,
@@ -360,7 +398,8 @@ async def test_a_thousand_random_cancellations_leave_no_crosstalk_or_leaks(
         # would cancel nearly every call on a loaded machine and almost none on an idle one.
         started = time.perf_counter()
         for _ in range(4):
-            await bounded(asyncio.gather(*(drill.get_base() for _ in range(max_connections))))
+            calls = [drill.random_call() for _ in range(max_connections)]
+            await bounded(asyncio.gather(*(call() for call in calls)))
         window = 2 * (time.perf_counter() - started) / 4
         for _ in range(125):  # 125 waves of 8 cancelled calls, each followed by checked reads
             wave = [
