@@ -71,15 +71,17 @@ def advance(form: Form, text: str) -> Turn:
     """One step of the flow: the reply to `text` and the form after it (no I/O)."""
     text = text.strip()
     if form.step == "name" and text:
-        return Turn(f"Thanks, {text}. What is your email?", msgspec.structs.replace(
-            form, step="email", name=text
-        ))
+        return Turn(
+            f"Thanks, {text}. What is your email?",
+            msgspec.structs.replace(form, step="email", name=text),
+        )
     if form.step == "email":
         if "@" not in text:
             return Turn("That does not look like an email; please try again.", form)
-        return Turn("Got it. Describe the issue in one line.", msgspec.structs.replace(
-            form, step="issue", email=text
-        ))
+        return Turn(
+            "Got it. Describe the issue in one line.",
+            msgspec.structs.replace(form, step="issue", email=text),
+        )
     if form.step == "issue" and text:
         tickets = form.tickets + 1
         reply = f"Ticket {tickets} filed for {form.name} <{form.email}>: {text}"
@@ -92,15 +94,17 @@ def advance(form: Form, text: str) -> Turn:
 _encode, _decode = msgspec.json.encode, msgspec.json.Decoder(Form).decode
 
 
+def _saved(form: Form) -> dict[str, Any]:
+    """The SessionData fields that hold `form`: the cursor names its step."""
+    return {
+        "cursor": SessionCursor(node_pointer=f"form.{form.step}"),
+        "context_json": _encode(form).decode(),
+    }
+
+
 def new_form(ctx: TenantCtx) -> SessionData:
     """The session a user's first message starts."""
-    form = Form()
-    return SessionData(
-        tenant_ctx=ctx,
-        flow_id=FLOW_ID,
-        cursor=SessionCursor(node_pointer=f"form.{form.step}"),
-        context_json=_encode(form).decode(),
-    )
+    return SessionData(tenant_ctx=ctx, flow_id=FLOW_ID, **_saved(Form()))
 
 
 def read_form(data: SessionData) -> Form:
@@ -108,11 +112,7 @@ def read_form(data: SessionData) -> Form:
 
 
 def with_form(data: SessionData, form: Form) -> SessionData:
-    return msgspec.structs.replace(
-        data,
-        cursor=SessionCursor(node_pointer=f"form.{form.step}"),
-        context_json=_encode(form).decode(),
-    )
+    return msgspec.structs.replace(data, **_saved(form))
 
 
 async def take_turn(store: SessionStore, ctx: TenantCtx, user: str, text: str) -> Turn:
@@ -196,9 +196,10 @@ def create_app(open_store: Callable[[], SessionStore] = store_from_environment) 
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
-    parser = argparse.ArgumentParser(prog="python -m examples.flow_service", description=(
-        "The example flow service; in memory unless REDIS_URL is set."
-    ))
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.flow_service",
+        description=("The example flow service; in memory unless REDIS_URL is set."),
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)

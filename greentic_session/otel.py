@@ -25,7 +25,8 @@ What a call records, after the OpenTelemetry database semantic conventions (sche
   failed, `error.type` (the exception's class name) and status ERROR. `NotFoundError` and
   `ConflictError` are answers about the data, not failures of the call (a runner handles them
   in its normal flow, by recreating or retrying), so they keep status UNSET and get no
-  `error.type`, as database instrumentations leave a "no rows" or a write conflict.
+  `error.type`, as database instrumentations leave a "no rows" or a write conflict. Any other
+  exception, cancellation included (as OpenTelemetry's own `use_span` treats it), is a failure.
 - Never a user id, session key or payload: the library's messages name session keys, so no
   exception event is recorded and the status carries no description.
 - Metrics: `db.client.operation.duration` (histogram, seconds) with the span's attributes plus
@@ -59,7 +60,13 @@ try:
     from opentelemetry import context as otel_context
     from opentelemetry import metrics, trace
     from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
-    from opentelemetry.metrics import CallbackOptions, Counter, Histogram, MeterProvider, Observation
+    from opentelemetry.metrics import (
+        CallbackOptions,
+        Counter,
+        Histogram,
+        MeterProvider,
+        Observation,
+    )
     from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, TracerProvider
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
@@ -189,7 +196,9 @@ def _connections_in_use(store: Any) -> int | None:
 class _Telemetry:
     """The tracer and instruments one `instrument()` call records into."""
 
-    def __init__(self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None):
+    def __init__(
+        self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
+    ):
         version = _package_version()
         self.tracer: Tracer = trace.get_tracer(
             SCOPE_NAME, version, tracer_provider, schema_url=SCHEMA_URL
@@ -243,7 +252,8 @@ def _package_version() -> str | None:
 def _observe_connections(
     _options: CallbackOptions, provider: MeterProvider
 ) -> Iterable[Observation]:
-    telemetry = SessionStoreInstrumentor()._telemetry
+    instrumentor = SessionStoreInstrumentor._instance  # no lock: collection runs on its own
+    telemetry = None if instrumentor is None else instrumentor._telemetry
     if telemetry is None or telemetry.meter_provider is not provider:
         return []
     in_use: dict[str, int] = {}

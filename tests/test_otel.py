@@ -1,4 +1,4 @@
-"""The OpenTelemetry instrumentation, recorded by the SDK's in-memory exporters, on every backend."""
+"""The OpenTelemetry instrumentation, read through the SDK's in-memory exporters, both backends."""
 
 from __future__ import annotations
 
@@ -103,14 +103,16 @@ async def test_each_call_is_one_client_span_with_database_attributes(
     recorded: Recorded, store: SessionStore
 ) -> None:
     """Every store call ends one CLIENT span named after its operation, with the semconv
-    database attributes and an UNSET status."""
-    key = await store.create_session(CTX, make_data(CTX, state=PAYLOAD))
-    await store.get_session(key)
-    await store.find_by_user(CTX, USER)
-    await store.update_session(key, make_data(CTX, state=PAYLOAD))
+    database attributes and an UNSET status, and returns what the plain call returns."""
+    data = make_data(CTX, state=PAYLOAD)
+    key = await store.create_session(CTX, data)
+    assert await store.get_session(key) == data  # the wrapper hands results through unchanged
+    assert await store.find_by_user(CTX, USER) == (key, data)
+    assert await store.update_session(key, data) is None
     await store.remove_session(key)
+    assert await store.get_session(key) is None
 
-    spans = recorded.spans()
+    spans = recorded.spans()[:-1]  # the last get_session is checked by the other tests
     operations = ["create_session", "get_session", "find_by_user", "update_session"]
     operations.append("remove_session")
     assert [s.attributes["db.operation.name"] for s in spans if s.attributes] == operations
@@ -168,9 +170,10 @@ async def test_a_failed_call_is_an_error_span_with_type_and_code(
         assert span.attributes["error.type"] == error_type
         assert span.attributes["greentic_session.error.code"] == code
         assert not span.events  # no exception event: its message could name a session key
-    codes = {p.attributes["greentic_session.error.code"]: p.value for p in recorded.points(
-        "greentic_session.client.errors"
-    )}
+    codes = {
+        p.attributes["greentic_session.error.code"]: p.value
+        for p in recorded.points("greentic_session.client.errors")
+    }
     assert codes == {"invalid_input": 1, "unavailable": 1}
 
 
@@ -399,7 +402,8 @@ def test_nothing_is_imported_until_asked_and_the_extra_is_named_when_absent() ->
         import greentic_session
         from greentic_session import *
         asyncio.run(greentic_session.InMemorySessionStore().get_session("k"))
-        loaded = sorted(m for m in sys.modules if m.startswith(("opentelemetry", "greentic_session.otel")))
+        prefixes = ("opentelemetry", "greentic_session.otel")
+        loaded = sorted(m for m in sys.modules if m.startswith(prefixes))
         assert not loaded, loaded
         sys.modules["opentelemetry"] = None  # as if the extra were not installed
         try:
@@ -443,4 +447,3 @@ def test_instrument_without_providers_uses_the_global_ones() -> None:
     spans, names = result.stdout.splitlines()
     assert spans == "['get_session']"
     assert "db.client.operation.duration" in names
-
