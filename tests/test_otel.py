@@ -241,6 +241,29 @@ async def test_the_span_is_current_during_the_call(recorded: Recorded, store: Se
     assert child.parent.span_id == app.context.span_id
 
 
+def test_work_inside_a_call_sees_the_call_span_as_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the plain method runs, the store call's span is the current span, so spans of an
+    instrumented driver nest under it."""
+    seen: list[trace.Span] = []
+
+    class Probe(InMemorySessionStore):
+        async def get_session(self, key: str) -> Any:
+            seen.append(trace.get_current_span())
+            return await super().get_session(key)
+
+    monkeypatch.setattr(otel_module, "_store_classes", lambda: [(Probe, otel_module._memory_calls)])
+    rec, meter_provider = _providers()
+    instrumentor = SessionStoreInstrumentor()
+    instrumentor.instrument(tracer_provider=rec.tracer_provider, meter_provider=meter_provider)
+    try:
+        asyncio.run(Probe().get_session("k"))
+    finally:
+        instrumentor.uninstrument()
+    (span,) = rec.spans()
+    (current,) = seen
+    assert current.get_span_context().span_id == span.context.span_id
+
+
 async def test_suppressed_calls_record_nothing(recorded: Recorded, store: SessionStore) -> None:
     """Under OpenTelemetry's suppression key a call runs plainly: no span, no metric."""
     token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
