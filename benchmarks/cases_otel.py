@@ -226,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.redis_url:
         rows = asyncio.run(run_otel_cases(args.redis_url, profile))
     else:
+        from .runner import pin_cpus  # here: the runner imports this module
+
         with RedisServer() as server:
+            print(f"pinning: {pin_cpus(server.pid)}")
             rows = asyncio.run(run_otel_cases(server.url, profile))
     print(render_otel_table(rows).lstrip("\n"))
     return 0
