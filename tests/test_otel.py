@@ -329,13 +329,15 @@ def test_instrumentor_is_a_singleton_and_both_switches_are_idempotent() -> None:
     rec, meter_provider = _providers()
     instrumentor = SessionStoreInstrumentor()
     instrumentor.instrument(tracer_provider=rec.tracer_provider, meter_provider=meter_provider)
-    wrapped = InMemorySessionStore.get_session
-    instrumentor.instrument(tracer_provider=rec.tracer_provider, meter_provider=meter_provider)
-    assert InMemorySessionStore.get_session is wrapped
-    assert instrumentor.is_instrumented_by_opentelemetry
-    asyncio.run(InMemorySessionStore().get_session("k"))
+    try:
+        wrapped = InMemorySessionStore.get_session
+        instrumentor.instrument(tracer_provider=rec.tracer_provider, meter_provider=meter_provider)
+        assert InMemorySessionStore.get_session is wrapped
+        assert instrumentor.is_instrumented_by_opentelemetry
+        asyncio.run(InMemorySessionStore().get_session("k"))
+    finally:
+        instrumentor.uninstrument()
     assert len(rec.spans()) == 1
-    instrumentor.uninstrument()
     restored = InMemorySessionStore.get_session
     instrumentor.uninstrument()
     assert InMemorySessionStore.get_session is restored
