@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
 from greentic_session import (
+    ConflictError,
     InMemorySessionStore,
     InvalidInputError,
     NotFoundError,
@@ -147,6 +148,32 @@ async def test_not_found_keeps_the_span_unset_and_carries_the_code(
     (duration,) = recorded.points("db.client.operation.duration")
     assert duration.attributes["greentic_session.error.code"] == "not_found"
     assert "error.type" not in duration.attributes
+
+
+def test_a_conflict_keeps_the_span_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ConflictError (a compare-and-set lost to another writer) is an answer too: status
+    UNSET, code `conflict`, no error.type."""
+
+    class Contended(InMemorySessionStore):
+        async def get_session(self, key: str) -> Any:
+            raise ConflictError("another writer got there first")
+
+    monkeypatch.setattr(
+        otel_module, "_store_classes", lambda: [(Contended, otel_module._memory_calls)]
+    )
+    rec, meter_provider = _providers()
+    instrumentor = SessionStoreInstrumentor()
+    instrumentor.instrument(tracer_provider=rec.tracer_provider, meter_provider=meter_provider)
+    try:
+        with pytest.raises(ConflictError):
+            asyncio.run(Contended().get_session("k"))
+    finally:
+        instrumentor.uninstrument()
+    (span,) = rec.spans()
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.attributes is not None
+    assert span.attributes["greentic_session.error.code"] == "conflict"
+    assert "error.type" not in span.attributes
 
 
 async def test_a_failed_call_is_an_error_span_with_type_and_code(
