@@ -15,9 +15,9 @@ import uvicorn
 from examples.flow_service import ENV, TENANT, create_app, read_form, store_from_environment
 from greentic_session import (
     InMemorySessionStore,
+    SessionError,
     SessionStore,
     TenantCtx,
-    UnavailableError,
 )
 from greentic_session.backends.redis.store import RedisSessionStore
 from greentic_session.testing import Backend
@@ -115,7 +115,7 @@ async def test_concurrent_users_each_advance_their_own_form(
         assert stored[user].cursor.node_pointer == "form.done"
         assert read_form(stored[user]).tickets == 1
     assert restart == [{"reply": "Hello! What is your name?", "step": "name"}]
-    with pytest.raises(UnavailableError):  # the lifespan closed it on shutdown
+    with pytest.raises(SessionError):  # the lifespan closed it on shutdown
         await store.get_session("any")
     if isinstance(store, RedisSessionStore):
         await drop_namespace(request.getfixturevalue("redis_url"), store.keys.namespace)

@@ -28,9 +28,9 @@ from greentic_session import (
     InMemorySessionStore,
     InvalidInputError,
     NotFoundError,
+    SessionError,
     SessionStore,
     TenantCtx,
-    UnavailableError,
 )
 from greentic_session import otel as otel_module
 from greentic_session.backends.redis.store import RedisSessionStore
@@ -179,29 +179,30 @@ def test_a_conflict_keeps_the_span_unset(monkeypatch: pytest.MonkeyPatch) -> Non
 async def test_a_failed_call_is_an_error_span_with_type_and_code(
     recorded: Recorded, store: SessionStore
 ) -> None:
-    """Invalid input and a closed store end ERROR spans with error.type and our error code."""
-    with pytest.raises(InvalidInputError):
+    """Invalid input and a closed store end ERROR spans with error.type and our error code, and
+    each counts once in the errors counter under that type and code."""
+    with pytest.raises(InvalidInputError) as invalid_input:
         await store.get_session("")
     await store.aclose()
-    with pytest.raises(UnavailableError):
+    with pytest.raises(SessionError) as closed_store:  # the store's own error for a closed store
         await store.get_session("some-key")
 
-    invalid, closed = recorded.spans()
-    for span, error_type, code in (
-        (invalid, "InvalidInputError", "invalid_input"),
-        (closed, "UnavailableError", "unavailable"),
-    ):
+    failures = [
+        (type(raised.value).__qualname__, raised.value.code.value)
+        for raised in (invalid_input, closed_store)
+    ]
+    for span, (error_type, code) in zip(recorded.spans(), failures, strict=True):
         assert span.status.status_code is StatusCode.ERROR
         assert span.status.description is None  # messages may name a session key
         assert span.attributes is not None
         assert span.attributes["error.type"] == error_type
         assert span.attributes["greentic_session.error.code"] == code
         assert not span.events  # no exception event: its message could name a session key
-    codes = {
-        p.attributes["greentic_session.error.code"]: p.value
+    counted = {
+        (p.attributes["error.type"], p.attributes["greentic_session.error.code"]): p.value
         for p in recorded.points("greentic_session.client.errors")
     }
-    assert codes == {"invalid_input": 1, "unavailable": 1}
+    assert counted == dict.fromkeys(failures, 1)
 
 
 async def test_duration_histogram_by_operation_and_outcome(
