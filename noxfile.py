@@ -62,3 +62,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against floors and peers; `-- --quick` for a short run."""
     install(session, "bench")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def example(session: nox.Session) -> None:
+    """The example flow service on http://127.0.0.1:8000 (Redis if REDIS_URL is set); `--port N`."""
+    install(session, "example")
+    session.run("python", "-m", "examples.flow_service", *session.posargs)

@@ -24,6 +24,7 @@ from greentic_session.testing import RedisServer
 
 from .cases_codec import CODEC_OPS, run_codec_size
 from .cases_memory import MEMORY_OPS, run_memory_op
+from .cases_otel import otel_ticks, render_otel_table, run_otel_cases
 from .cases_redis import REDIS_OPS, run_redis_op
 from .machine import CpuAccount, git_state, machine_info, package_versions
 from .memory_usage import memory_footprint, redis_footprint
@@ -131,7 +132,7 @@ def plan_ticks(profile: Profile) -> int:
     memory = len(profile.memory_sizes) * len(MEMORY_OPS) * profile.rounds
     redis = len(profile.redis_sizes) * len(REDIS_OPS) * (2 * profile.rounds + 1)
     footprint = len(profile.footprint_sizes) * 2
-    return codec + memory + redis + footprint
+    return codec + memory + redis + footprint + otel_ticks(profile)
 
 
 async def run_cases(
@@ -175,6 +176,9 @@ async def run_cases(
             await redis_footprint(url, size, profile.footprint_sessions, run_id=run_id, tick=tick)
         )
     lap("footprint")
+    status("otel overhead")
+    rows += await run_otel_cases(url, profile, tick=tick)
+    lap("otel")
     return rows
 
 
@@ -244,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plot:
         write_plot(doc, args.out / "latency.png")
     print(render_table(doc, targets))
+    print(render_otel_table(rows))
     print(f"\nwrote {args.out / 'latest.json'}" + ("" if args.no_plot else " and latency.png"))
     sections = ", ".join(f"{name} {secs:.1f} s" for name, secs in section_seconds.items())
     print(f"wall time {wall:.1f} s ({sections})")

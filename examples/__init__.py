@@ -1,0 +1,1 @@
+"""Runnable examples of greentic_session in a service (see examples/README.md)."""
