@@ -118,29 +118,20 @@ def with_form(data: SessionData, form: Form) -> SessionData:
 async def take_turn(store: SessionStore, ctx: TenantCtx, user: str, text: str) -> Turn:
     """Resume `user`'s form (starting one on first contact), advance it by `text`, save it.
 
-    Written with today's calls. Once the store has `find_or_create` and `update_with`, the body
-    becomes the following, which also makes two concurrent messages of one user safe
-    (compare-and-set, retried on conflict; today the later of two concurrent saves wins):
-
-        entry, _created = await store.find_or_create(ctx, user, lambda: new_form(ctx))
-        turns: list[Turn] = []
-
-        def change(data: SessionData) -> SessionData:
-            turns.append(advance(read_form(data), text))
-            return with_form(data, turns[-1].form)
-
-        await store.update_with(entry.key, change)
-        return turns[-1]
+    `find_or_create` gives each user exactly one session however many first messages race, and
+    `update_with` applies the turn with a compare-and-set, retried on conflict, so two messages
+    of one user that arrive together both count. `change` may run more than once: it keeps only
+    the turn of its last run.
     """
-    found = await store.find_by_user(ctx, user)
-    if found is None:
-        data = new_form(ctx)
-        key = await store.create_session(ctx, data)
-    else:
-        key, data = found
-    turn = advance(read_form(data), text)
-    await store.update_session(key, with_form(data, turn.form))
-    return turn
+    entry, _created = await store.find_or_create(ctx, user, lambda: new_form(ctx))
+    turns: list[Turn] = []
+
+    def change(data: SessionData) -> SessionData:
+        turns.append(advance(read_form(data), text))
+        return with_form(data, turns[-1].form)
+
+    await store.update_with(entry.key, change, attempts=20)
+    return turns[-1]
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
-from examples.flow_service import ENV, TENANT, create_app, read_form, store_from_environment
+from examples.flow_service import ENV, TENANT, Form, create_app, read_form, store_from_environment
 from greentic_session import (
     InMemorySessionStore,
     SessionError,
@@ -117,6 +117,35 @@ async def test_concurrent_users_each_advance_their_own_form(
     assert restart == [{"reply": "Hello! What is your name?", "step": "name"}]
     with pytest.raises(SessionError):  # the lifespan closed it on shutdown
         await store.get_session("any")
+    if isinstance(store, RedisSessionStore):
+        await drop_namespace(request.getfixturevalue("redis_url"), store.keys.namespace)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+async def test_concurrent_messages_of_one_user_all_count(
+    backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    """Eight messages one user sends at once each advance the form exactly once: two full
+    rounds (hello, name, email, ticket), not fewer (no lost update) and no second session."""
+    user = "user-racing"
+    async with (
+        serving(_opener(backend, request)) as (url, opened),
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+
+        async def send() -> dict[str, Any]:
+            response = await client.post("/message", json={"user": user, "text": "a@example.org"})
+            assert response.status_code == 200, response.text
+            result: dict[str, Any] = response.json()
+            return result
+
+        replies = await asyncio.gather(*(send() for _ in range(8)))
+        (store,) = opened
+        found = await store.find_by_user(TenantCtx.new(ENV, TENANT, user=user), user)
+    assert found is not None
+    assert read_form(found[1]) == Form(step="done", tickets=2)
+    kinds = sorted(reply["reply"].split(" ")[0] for reply in replies)
+    assert kinds == ["Got", "Got", "Hello!", "Hello!", "Thanks,", "Thanks,", "Ticket", "Ticket"]
     if isinstance(store, RedisSessionStore):
         await drop_namespace(request.getfixturevalue("redis_url"), store.keys.namespace)
 
