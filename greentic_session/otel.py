@@ -44,7 +44,6 @@ of `wrapt`, `packaging` and the semantic-conventions package in every deployment
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib.metadata
 import importlib.util
@@ -183,14 +182,10 @@ def _redis_calls(store: Any) -> dict[str, _Call]:
 
 
 def _connections_in_use(store: Any) -> int | None:
-    """Calls of `store` holding a connection: the taken permits of its gate (see client.py)."""
-    gate = getattr(getattr(store, "_redis", None), "gate", None)
-    if not isinstance(gate, asyncio.Semaphore):
-        return None
-    pool = store.client.connection_pool
-    capacity = min(getattr(pool, "max_connections", 2**31), 2**31)  # as RedisCaller sizes it
-    free: int = gate._value  # asyncio.Semaphore's count of free permits
-    return max(0, capacity - free)
+    """Calls of `store` holding a connection (`RedisCaller.in_use`)."""
+    caller = getattr(store, "_redis", None)
+    in_use = getattr(caller, "in_use", None)
+    return in_use if isinstance(in_use, int) else None
 
 
 class _Telemetry:

@@ -116,6 +116,11 @@ class RedisCaller:
         self._reached = False  # any reply since the store opened
         self._warned = False  # a WARNING went out and no INFO yet
 
+    @property
+    def in_use(self) -> int:
+        """Calls holding a connection now: the gate's taken permits."""
+        return max(0, self._permits - self.gate._value)  # asyncio.Semaphore's free permits
+
     async def eval(
         self,
         script: Script,
