@@ -1,4 +1,4 @@
-"""Every code block in README.md and docs/**/*.md runs (or is checked), so no example can rot.
+"""Every code block in README.md, examples/README.md and docs/**/*.md runs (or is checked).
 
 Python blocks run one by one, each in a fresh namespace as `__main__`: a block must run alone,
 pasted into a file, as a reader would try it. Blocks that need Redis read `$REDIS_URL`, which
@@ -31,12 +31,12 @@ from greentic_session.testing import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted(
-    [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")],
+    [ROOT / "README.md", ROOT / "examples" / "README.md", *(ROOT / "docs").rglob("*.md")],
     key=lambda page: page.relative_to(ROOT).as_posix(),
 )
 PAGES = [page for page in PAGES if "_build" not in page.relative_to(ROOT).parts]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-OWN_MODULES = ("greentic_session", "benchmarks", "docs")
+OWN_MODULES = ("greentic_session", "benchmarks", "docs", "examples")
 
 
 def nox_sessions() -> set[str]:
@@ -56,9 +56,10 @@ def command_problems(words: list[str]) -> list[str]:
     extras = set(PYPROJECT["project"].get("optional-dependencies", {}))
     groups = set(PYPROJECT.get("dependency-groups", {}))
     problems = []
+    is_nox = "nox" in words
     for at, word in enumerate(words):
         following = words[at + 1 :]
-        if word == "-s":  # `nox -s lint typecheck`: every word up to the next option
+        if word == "-s" and is_nox:  # `nox -s lint typecheck`: every word up to the next option
             named = itertools.takewhile(lambda name: not name.startswith("-"), following)
             problems += [f"no nox session {name!r}" for name in named if name not in sessions]
         if word == "--group" and following and following[0] not in groups:
