@@ -1,4 +1,6 @@
-"""The batching transport alone against the raw redis-py pool: `python -m benchmarks.cases_transport`.
+"""The batching transport alone beside the raw redis-py pool.
+
+Run: `python -m benchmarks.cases_transport` (`--help` for options).
 
 Starts a private redis-server and runs GET and SET of a 4 KiB value and an EVALSHA (a script that
 SETs a 4 KiB argument, like the store's update) at concurrency 1, 16, 64 and 256:
@@ -122,8 +124,8 @@ async def bench(url: str, args: argparse.Namespace) -> dict[tuple[str, int, str]
                     sample.cpu_us.append(cpu / total * 1e6)
                     if name == "transport":
                         after = pool.stats()
-                        batches = after["batches"] - before_stats["batches"]
-                        requests = after["requests"] - before_stats["requests"]
+                        batches = after.batches - before_stats.batches
+                        requests = after.requests - before_stats.requests
                         sample.batch.append(requests / batches if batches else 0.0)
         await pool.aclose()
         await raw.aclose()

@@ -95,9 +95,10 @@ _ONE = 1
 def pack(args: tuple[Any, ...]) -> bytes:
     """The RESP encoding of one command (`str` is UTF-8; `int`/`float` as text; no `bool`)."""
     try:
-        return hiredis.pack_command(args)
+        packed: bytes = hiredis.pack_command(args)
     except TypeError as exc:
         raise redis_errors.DataError(f"cannot send a command argument: {exc}") from None
+    return packed
 
 
 def _reader() -> hiredis.Reader:

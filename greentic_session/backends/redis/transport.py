@@ -29,12 +29,13 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Self
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
-from redis.credentials import UsernamePasswordCredentialProvider
 from redis.asyncio.connection import AbstractConnection, SSLConnection, UnixDomainSocketConnection
+from redis.credentials import UsernamePasswordCredentialProvider
 
 from .connection import (
     BatchedConnection,
@@ -54,6 +55,7 @@ __all__ = [
     "ConnectionLostError",
     "NotSentError",
     "PoolBusyError",
+    "PoolStats",
     "ReplyTimeoutError",
     "TransportError",
     "WriteOutcomeUnknownError",
@@ -103,6 +105,7 @@ class BatchingPool:
         self._waiters: list[asyncio.Future[None]] = []
         self._closed = False
         self._retired = [0, 0]  # batches and requests written by connections already dropped
+        self._opened_count = 0
 
     @classmethod
     def from_url(
@@ -169,9 +172,7 @@ class BatchingPool:
         connection = self._choose(len(payload))
         if connection is None:
             connection = await self._acquire(len(payload))
-        replies: list[Any] = await connection.submit(
-            payload, replies=len(packed) + 2, write=write
-        )
+        replies: list[Any] = await connection.submit(payload, replies=len(packed) + 2, write=write)
         return _exec_result(replies)
 
     # -- choosing a connection -----------------------------------------------------------------
@@ -221,8 +222,15 @@ class BatchingPool:
                 return connection
             if self._opening is None and len(self._live) < self.connections:
                 self._start_opening()
-            if self._opening is not None:
-                await asyncio.shield(self._opening)  # its failure is every waiter's error
+            opening = self._opening
+            if opening is not None:
+                try:
+                    await asyncio.shield(opening)  # its failure is every waiter's error
+                finally:
+                    # Awaiting a finished task does not yield: account for it now, not in the
+                    # done callback the loop has yet to run, or this loop would spin.
+                    if opening.done():
+                        self._opened(opening)
                 continue
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.append(waiter)
@@ -264,12 +272,15 @@ class BatchingPool:
         task.add_done_callback(self._opened)
 
     def _opened(self, task: asyncio.Task[BatchedConnection]) -> None:
+        if self._opening is not task:
+            return  # already accounted for (by _acquire or the done callback)
         self._opening = None
         if task.cancelled():
             return
         error = task.exception()  # retrieved here so a background open never logs it
         if error is None:
             connection = task.result()
+            self._opened_count += 1
             if self._closed:
                 connection.close()
             else:
@@ -324,13 +335,10 @@ class BatchingPool:
             steps.append(connection.submit(pack(setname), write=False))
         if template.db:
             steps.append(connection.submit(pack(("SELECT", template.db)), write=False))
-        try:
-            for step in steps:
-                await step
-        finally:
-            for step in steps:  # a failed step fails the link's later ones: retrieve them
-                if step.done() and not step.cancelled():
-                    step.exception()
+        for step in steps:  # a failed step fails the later ones too: nobody may miss them
+            step.add_done_callback(_retrieve)
+        for step in steps:
+            await step
 
     # -- closing and stats ---------------------------------------------------------------------
 
@@ -359,16 +367,39 @@ class BatchingPool:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def stats(self) -> dict[str, float]:
-        """Writes made, requests written and their mean per write, since the pool was built."""
+    def stats(self) -> PoolStats:
+        """Connections and writes since the pool was built (`written`: requests written by each
+        live connection, in the order they opened)."""
+        written = [connection.batched for connection in self._live]
         batches = self._retired[0] + sum(c.batches for c in self._live)
-        requests = self._retired[1] + sum(c.batched for c in self._live)
-        return {
-            "connections": len(self._live),
-            "batches": batches,
-            "requests": requests,
-            "mean_batch": requests / batches if batches else 0.0,
-        }
+        requests = self._retired[1] + sum(written)
+        return PoolStats(
+            opened=self._opened_count,
+            live=sum(not connection.closed for connection in self._live),
+            batches=batches,
+            requests=requests,
+            written=written,
+        )
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """What a `BatchingPool` has done; `mean_batch` is requests per socket write."""
+
+    opened: int
+    live: int
+    batches: int
+    requests: int
+    written: list[int]
+
+    @property
+    def mean_batch(self) -> float:
+        return self.requests / self.batches if self.batches else 0.0
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _exec_result(replies: list[Any]) -> list[Any]:
