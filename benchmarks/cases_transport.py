@@ -133,6 +133,62 @@ async def bench(url: str, args: argparse.Namespace) -> dict[tuple[str, int, str]
     return results
 
 
+HUGE = b"h" * (8 * 1024 * 1024)
+SLOW_SCRIPT = (
+    "local t = redis.call('TIME') local stop = t[1] * 1e6 + t[2] + ARGV[1] "
+    "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] >= stop return 1"
+)
+
+
+async def head_of_line(url: str, connections: int, load: str, seconds: float) -> list[float]:
+    """Latencies (ms) of sequential small GETs while another task keeps `load` running:
+    "none", "huge" (SET of an 8 MiB value, back to back) or "slow" (a 20 ms script)."""
+    latencies: list[float] = []
+    async with BatchingPool.from_url(url, connections=connections, socket_timeout=10.0) as pool:
+        await asyncio.gather(*(pool.execute("PING") for _ in range(8)))  # open every connection
+        stop = asyncio.Event()
+
+        async def background() -> None:
+            while not stop.is_set():
+                if load == "huge":
+                    await pool.execute("SET", "bench:huge", HUGE, write=True)
+                elif load == "slow":
+                    await pool.execute("EVAL", SLOW_SCRIPT, 0, 20_000)
+                else:
+                    return
+
+        loader = asyncio.create_task(background())
+        await asyncio.sleep(0.05)  # let the load start
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while loop.time() < until:
+            started = time.perf_counter()
+            await pool.execute("GET", "bench:0")
+            latencies.append((time.perf_counter() - started) * 1e3)
+        stop.set()
+        await loader
+    return latencies
+
+
+async def head_of_line_report(url: str, seconds: float) -> str:
+    lines = [
+        "",
+        "Small GET latency (ms) while another task loads the same pool:",
+        "",
+        "| load | connections | GETs | p50 | p99 | max |",
+        "|---|---|---|---|---|---|",
+    ]
+    for load in ("none", "huge", "slow"):
+        for connections in (1, 2):
+            got = sorted(await head_of_line(url, connections, load, seconds))
+            p50 = got[len(got) // 2]
+            p99 = got[min(len(got) - 1, int(len(got) * 0.99))]
+            lines.append(
+                f"| {load} | {connections} | {len(got)} | {p50:.2f} | {p99:.2f} | {got[-1]:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def report(results: dict[tuple[str, int, str], Sample], args: argparse.Namespace) -> str:
     lines = [
         f"transport (connections={args.connections}) vs redis-py pool (one connection per task),"
@@ -167,13 +223,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
     parser.add_argument("--op", dest="ops_list", nargs="+", default=list(OPS), choices=OPS)
     parser.add_argument("--redis-url", help="an existing server (default: start a private one)")
+    parser.add_argument(
+        "--head-of-line", type=float, default=1.0, help="seconds per head-of-line case (0: skip)"
+    )
     args = parser.parse_args(argv)
+
+    async def run(url: str) -> str:
+        text = report(await bench(url, args), args)
+        if args.head_of_line > 0:
+            text += "\n" + await head_of_line_report(url, args.head_of_line)
+        return text
+
     if args.redis_url:
-        results = asyncio.run(bench(args.redis_url, args))
+        print(asyncio.run(run(args.redis_url)))
     else:
         with RedisServer() as server:
-            results = asyncio.run(bench(server.url, args))
-    print(report(results, args))
+            print(asyncio.run(run(server.url)))
     return 0
 
 
