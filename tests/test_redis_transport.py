@@ -269,6 +269,15 @@ async def test_tls_with_another_ca_is_refused(tls_server: RedisServer, tls_dir: 
             await pool.execute("PING")
 
 
+async def test_plaintext_to_a_tls_port_fails_typed(tls_server: RedisServer) -> None:
+    """redis:// to a TLS-only port fails with a typed connection error, never hangs."""
+    async with BatchingPool.from_url(
+        tls_server.url.replace("rediss://", "redis://"), socket_timeout=2.0
+    ) as pool:
+        with pytest.raises(redis_errors.ConnectionError):
+            await pool.execute("PING")
+
+
 # -- cancellation --------------------------------------------------------------------------------
 
 
