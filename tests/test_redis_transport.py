@@ -37,9 +37,15 @@ WRONG_PASSWORD = "wr0ng-Pa55-5e1d2b"
 
 
 @pytest.fixture
-def prefix() -> str:
-    """Keys no other test uses."""
-    return f"transport-test-{uuid.uuid4().hex}"
+async def prefix(redis_url: str) -> AsyncIterator[str]:
+    """Keys no other test uses, deleted afterwards from the shared server (private servers go
+    away with their keys)."""
+    name = f"transport-test-{uuid.uuid4().hex}"
+    yield name
+    async with raw_client(redis_url) as client:
+        keys = [key async for key in client.scan_iter(match=f"{name}:*", count=500)]
+        if keys:
+            await client.delete(*keys)
 
 
 @asynccontextmanager
