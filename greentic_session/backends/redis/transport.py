@@ -328,7 +328,9 @@ class BatchingPool:
         if provider is None and (template.username or template.password):
             provider = UsernamePasswordCredentialProvider(template.username, template.password)
         if provider is not None:
-            credentials = await provider.get_credentials_async()
+            # get_credentials_async is redis-py >= 5.1; the extra allows 5.0.1.
+            read_async = getattr(provider, "get_credentials_async", None)
+            credentials = await read_async() if read_async else provider.get_credentials()
             steps.append(connection.submit(pack(("AUTH", *credentials)), write=False))
         if template.client_name:
             setname = ("CLIENT", "SETNAME", template.client_name)
