@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -33,6 +33,7 @@ from ...errors import InvalidInputError, PoolExhaustedError, SessionError
 from .deadlines import Deadlines
 from .errors import is_connection_failure, is_pool_full, to_session_error
 from .scripts import Script
+from .transport import BatchingPool
 
 __all__ = ["RedisCaller"]
 
@@ -58,6 +59,15 @@ def _renew_loop_bound_locks(pool: object) -> None:
             setattr(pool, name, asyncio.Lock())
         elif type(primitive) is asyncio.Condition:
             setattr(pool, name, asyncio.Condition())
+
+
+class _Closing(NamedTuple):
+    """A batching pool left on an old loop: its watcher closes it like a redis-py connection."""
+
+    batch: BatchingPool
+
+    async def disconnect(self) -> None:
+        await self.batch.aclose()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop:
@@ -90,14 +100,24 @@ class RedisCaller:
         where: str,
         pool_timeout: float,
         socket_timeout: float | None,
+        batching: Callable[[], BatchingPool] | None = None,
     ) -> None:
         self.client = client
         self.where = where
         self.pool_timeout = pool_timeout
         self.socket_timeout = socket_timeout
-        self._deadlines = None if socket_timeout is None else Deadlines(socket_timeout)
+        # With batching, calls share auto-pipelined connections (transport.BatchingPool), whose
+        # own in-flight bounds give backpressure and whose per-connection watchdog bounds every
+        # written call: no gate of max_connections permits, no per-call time limit.
+        self._new_batch = batching
+        self.batch: BatchingPool | None = None
+        self._deadlines = None
+        if socket_timeout is not None and batching is None:
+            self._deadlines = Deadlines(socket_timeout)
         pool = client.connection_pool
         self._permits = min(getattr(pool, "max_connections", 2**31), 2**31)
+        if batching is not None:
+            self._permits = 2**31
         self.gate = asyncio.Semaphore(self._permits)
         self._loop: asyncio.AbstractEventLoop | None = None
         # Each loop's watcher, kept alive until it ran (or its loop closed without running it).
@@ -131,10 +151,14 @@ class RedisCaller:
         key: str | None = None,
     ) -> Any:
         """Run `script` through `call` (`key` names the session for error messages)."""
-        return await self.call(self._evalsha, script, keys, args, write=write, key=key)
+        return await self.call(self._evalsha, script, keys, args, write, write=write, key=key)
 
     async def _evalsha(
-        self, script: Script, keys: tuple[str, ...], args: tuple[str | bytes | int, ...]
+        self,
+        script: Script,
+        keys: tuple[str, ...],
+        args: tuple[str | bytes | int, ...],
+        write: bool,
     ) -> Any:
         """EVALSHA, or EVAL (which also caches it) if the server lacks the script.
 
@@ -142,15 +166,36 @@ class RedisCaller:
         a visible share of a call. A NOSCRIPT reply means nothing ran, so the retry is safe.
         """
         try:
-            return await self.client.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", script.sha, len(keys), *keys, *args
-            )
+            return await self._send(write, "EVALSHA", script.sha, len(keys), *keys, *args)
         except redis_errors.NoScriptError:
             pass
         # Outside the except block, so an EVAL failure does not chain the NOSCRIPT reply.
-        return await self.client.execute_command(  # type: ignore[no-untyped-call]
-            "EVAL", script.source, len(keys), *keys, *args
-        )
+        return await self._send(write, "EVAL", script.source, len(keys), *keys, *args)
+
+    async def execute(self, *args: Any, write: bool = False, key: str | None = None) -> Any:
+        """One command through `call` (`key` names the session for error messages)."""
+        return await self.call(self._send, write, *args, write=write, key=key)
+
+    async def transaction(
+        self, commands: Sequence[tuple[Any, ...]], *, key: str | None = None
+    ) -> list[Any]:
+        """MULTI, `commands`, EXEC as one unit through `call`: a write."""
+        return await self.call(self._multi, commands, write=True, key=key)
+
+    async def _send(self, write: bool, *args: Any) -> Any:
+        batch = self.batch
+        if batch is not None:
+            return await batch.execute(*args, write=write)
+        return await self.client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+    async def _multi(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        batch = self.batch
+        if batch is not None:
+            return await batch.transaction(commands, write=True)
+        pipe = self.client.pipeline(transaction=True)
+        for command in commands:
+            pipe.execute_command(*command)
+        return await pipe.execute()
 
     async def call(
         self,
@@ -254,6 +299,9 @@ class RedisCaller:
             )
         self._loop = loop
         self.gate = asyncio.Semaphore(self._permits)
+        stale_batch, self.batch = self.batch, None if self._new_batch is None else self._new_batch()
+        if stale_batch is not None and old is not None and not old.is_closed():
+            self._left_behind.append(_Closing(stale_batch))
         if old is not None:
             # Connections made on the old loop can be neither used nor awaited from this one:
             # the pool forgets them, and the old loop's watcher closes them if that loop runs
@@ -282,6 +330,8 @@ class RedisCaller:
         finally:
             if self._loop is loop:  # stays set: the next loop's first call renews the pool
                 await self.client.connection_pool.disconnect()
+                if self.batch is not None:
+                    await self.batch.aclose()
             for connection in left_behind:
                 await connection.disconnect()
             self._watches = [(seen, w) for seen, w in self._watches if seen is not loop]

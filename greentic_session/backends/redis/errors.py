@@ -32,6 +32,7 @@ from ...errors import (
     UnavailableError,
     UnknownOutcomeError,
 )
+from .connection import NotSentError
 
 __all__ = ["is_connection_failure", "is_pool_full", "reply_code", "to_session_error"]
 
@@ -145,6 +146,8 @@ def scrub(text: str, secret: str | None) -> str:
 
 def _never_sent(exc: BaseException) -> bool:
     """True when the connection itself could not be made, so no command was sent."""
+    if isinstance(exc, NotSentError):  # the batching transport knows it for certain
+        return True
     chained = exc.__cause__ or exc.__context__
     if isinstance(chained, ConnectionRefusedError | socket.gaierror | ssl.SSLError):
         return True

@@ -152,6 +152,7 @@ class RedisPoolOptions(TypedDict, total=False):
     socket_timeout: float
     pool_timeout: float
     tls_ca_file: str | None
+    batching: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +161,9 @@ class RedisOptions:
 
     `connect_timeout` bounds opening a TCP connection, `socket_timeout` one Redis call from send
     to reply (handshake of a new connection included), `pool_timeout` the wait for a free
-    connection when `max_connections` are busy.
+    connection when `max_connections` are busy. `batching` sends concurrent calls as one write
+    on a few shared connections (`transport.BatchingPool`): `max_connections` then bounds
+    nothing, `pool_timeout` bounds the wait for room in the connections' in-flight queues.
     """
 
     url: str = field(repr=False)
@@ -170,6 +173,7 @@ class RedisOptions:
     socket_timeout: float = 2.0
     pool_timeout: float = DEFAULT_POOL_TIMEOUT
     tls_ca_file: str | None = None
+    batching: bool = False
 
     def __post_init__(self) -> None:
         _split(self.url)
@@ -183,11 +187,13 @@ class RedisOptions:
         _positive(self.pool_timeout, "pool_timeout")
         if self.tls_ca_file is not None and not isinstance(self.tls_ca_file, str):
             raise InvalidInputError("tls_ca_file must be a path str")
+        if not isinstance(self.batching, bool):
+            raise InvalidInputError("batching must be a bool")
 
     def __repr__(self) -> str:
         return (
             f"RedisOptions(url={redact_url(self.url)!r}, namespace={self.namespace!r}, "
             f"max_connections={self.max_connections}, connect_timeout={self.connect_timeout}, "
             f"socket_timeout={self.socket_timeout}, pool_timeout={self.pool_timeout}, "
-            f"tls_ca_file={self.tls_ca_file!r})"
+            f"tls_ca_file={self.tls_ca_file!r}, batching={self.batching})"
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple, Self, Unpack, cast
 
 try:
@@ -63,6 +64,7 @@ from .options import (
     RedisPoolOptions,
     redact_url,
 )
+from .transport import BatchingPool
 
 __all__ = ["RedisSessionStore", "revision_of"]
 
@@ -129,6 +131,7 @@ class RedisSessionStore(SessionStore):
         max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
         _owns_client: bool = False,
         _where: str | None = None,
+        _batching: Callable[[], BatchingPool] | None = None,
     ) -> None:
         if not isinstance(client, aioredis.Redis):
             raise TypeError(f"client must be redis.asyncio.Redis, not {type(client).__name__}")
@@ -147,7 +150,11 @@ class RedisSessionStore(SessionStore):
         self._closed = False
         self._where = _where or self._describe(client.connection_pool.connection_kwargs)
         self._redis = RedisCaller(
-            client, where=self._where, pool_timeout=pool_timeout, socket_timeout=socket_timeout
+            client,
+            where=self._where,
+            pool_timeout=pool_timeout,
+            socket_timeout=socket_timeout,
+            batching=_batching,
         )
 
     @staticmethod
@@ -174,6 +181,16 @@ class RedisSessionStore(SessionStore):
         except ValueError:  # RedisOptions checked the URL; redis-py refused an option's value
             raise InvalidInputError("malformed Redis URL: redis-py refused its options") from None
         client = aioredis.Redis(connection_pool=pool)
+
+        def batching() -> BatchingPool:  # one pool per event loop, built on first use there
+            return BatchingPool.from_url(
+                options.url,
+                connect_timeout=options.connect_timeout,
+                socket_timeout=options.socket_timeout,
+                ssl_ca_certs=options.tls_ca_file,
+                queue_timeout=options.pool_timeout,
+            )
+
         return cls(
             client,
             namespace=options.namespace,
@@ -181,6 +198,7 @@ class RedisSessionStore(SessionStore):
             socket_timeout=options.socket_timeout,
             _owns_client=True,
             _where=redact_url(options.url),
+            _batching=batching if options.batching else None,
             **store,
         )
 
@@ -223,11 +241,10 @@ class RedisSessionStore(SessionStore):
         new_key = new_session_key() if key is None else SessionKey(key)
         if key is None and not self._expiry.enabled:
             # A fresh random key cannot be taken: a plain MULTI is enough (and cheapest).
-            pipe = self.client.pipeline(transaction=True)
-            pipe.set(self.keys.session(new_key), blob)
+            writes: list[tuple[str, str, bytes | str]] = [("SET", self.keys.session(new_key), blob)]
             if slot is not None:
-                pipe.set(self.keys.user(slot), new_key)
-            await self._redis.call(pipe.execute, write=True, key=new_key)
+                writes.append(("SET", self.keys.user(slot), new_key))
+            await self._redis.transaction(writes, key=new_key)
             return new_key
         keys: tuple[str, ...] = (self.keys.session(new_key), self.keys.meta(new_key))
         suffix = ""
@@ -254,7 +271,7 @@ class RedisSessionStore(SessionStore):
         """The stored blob (GET): the client returns bytes (it never decodes responses)."""
         self._check_open()
         check_key(key)
-        raw = await self._redis.call(self.client.get, self.keys.session(key), key=key)
+        raw = await self._redis.execute("GET", self.keys.session(key), key=key)
         return cast(bytes | None, raw)
 
     async def update_session(
@@ -403,6 +420,8 @@ class RedisSessionStore(SessionStore):
         self._closed = True
         if self._owns_client:
             await self._redis.adopt_running_loop()  # never awaits another loop's connections
+            if self._redis.batch is not None:
+                await self._redis.batch.aclose()
             await self.client.aclose(close_connection_pool=True)
 
     # -- plumbing ------------------------------------------------------------------------------
