@@ -177,6 +177,7 @@ class Backend:
 
     id: str
     needs_redis: bool
+    batching: bool = False  # Redis: calls auto-pipelined on shared connections (transport)
 
     def open(
         self,
@@ -196,11 +197,14 @@ class Backend:
             return create_session_store(SessionBackendConfig.in_memory(**store))
         if redis_url is None:
             raise ValueError(f"backend {self.id!r} needs a redis_url")
-        config = SessionBackendConfig.redis_url(redis_url, namespace=namespace, **store)
+        config = SessionBackendConfig.redis_url(
+            redis_url, namespace=namespace, batching=self.batching, **store
+        )
         return create_session_store(config)
 
 
 BACKENDS: tuple[Backend, ...] = (
     Backend("memory", needs_redis=False),
     Backend("redis", needs_redis=True),
+    Backend("redis-batched", needs_redis=True, batching=True),
 )
