@@ -44,6 +44,7 @@ autodoc_preserve_defaults = True
 nitpicky = True
 # Types that signatures and base-class lines name and that no page here documents.
 nitpick_ignore = [
+    ("py:class", "greentic_session.backends.redis.transport.BatchingPool"),  # a private argument
     ("py:class", "abc.ABC"),
     ("py:class", "collections.abc.Awaitable"),
     ("py:class", "collections.abc.Callable"),
