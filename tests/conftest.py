@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import pytest
+import trustme
 
 from greentic_session import SessionCursor, SessionData, SessionStore, TenantCtx
-from greentic_session.testing import BACKENDS, Backend, RedisServer, find_redis_server
+from greentic_session.testing import BACKENDS, Backend, RedisServer, TLSFiles, find_redis_server
 
 BACKEND_PARAMS = [pytest.param(backend, id=backend.id) for backend in BACKENDS]
 
@@ -163,3 +165,34 @@ async def lifecycle(request: pytest.FixtureRequest, namespace: str) -> AsyncIter
         await store.aclose()
     if url is not None:
         await drop_namespace(url, namespace)
+
+
+# -- TLS: one throwaway CA and a TLS-only private redis-server, shared by the TLS tests ---------
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory, tls_ca: trustme.CA) -> Path:
+    """A throwaway CA's certificate and a server certificate it signed, for 127.0.0.1, plus
+    another CA's certificate (`other-ca.pem`) that does not trust it."""
+    folder = tmp_path_factory.mktemp("tls")
+    issued = tls_ca.issue_cert("127.0.0.1", "localhost")
+    issued.private_key_pem.write_to_path(str(folder / "server.key"))
+    issued.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))
+    tls_ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    trustme.CA().cert_pem.write_to_path(str(folder / "other-ca.pem"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tls_server(tls_dir: Path) -> Iterator[RedisServer]:
+    """A private redis-server listening with TLS only."""
+    files = TLSFiles(
+        str(tls_dir / "server.pem"), str(tls_dir / "server.key"), str(tls_dir / "ca.pem")
+    )
+    with RedisServer(tls=files) as server:
+        yield server

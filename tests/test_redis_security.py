@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-import trustme
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError
@@ -27,7 +26,7 @@ from greentic_session import (
     UnknownOutcomeError,
 )
 from greentic_session.backends.redis.options import RedisOptions
-from greentic_session.testing import RedisServer, TLSFiles, free_port
+from greentic_session.testing import RedisServer, free_port
 from tests.test_redis_faults import (
     assert_store_works,
     bounded,
@@ -209,32 +208,6 @@ async def test_store_around_a_callers_client_never_shows_its_password() -> None:
 
 
 # -- TLS -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tls_ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def tls_dir(tmp_path_factory: pytest.TempPathFactory, tls_ca: trustme.CA) -> Path:
-    """A throwaway CA's certificate and a server certificate it signed, for 127.0.0.1."""
-    folder = tmp_path_factory.mktemp("tls")
-    issued = tls_ca.issue_cert("127.0.0.1", "localhost")
-    issued.private_key_pem.write_to_path(str(folder / "server.key"))
-    issued.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))
-    tls_ca.cert_pem.write_to_path(str(folder / "ca.pem"))
-    trustme.CA().cert_pem.write_to_path(str(folder / "other-ca.pem"))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tls_server(tls_dir: Path) -> Iterator[RedisServer]:
-    files = TLSFiles(
-        str(tls_dir / "server.pem"), str(tls_dir / "server.key"), str(tls_dir / "ca.pem")
-    )
-    with RedisServer(tls=files) as server:
-        yield server
 
 
 async def test_tls_with_the_ca_runs_the_full_flow(

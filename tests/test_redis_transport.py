@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
-import trustme
 from redis import exceptions as redis_errors
 
 from greentic_session.backends.redis.transport import (
@@ -29,7 +28,7 @@ from greentic_session.backends.redis.transport import (
     ReplyTimeoutError,
     WriteOutcomeUnknownError,
 )
-from greentic_session.testing import RedisServer, TLSFiles
+from greentic_session.testing import RedisServer
 from tests.faultproxy import FaultProxy
 
 PASSWORD = "s3cr3t-Pa55-7f3a9c"
@@ -235,28 +234,6 @@ async def test_reconnects_lazily_after_a_server_restart(private_server: RedisSer
 
 
 # -- TLS -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throwaway CA's certificate and a server certificate it signed, for 127.0.0.1."""
-    folder = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1", "localhost")
-    issued.private_key_pem.write_to_path(str(folder / "server.key"))
-    issued.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))
-    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
-    trustme.CA().cert_pem.write_to_path(str(folder / "other-ca.pem"))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tls_server(tls_dir: Path) -> Iterator[RedisServer]:
-    files = TLSFiles(
-        str(tls_dir / "server.pem"), str(tls_dir / "server.key"), str(tls_dir / "ca.pem")
-    )
-    with RedisServer(tls=files) as server:
-        yield server
 
 
 async def test_tls_with_the_ca(tls_server: RedisServer, tls_dir: Path, prefix: str) -> None:
