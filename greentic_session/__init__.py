@@ -24,9 +24,11 @@ from .errors import (
     UnavailableError,
     UnknownOutcomeError,
 )
+from .mapping import keyed
 from .schema import (
     Impersonation,
     InvocationDeadline,
+    ReplyScope,
     SessionCursor,
     SessionData,
     SessionKey,
@@ -49,6 +51,7 @@ __all__ = [
     "InvocationDeadline",
     "NotFoundError",
     "PoolExhaustedError",
+    "ReplyScope",
     "SessionBackendConfig",
     "SessionCursor",
     "SessionData",
@@ -64,6 +67,7 @@ __all__ = [
     "create_session_store",
     "decode_session_data",
     "encode_session_data",
+    "keyed",
 ]
 
 

@@ -11,6 +11,7 @@ Structs are frozen; persisted Structs evolve only by adding fields with defaults
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from typing import Any, NewType, Self
@@ -22,6 +23,7 @@ from .errors import InvalidInputError
 __all__ = [
     "Impersonation",
     "InvocationDeadline",
+    "ReplyScope",
     "SessionCursor",
     "SessionData",
     "SessionKey",
@@ -65,8 +67,9 @@ def validate_identifier(value: object, what: str) -> str:
     return value
 
 
-# The same rule over several identifiers joined by '|' (a character they may not contain):
-# one regex call instead of one per field, on every construction and decode.
+# The same rule over several identifiers joined by '|': one regex call instead of one per field,
+# on every construction and decode. An identifier may itself contain '|' ("a|b" would pass as two
+# good ones), so the join must also hold exactly one '|' per gap: serde refuses such an id.
 _JOINED_IDENTIFIERS = re.compile(r"[A-Za-z0-9._-]+(?:\|[A-Za-z0-9._-]+)*")
 
 
@@ -74,11 +77,12 @@ def _validate_identifiers(
     names: tuple[str, ...], required: tuple[object, ...], optional: tuple[object, ...]
 ) -> None:
     """Check `required` and the non-None `optional` identifiers; on failure name the field."""
+    present = [*required, *(v for v in optional if v is not None)]
     try:
-        joined = "|".join([*required, *(v for v in optional if v is not None)])  # type: ignore[list-item]
+        joined = "|".join(present)  # type: ignore[arg-type]
     except TypeError:
         joined = ""  # a non-str value: let the per-field pass name it
-    if _JOINED_IDENTIFIERS.fullmatch(joined) is not None:
+    if _JOINED_IDENTIFIERS.fullmatch(joined) is not None and joined.count("|") == len(present) - 1:
         return
     for name, value in zip(names, (*required, *optional), strict=True):
         if value is not None or name in names[: len(required)]:
@@ -93,8 +97,19 @@ class _Wire(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     """
 
 
+# Rust's `InvocationDeadline.unix_millis` is an i128 and `TenantCtx.attempt` a u32: serde
+# refuses anything outside them, so neither is ever written nor read.
+UNIX_MILLIS_MIN, UNIX_MILLIS_MAX = -(2**127), 2**127 - 1
+ATTEMPT_MAX = 2**32 - 1
+
+
 class InvocationDeadline(_Wire, kw_only=True, frozen=True):
     unix_millis: int
+
+    def __post_init__(self) -> None:
+        millis = self.unix_millis
+        if type(millis) is int and not UNIX_MILLIS_MIN <= millis <= UNIX_MILLIS_MAX:
+            raise InvalidInputError("deadline.unix_millis must fit a signed 128-bit integer")
 
 
 class Impersonation(_Wire, kw_only=True, frozen=True):
@@ -138,7 +153,7 @@ class TenantCtx(_Wire, kw_only=True, frozen=True):
             (self.env, self.tenant, self.tenant_id),
             (self.team, self.team_id, self.user, self.user_id),
         )
-        if type(self.attempt) is not int or self.attempt < 0 or self.attempt > 0xFFFF_FFFF:
+        if type(self.attempt) is not int or self.attempt < 0 or self.attempt > ATTEMPT_MAX:
             raise InvalidInputError("attempt must be an int that fits an unsigned 32-bit integer")
 
     @classmethod
@@ -203,6 +218,42 @@ class SessionData(_Wire, kw_only=True, frozen=True):
         _validate_identifiers(("flow_id", "pack_id"), (self.flow_id,), (self.pack_id,))
 
 
+class ReplyScope(_Wire, kw_only=True, frozen=True):
+    """Where a reply is anchored (greentic-types `ReplyScope`): a conversation, optionally
+    narrowed by thread, the message replied to, and a correlation id.
+
+    Fields are free text (no identifier rule, no trimming or case folding), as in Rust. Unset
+    optional fields are omitted from the JSON; construction refuses a non-str field or a string
+    that is not valid Unicode, so every scope can be encoded and hashed.
+    """
+
+    conversation: str
+    thread: str | None = None
+    reply_to: str | None = None
+    correlation: str | None = None
+
+    def __post_init__(self) -> None:
+        present = [self.conversation]
+        present += [v for v in (self.thread, self.reply_to, self.correlation) if v is not None]
+        try:
+            if "".join(present).isascii():  # the common case, one pass; TypeError if not str
+                return
+        except TypeError:
+            pass
+        for name in ("conversation", "thread", "reply_to", "correlation"):
+            value = getattr(self, name)
+            if value is not None or name == "conversation":
+                _check_text(value, f"scope.{name}")
+
+    def scope_hash(self) -> str:
+        """Rust's `scope_hash()`: lowercase hex SHA-256 of the four fields joined by newlines,
+        an unset field as the empty string (so `None` and `""` hash alike)."""
+        canonical = "\n".join(
+            (self.conversation, self.thread or "", self.reply_to or "", self.correlation or "")
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 # -- the write check ------------------------------------------------------------------------------
 # msgspec type-checks on decode, never on construction, so `SessionData(context_json=[1])` builds
 # fine and would be written as JSON that no runner can read back. Every write runs this check.
@@ -223,10 +274,15 @@ def check_writable(data: SessionData) -> None:
         isinstance(ctx, TenantCtx)
         and isinstance(cursor, SessionCursor)
         and type(ctx.attempt) is int
+        and 0 <= ctx.attempt <= ATTEMPT_MAX
         and type(ctx.attributes) is dict
         and (
             (deadline := ctx.deadline) is None
-            or (isinstance(deadline, InvocationDeadline) and type(deadline.unix_millis) is int)
+            or (
+                isinstance(deadline, InvocationDeadline)
+                and type(deadline.unix_millis) is int
+                and UNIX_MILLIS_MIN <= deadline.unix_millis <= UNIX_MILLIS_MAX
+            )
         )
         and ((actor := ctx.impersonation) is None or isinstance(actor, Impersonation))
     ):
@@ -252,6 +308,9 @@ def check_writable(data: SessionData) -> None:
 
 
 _SESSION_DATA_TYPE = msgspec.inspect.type_info(SessionData)
+# The Rust integer types of the int fields, by field name: a new int field must be added here.
+# The codec refuses "-0" where the low bound is 0 (serde reads it as a float, which a u32 refuses).
+INT_RANGES = {"attempt": (0, ATTEMPT_MAX), "unix_millis": (UNIX_MILLIS_MIN, UNIX_MILLIS_MAX)}
 
 
 def _check_value(value: object, kind: msgspec.inspect.Type, what: str) -> None:
@@ -265,6 +324,9 @@ def _check_value(value: object, kind: msgspec.inspect.Type, what: str) -> None:
         _check_text(value, what)
     elif isinstance(kind, mi.IntType):
         _check_type(value, int, what)
+        low, high = INT_RANGES[what.rpartition(".")[2]]
+        if not low <= value <= high:  # type: ignore[operator]
+            raise InvalidInputError(f"{what} is out of range")
     elif isinstance(kind, mi.DictType):
         _check_type(value, dict, what)
         for k, v in value.items():  # type: ignore[attr-defined]
@@ -288,7 +350,15 @@ def _check_type(value: object, kind: type, what: str) -> None:
 def _check_text(value: object, what: str) -> None:
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be str, not {type(value).__name__}")
+    if not is_unicode(value):
+        raise InvalidInputError(f"{what} is not valid Unicode (a lone surrogate)")
+
+
+def is_unicode(text: str) -> bool:
+    """Whether `text` encodes as UTF-8 (holds no lone surrogate). Callers raise their error
+    outside the failed encode, so no exception chain carries the text itself."""
     try:
-        value.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidInputError(f"{what} is not valid Unicode (a lone surrogate)") from None
+        return False
+    return True

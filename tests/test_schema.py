@@ -66,7 +66,9 @@ def test_contexts_are_frozen() -> None:
         ctx.env = "prod"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("bad", ["", "has space", "colon:x", "ünïcode", "slash/x", "tab\t"])
+@pytest.mark.parametrize(
+    "bad", ["", "has space", "colon:x", "ünïcode", "slash/x", "tab\t", "pipe|x", "|", "a||b"]
+)
 def test_bad_identifiers_fail_at_construction(bad: str) -> None:
     """Every identifier field refuses values outside [A-Za-z0-9._-]+, through new and with_*."""
     good = TenantCtx.new("dev", "t")
@@ -100,6 +102,38 @@ def test_attempt_must_fit_u32() -> None:
     assert TenantCtx.new("dev", "t", attempt=2**32 - 1).attempt == 2**32 - 1
     with pytest.raises(InvalidInputError):
         TenantCtx.new("dev", "t", attempt=True)  # JSON `true`, which Rust's u32 refuses
+
+
+def test_identifiers_holding_the_join_separator_are_refused_in_any_field() -> None:
+    """An id containing '|' is refused wherever it sits, also when every other id is fine
+    (serde refuses it, so Python must never write it)."""
+    fields = ("env", "tenant", "tenant_id", "team", "team_id", "user", "user_id")
+    for field in fields:
+        values: dict[str, Any] = dict.fromkeys(fields, "ok")
+        values[field] = "a|b"
+        with pytest.raises(InvalidInputError, match=field):
+            TenantCtx(**values, attempt=0)
+    with pytest.raises(InvalidInputError, match="flow_id"):
+        make_data(TenantCtx.new("dev", "t"), flow="f|g")
+
+
+def test_unix_millis_must_fit_i128() -> None:
+    """deadline.unix_millis outside Rust's i128 is refused at construction and by the write
+    check; both limits themselves are accepted."""
+    for good in (2**127 - 1, -(2**127)):
+        assert InvocationDeadline(unix_millis=good).unix_millis == good
+    for bad in (2**127, -(2**127) - 1, 10**60):
+        with pytest.raises(InvalidInputError, match="unix_millis"):
+            InvocationDeadline(unix_millis=bad)
+    deadline = InvocationDeadline(unix_millis=1)
+    msgspec.structs.force_setattr(deadline, "unix_millis", 2**127)  # bypass construction
+    data = make_data(TenantCtx.new("dev", "t", deadline=deadline))
+    with pytest.raises(InvalidInputError, match="unix_millis"):
+        check_writable(data)
+    ctx = TenantCtx.new("dev", "t")
+    msgspec.structs.force_setattr(ctx, "attempt", 2**32)
+    with pytest.raises(InvalidInputError, match="attempt"):
+        check_writable(make_data(ctx))
 
 
 def _full_data() -> SessionData:

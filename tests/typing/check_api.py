@@ -8,6 +8,7 @@ from greentic_session import (
     ErrorCode,
     InMemorySessionStore,
     RedisSessionStore,
+    ReplyScope,
     SessionBackendConfig,
     SessionData,
     SessionError,
@@ -17,8 +18,13 @@ from greentic_session import (
     create_session_store,
     decode_session_data,
     encode_session_data,
+    keyed,
 )
-from greentic_session.mapping import telegram_update_to_session_key, webhook_to_session_key
+from greentic_session.mapping import (
+    KeyedMapping,
+    telegram_update_to_session_key,
+    webhook_to_session_key,
+)
 
 
 async def tour(data: SessionData) -> None:
@@ -46,6 +52,16 @@ async def tour(data: SessionData) -> None:
     assert_type(decode_session_data(b"{}"), SessionData)
     assert_type(telegram_update_to_session_key(1, "chat", 3), SessionKey)
     assert_type(webhook_to_session_key("crm", "ticket", 7), SessionKey)
+    helpers = keyed(b"0123456789abcdef")
+    assert_type(helpers, KeyedMapping)
+    assert_type(keyed("a str secret of 16+ bytes"), KeyedMapping)
+    assert_type(helpers.telegram_update_to_session_key(1, "chat", 3), SessionKey)
+    assert_type(helpers.webhook_to_session_key("crm", "ticket", 7), SessionKey)
+
+    scope = ReplyScope(conversation="telegram:chat-1", thread=None, correlation="cid")
+    assert_type(scope, ReplyScope)
+    assert_type(scope.thread, str | None)
+    assert_type(scope.scope_hash(), str)
 
     try:
         await store.remove_session(key)
