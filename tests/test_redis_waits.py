@@ -1,0 +1,346 @@
+"""What only Redis has for waits: Rust's exact keys and bytes (tests/wire/wait_records.json),
+interop with Rust's command sequence both ways, PTTLs of every key, one round trip per call,
+pruning of provably dead entries, and the team '-' sharing no-team keys."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from greentic_session import (
+    InternalError,
+    RedisSessionStore,
+    ReplyScope,
+    TenantCtx,
+    decode_session_data,
+    encode_session_data,
+)
+from tests.conftest import drop_namespace, make_data, shift_ttls
+from tests.test_redis_layout import counting_round_trips
+
+VECTORS = json.loads(
+    (Path(__file__).parent / "wire" / "wait_records.json").read_text(encoding="utf-8")
+)["vectors"]
+RUST_NS = "greentic:session"
+USER = TenantCtx.new("dev", "tenant-a", user="user-77")
+CHAT_A = ReplyScope(conversation="telegram:chat-a")
+CHAT_B = ReplyScope(conversation="telegram:chat-b")
+
+
+@pytest.fixture
+async def store(redis_url: str, namespace: str) -> AsyncIterator[RedisSessionStore]:
+    """A Redis store in the test's own namespace, emptied afterwards."""
+    async with RedisSessionStore.from_url(redis_url, namespace=namespace) as opened:
+        yield opened
+    await drop_namespace(redis_url, namespace)
+
+
+async def dump(store: RedisSessionStore) -> dict[str, Any]:
+    """Every key under the store's namespace (namespace stripped) with its value: bytes for a
+    string, a sorted list for a SET."""
+    prefix = f"{store.keys.namespace}:"
+    found: dict[str, Any] = {}
+    async for raw in store.client.scan_iter(match=f"{prefix}*"):
+        name = raw.decode()
+        if await store.client.type(raw) == b"set":
+            found[name.removeprefix(prefix)] = sorted(await store.client.smembers(raw))
+        else:
+            found[name.removeprefix(prefix)] = await store.client.get(raw)
+    return found
+
+
+async def pttl(store: RedisSessionStore, suffix: str) -> int:
+    return int(await store.client.pttl(f"{store.keys.namespace}:{suffix}"))
+
+
+def near(value: int, expected_ms: int) -> bool:
+    """A PTTL read just after it was set: at most a second below, never above."""
+    return expected_ms - 1000 <= value <= expected_ms
+
+
+def vector_inputs(vector: dict[str, Any]) -> tuple[TenantCtx, ReplyScope, bytes]:
+    ctx = vector["ctx"]
+    tenant_ctx = TenantCtx.new(ctx["env"], ctx["tenant"], team=ctx["team"], user=ctx["user"])
+    scope = ReplyScope(**json.loads(vector["scope"]))
+    return tenant_ctx, scope, vector["blob"].encode()
+
+
+async def rust_register_wait(
+    store: RedisSessionStore,
+    ctx: TenantCtx,
+    user_id: str,
+    where: tuple[ReplyScope, str],
+    blob: bytes,
+    *,
+    ttl_ms: int | None = None,
+) -> None:
+    """Rust 0.5's register_wait, command by command (reference section 3.4), with raw redis."""
+    scope, key = where
+    team = ctx.normalized_team or "-"
+    tail = f"{ctx.env}:{ctx.tenant_id}:{team}:{user_id}"
+    ns, client = store.keys.namespace, store.client
+    blob_key = f"{ns}:session:{key}"
+    user_set, scope_key = f"{ns}:waits:user:{tail}", f"{ns}:waits:scope:{tail}:{scope.scope_hash()}"
+    await client.set(blob_key, blob)
+    if ttl_ms is not None:
+        await client.pexpire(blob_key, ttl_ms)
+    await client.sadd(user_set, key)
+    previous = await client.get(scope_key)
+    await client.set(scope_key, key)
+    if ttl_ms is not None:
+        await client.pexpire(scope_key, ttl_ms)
+    if previous is not None and previous != key.encode():
+        await client.srem(user_set, previous)
+
+
+# -- exact keys and bytes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", [v for v in VECTORS if v["scope"]], ids=lambda v: v["name"])
+async def test_register_wait_writes_rusts_exact_keys_and_bytes(
+    redis_url: str, vector: dict[str, Any]
+) -> None:
+    """Under Rust's namespace the store writes exactly the vector's keys and values, plus only
+    its own hint key, and nothing expires (no ttl, no expiry options)."""
+    namespace = f"{RUST_NS}-{vector['session_key']}-vec"  # private, but same layout
+    ctx, scope, blob = vector_inputs(vector)
+    async with RedisSessionStore.from_url(redis_url, namespace=namespace) as store:
+        try:
+            data = decode_session_data(blob)
+            assert encode_session_data(data) == blob
+            await store.register_wait(ctx, vector["user_id"], scope, vector["session_key"], data)
+            expected: dict[str, Any] = {}
+            for name, value in vector["redis"].items():
+                local = name.removeprefix(f"{RUST_NS}:")
+                if isinstance(value, list):
+                    expected[local] = sorted(v.encode() for v in value)
+                else:
+                    expected[local] = blob if value == "<blob>" else value.encode()
+            written = await dump(store)
+            hint = written.pop(f"waitof:{vector['session_key']}")
+            assert written == expected
+            scope_key = next(k for k in expected if k.startswith("waits:scope:"))
+            assert hint == f":{scope_key.removeprefix('waits:scope:')}".encode()
+            for name in [*expected, f"waitof:{vector['session_key']}"]:
+                assert await pttl(store, name) == -1
+        finally:
+            await drop_namespace(redis_url, namespace)
+
+
+# -- interop both ways --------------------------------------------------------------------------
+
+
+async def test_waits_written_by_rust_are_found_listed_updated_and_cleared(
+    store: RedisSessionStore,
+) -> None:
+    """Waits made by replaying Rust's commands are found, listed, updated and cleared here."""
+    blob_a = encode_session_data(make_data(USER, node="node.wait.a"))
+    blob_b = encode_session_data(make_data(USER, node="node.wait.b"))
+    await rust_register_wait(store, USER, "user-77", (CHAT_A, "wait-a"), blob_a)
+    await rust_register_wait(store, USER, "user-77", (CHAT_B, "wait-b"), blob_b, ttl_ms=60_000)
+    assert await store.find_wait_by_scope(USER, "user-77", CHAT_A) == "wait-a"
+    assert sorted(await store.list_waits_for_user(USER, "user-77")) == ["wait-a", "wait-b"]
+    await store.update_session("wait-b", make_data(USER, node="node.next"))
+    assert near(await pttl(store, "session:wait-b"), 60_000)  # kept, unlike Rust's update
+    await store.clear_wait(USER, "user-77", CHAT_A)
+    assert await store.get_session("wait-a") is None
+    assert await store.find_wait_by_scope(USER, "user-77", CHAT_A) is None
+    assert await store.list_waits_for_user(USER, "user-77") == ["wait-b"]
+    await store.remove_session("wait-b")
+    assert await store.list_waits_for_user(USER, "user-77") == []
+
+
+async def test_what_the_store_writes_equals_rusts_replay(
+    redis_url: str, store: RedisSessionStore
+) -> None:
+    """The store's register_wait and Rust's replayed commands leave the same Rust keys, values
+    and TTLs (the store's hint key aside)."""
+    data = make_data(USER, node="node.wait.a")
+    async with RedisSessionStore.from_url(redis_url, namespace=store.keys.namespace + "-r") as rust:
+        try:
+            await rust_register_wait(
+                rust, USER, "user-77", (CHAT_A, "wait-a"), encode_session_data(data), ttl_ms=60_000
+            )
+            await store.register_wait(USER, "user-77", CHAT_A, "wait-a", data, ttl=60)
+            mine = await dump(store)
+            mine.pop("waitof:wait-a")
+            assert mine == await dump(rust)
+            for name in mine:
+                if not name.startswith("waits:user:"):
+                    assert near(await pttl(store, name), 60_000)
+                    assert near(await pttl(rust, name), 60_000)
+        finally:
+            await drop_namespace(redis_url, rust.keys.namespace)
+
+
+# -- TTLs ---------------------------------------------------------------------------------------
+
+
+async def test_ttls_of_blob_pointer_hint_and_user_set(store: RedisSessionStore) -> None:
+    """Blob, scope pointer and hint get the wait's ttl; the user SET covers its longest-lived
+    member, and has no expiry while one member has none."""
+    await store.register_wait(USER, "user-77", CHAT_A, "wait-a", make_data(USER), ttl=60)
+    scope_a = f"waits:scope:dev:tenant-a:-:user-77:{CHAT_A.scope_hash()}"
+    user_set = "waits:user:dev:tenant-a:-:user-77"
+    for name in ("session:wait-a", "waitof:wait-a", scope_a, user_set):
+        assert near(await pttl(store, name), 60_000), name
+    await store.register_wait(USER, "user-77", CHAT_B, "wait-b", make_data(USER), ttl=120)
+    assert near(await pttl(store, user_set), 120_000)
+    await store.register_wait(
+        USER, "user-77", ReplyScope(conversation="c"), "wait-c", make_data(USER)
+    )
+    assert await pttl(store, user_set) == -1
+    await store.clear_wait(USER, "user-77", ReplyScope(conversation="c"))
+    await store.list_waits_for_user(USER, "user-77")  # restores the cover
+    assert near(await pttl(store, user_set), 120_000)
+
+
+async def test_a_rust_writer_adding_a_member_is_covered_at_the_next_touch(
+    store: RedisSessionStore,
+) -> None:
+    """A Rust register leaves the SET without a TTL; the next list restores the cover."""
+    await store.register_wait(USER, "user-77", CHAT_A, "wait-a", make_data(USER), ttl=60)
+    blob = encode_session_data(make_data(USER))
+    await rust_register_wait(store, USER, "user-77", (CHAT_B, "wait-b"), blob, ttl_ms=30_000)
+    user_set = "waits:user:dev:tenant-a:-:user-77"
+    assert near(await pttl(store, user_set), 60_000)  # Rust's SADD kept it
+    await store.client.persist(f"{store.keys.namespace}:{user_set}")
+    assert sorted(await store.list_waits_for_user(USER, "user-77")) == ["wait-a", "wait-b"]
+    assert near(await pttl(store, user_set), 60_000)
+
+
+async def test_update_and_touch_under_idle_ttl_refresh_every_wait_key(
+    redis_url: str, namespace: str
+) -> None:
+    """Under idle_ttl an update or touch gives the wait's blob, scope pointer, hint and SET the
+    wait's own ttl again."""
+    async with RedisSessionStore.from_url(redis_url, namespace=namespace, idle_ttl=5) as store:
+        try:
+            await store.register_wait(USER, "user-77", CHAT_A, "wait-a", make_data(USER), ttl=60)
+            await shift_ttls(redis_url, namespace, 30)
+            scope_a = f"waits:scope:dev:tenant-a:-:user-77:{CHAT_A.scope_hash()}"
+            names = (
+                "session:wait-a",
+                "waitof:wait-a",
+                scope_a,
+                "waits:user:dev:tenant-a:-:user-77",
+            )
+            for name in names:
+                assert near(await pttl(store, name), 30_000)
+            await store.update_session("wait-a", make_data(USER, node="n"))
+            for name in names:
+                assert near(await pttl(store, name), 60_000), name
+            await shift_ttls(redis_url, namespace, 30)
+            await store.touch_session("wait-a")
+            for name in names:
+                assert near(await pttl(store, name), 60_000), name
+        finally:
+            await drop_namespace(redis_url, namespace)
+
+
+# -- one round trip each ------------------------------------------------------------------------
+
+
+async def test_each_wait_call_is_one_round_trip(store: RedisSessionStore) -> None:
+    """register, find, list and clear each take one round trip (scripts already cached)."""
+    data = make_data(USER)
+    await store.register_wait(USER, "user-77", CHAT_B, "warm", data)
+    await store.find_wait_by_scope(USER, "user-77", CHAT_B)
+    await store.list_waits_for_user(USER, "user-77")
+    await store.clear_wait(USER, "user-77", CHAT_B)
+    counts = {}
+    for name, call in [
+        ("register", lambda: store.register_wait(USER, "user-77", CHAT_A, "wait-a", data)),
+        ("find", lambda: store.find_wait_by_scope(USER, "user-77", CHAT_A)),
+        ("list", lambda: store.list_waits_for_user(USER, "user-77")),
+        ("clear", lambda: store.clear_wait(USER, "user-77", CHAT_A)),
+    ]:
+        with counting_round_trips() as sent:
+            await call()  # type: ignore[no-untyped-call]
+        counts[name] = sent[0]
+    assert counts == {"register": 1, "find": 1, "list": 1, "clear": 1}
+
+
+# -- pruning ------------------------------------------------------------------------------------
+
+
+async def test_lookups_prune_entries_whose_blob_is_gone(store: RedisSessionStore) -> None:
+    """A blob deleted behind the store's back: find drops its scope pointer, SET member and
+    hint; list drops the member."""
+    await store.register_wait(USER, "user-77", CHAT_A, "wait-a", make_data(USER))
+    await store.register_wait(USER, "user-77", CHAT_B, "wait-b", make_data(USER))
+    await store.client.delete(store.keys.session("wait-a"), store.keys.session("wait-b"))
+    assert await store.find_wait_by_scope(USER, "user-77", CHAT_A) is None
+    assert await store.list_waits_for_user(USER, "user-77") == []
+    left = await dump(store)
+    assert list(left) == [f"waits:scope:dev:tenant-a:-:user-77:{CHAT_B.scope_hash()}"]
+
+
+async def test_lookups_prune_entries_owned_by_another_user(store: RedisSessionStore) -> None:
+    """A blob rewritten (by a raw SET) with another user's owner is provably not this user's
+    wait: find prunes the pointer and member; clear deletes only the stale pointer, never the
+    other user's session."""
+    await store.register_wait(USER, "user-77", CHAT_A, "wait-a", make_data(USER))
+    await store.register_wait(USER, "user-77", CHAT_B, "wait-b", make_data(USER))
+    theirs = encode_session_data(make_data(USER.with_user("user-78")))
+    await store.client.set(store.keys.session("wait-a"), theirs)
+    await store.client.set(store.keys.session("wait-b"), theirs)
+    assert await store.find_wait_by_scope(USER, "user-77", CHAT_A) is None
+    await store.clear_wait(USER, "user-77", CHAT_B)
+    assert await store.client.get(store.keys.session("wait-b")) == theirs
+    assert await store.list_waits_for_user(USER, "user-77") == []
+    assert not [k for k in await dump(store) if k.startswith("waits:")]
+
+
+async def test_team_dash_shares_keys_with_no_team_and_nothing_is_deleted(
+    store: RedisSessionStore,
+) -> None:
+    """The team '-' wait lives at no-team's keys; no-team lookups and clears leave every one of
+    its keys in place."""
+    dash = USER.with_team("-")
+    await store.register_wait(dash, "user-77", CHAT_A, "dash-wait", make_data(dash))
+    before = await dump(store)
+    assert f"waits:scope:dev:tenant-a:-:user-77:{CHAT_A.scope_hash()}" in before
+    assert await store.find_wait_by_scope(USER, "user-77", CHAT_A) is None
+    assert await store.list_waits_for_user(USER, "user-77") == []
+    await store.clear_wait(USER, "user-77", CHAT_A)
+    assert await dump(store) == before
+
+
+async def test_remove_drops_the_scope_pointer_hint_and_member(store: RedisSessionStore) -> None:
+    """remove_session of a wait leaves no key behind."""
+    await store.register_wait(USER, "user-77", CHAT_A, "wait-a", make_data(USER), ttl=60)
+    await store.remove_session("wait-a")
+    assert await dump(store) == {}
+
+
+async def test_superseding_keeps_the_old_session_but_not_its_hint(
+    store: RedisSessionStore,
+) -> None:
+    """The superseded session keeps its blob and TTL; its hint and SET member go."""
+    await store.register_wait(USER, "user-77", CHAT_A, "wait-old", make_data(USER), ttl=60)
+    await store.register_wait(USER, "user-77", CHAT_A, "wait-new", make_data(USER))
+    left = await dump(store)
+    assert "waitof:wait-old" not in left
+    assert left["waits:user:dev:tenant-a:-:user-77"] == [b"wait-new"]
+    assert near(await pttl(store, "session:wait-old"), 60_000)
+
+
+async def test_a_corrupt_blob_behind_a_wait_is_an_internal_error(store: RedisSessionStore) -> None:
+    """A scope pointer naming a blob that is not SessionData: InternalError, nothing deleted."""
+    await store.register_wait(USER, "user-77", CHAT_A, "wait-a", make_data(USER))
+    await store.client.set(store.keys.session("wait-a"), b"not json")
+    before = await dump(store)
+    for call in (
+        store.find_wait_by_scope(USER, "user-77", CHAT_A),
+        store.list_waits_for_user(USER, "user-77"),
+        store.clear_wait(USER, "user-77", CHAT_A),
+        store.register_wait(USER, "user-77", CHAT_A, "wait-a", make_data(USER)),
+    ):
+        with pytest.raises(InternalError):
+            await call
+    assert await dump(store) == before
