@@ -344,3 +344,29 @@ async def test_a_corrupt_blob_behind_a_wait_is_an_internal_error(store: RedisSes
         with pytest.raises(InternalError):
             await call
     assert await dump(store) == before
+
+
+async def test_a_wait_index_of_another_type_is_reported_or_left_alone(
+    store: RedisSessionStore,
+) -> None:
+    """A user SET key holding a string: register and list raise InternalError and write
+    nothing; find, clear and remove, which only drop a member, leave that key alone."""
+    await store.register_wait(USER, "user-77", CHAT_A, "wait-a", make_data(USER))
+    user_set = f"{store.keys.namespace}:waits:user:dev:tenant-a:-:user-77"
+    await store.client.delete(user_set)
+    await store.client.set(user_set, b"not a set")
+    before = await dump(store)
+    for call in (
+        store.register_wait(USER, "user-77", CHAT_B, "wait-b", make_data(USER)),
+        store.list_waits_for_user(USER, "user-77"),
+    ):
+        with pytest.raises(InternalError):
+            await call
+    assert await dump(store) == before
+    await store.client.delete(store.keys.session("wait-a"))
+    assert await store.find_wait_by_scope(USER, "user-77", CHAT_A) is None  # pruned the pointer
+    await store.register_wait(
+        USER.with_user("user-9"), "user-9", CHAT_A, "k9", make_data(USER.with_user("user-9"))
+    )
+    await store.clear_wait(USER.with_user("user-9"), "user-9", CHAT_A)
+    assert await store.client.get(user_set) == b"not a set"

@@ -39,24 +39,26 @@ local function slot_of_scope(scope_suffix)
   return string.match(scope_suffix, '^(.*):[0-9a-f]+$')
 end
 
--- SMEMBERS that reports a key of another type (returns {}, true) instead of failing.
-local function members_of(set_key)
-  local ok, value = pcall(redis.call, 'SMEMBERS', set_key)
+-- A read of a key that may hold another type: (reply, false), or (false, true) when the key holds
+-- another type; any other refusal (an ACL denial, say) fails the script, as get.lua's get_string.
+local function read_typed(command, key, ...)
+  local ok, value = pcall(redis.call, command, key, ...)
   if ok then return value, false end
-  if type(value) == 'table' and string.find(value.err or '', 'WRONGTYPE', 1, true) then
-    return {}, true
-  end
-  error(value)
+  -- Redis 7.0 hands pcall the error as a string, later versions as a table {err = ...}.
+  local text = type(value) == 'table' and value.err or tostring(value)
+  if string.sub(text, 1, 9) == 'WRONGTYPE' then return false, true end
+  error(redis.error_reply(text))
+end
+
+-- The members of the SET at `set_key`, and true when that key holds another type.
+local function members_of(set_key)
+  local members, wrong_type = read_typed('SMEMBERS', set_key)
+  return members or {}, wrong_type
 end
 
 -- Whether `member` is in the SET at `set_key` (false for a key of another type).
 local function is_member(set_key, member)
-  local ok, value = pcall(redis.call, 'SISMEMBER', set_key, member)
-  if ok then return value == 1 end
-  if type(value) == 'table' and string.find(value.err or '', 'WRONGTYPE', 1, true) then
-    return false
-  end
-  error(value)
+  return read_typed('SISMEMBER', set_key, member) == 1
 end
 
 -- The TTL a user SET needs to cover members with these PTTLs: -1 (persist) when one has no
