@@ -4,7 +4,9 @@ pruning of provably dead entries, and the team '-' sharing no-team keys."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,11 @@ from greentic_session import (
     RedisSessionStore,
     ReplyScope,
     TenantCtx,
+    UnavailableError,
     decode_session_data,
     encode_session_data,
 )
+from greentic_session.testing import RedisServer
 from tests.conftest import drop_namespace, make_data, shift_ttls
 from tests.test_redis_layout import counting_round_trips
 
@@ -370,3 +374,95 @@ async def test_a_wait_index_of_another_type_is_reported_or_left_alone(
     )
     await store.clear_wait(USER.with_user("user-9"), "user-9", CHAT_A)
     assert await store.client.get(user_set) == b"not a set"
+
+
+# -- a crash in the middle of concurrent registers and clears -----------------------------------
+
+
+async def assert_wait_indexes_whole(store: RedisSessionStore) -> None:
+    """No scope pointer, SET member or hint names a missing blob; every hinted wait whose scope
+    pointer names it is in its user's SET."""
+    ns = f"{store.keys.namespace}:"
+    keys = [k.decode() async for k in store.client.scan_iter(match=f"{ns}*", count=1000)]
+    blobs = {
+        k.removeprefix(store.keys.session_prefix) for k in keys if k.startswith(ns + "session:")
+    }
+    for name in keys:
+        if name.startswith(store.keys.wait_scope_prefix):
+            target = await store.client.get(name)
+            assert isinstance(target, bytes)
+            assert target.decode() in blobs, f"{name} names a missing session"
+        elif name.startswith(store.keys.wait_user_prefix):
+            for member in await store.client.smembers(name):
+                assert isinstance(member, bytes)
+                assert member.decode() in blobs, f"{name} lists a missing session"
+        elif name.startswith(store.keys.wait_hint_prefix):
+            key = name.removeprefix(store.keys.wait_hint_prefix)
+            assert key in blobs, f"hint of the missing session {key}"
+            hint = await store.client.get(name)
+            assert isinstance(hint, bytes)
+            scope_suffix = hint.decode().split(":", 1)[1]
+            pointer = store.keys.wait_scope_prefix + scope_suffix
+            if await store.client.get(pointer) == key.encode():
+                slot_suffix = scope_suffix.rsplit(":", 1)[0]
+                user_set = store.keys.wait_user_prefix + slot_suffix
+                assert await store.client.sismember(user_set, key), f"{key} is not listed"
+
+
+async def test_a_crash_mid_register_and_clear_leaves_every_acknowledged_wait_whole(
+    namespace: str,
+) -> None:
+    """Redis killed while workers register and clear waits: after a restart every acknowledged
+    wait is found by its scope and listed, and no index names a missing blob."""
+    scopes = [ReplyScope(conversation=f"chat-{n}") for n in range(3)]
+    with RedisServer(extra_args=["--appendonly", "yes", "--appendfsync", "always"]) as server:
+        async with RedisSessionStore.from_url(
+            server.url, namespace=namespace, connect_timeout=1, socket_timeout=1
+        ) as store:
+            # Per worker (one user each): the acknowledged state of each scope, and the scope
+            # whose call was in flight at the crash (its outcome is unknown).
+            acked: list[dict[int, str | None]] = [{} for _ in range(4)]
+            unknown: list[int | None] = [None] * 4
+            done = asyncio.Event()
+            ops = [0]
+
+            async def worker(w: int) -> None:
+                rng, ctx, user = random.Random(w), USER.with_user(f"u{w}"), f"u{w}"
+                for i in range(100_000):
+                    n = rng.randrange(3)
+                    unknown[w] = n
+                    try:
+                        if rng.random() < 0.7:
+                            key = f"{user}-{i}"
+                            ttl = rng.choice([None, 600])
+                            data = make_data(ctx)
+                            await store.register_wait(ctx, user, scopes[n], key, data, ttl=ttl)
+                            acked[w][n] = key
+                        else:
+                            await store.clear_wait(ctx, user, scopes[n])
+                            acked[w][n] = None
+                    except UnavailableError:
+                        return
+                    unknown[w] = None
+                    ops[0] += 1
+                    if ops[0] >= 200:
+                        done.set()
+
+            tasks = [asyncio.create_task(worker(w)) for w in range(4)]
+            async with asyncio.timeout(30):
+                await done.wait()
+                await asyncio.to_thread(server.stop)  # SIGKILL with calls in flight
+                await asyncio.gather(*tasks)
+                # Every worker stopped on the crash, with a call in flight.
+                assert all(n is not None for n in unknown)
+                await asyncio.to_thread(server.start)
+                for w in range(4):
+                    ctx, user = USER.with_user(f"u{w}"), f"u{w}"
+                    listed = set(await store.list_waits_for_user(ctx, user))
+                    for n, key in acked[w].items():
+                        if n == unknown[w]:
+                            continue
+                        assert await store.find_wait_by_scope(ctx, user, scopes[n]) == key
+                        if key is not None:
+                            assert key in listed
+                await assert_wait_indexes_whole(store)
