@@ -30,6 +30,11 @@ Revisions are a per-store counter, bumped by every write. Expiry follows `expiry
 injectable clock (`time.monotonic` by default): an expired session reads as absent at once, and
 its memory is given back by the next call after it expired, which pops the due entries of a heap
 of deadlines (amortized O(log n) per write, no thread and no timer per session).
+
+Waits are indexed by the segments Redis keys them with (`fence.wait_segments`: a team "-" and no
+team share them), in a scope-pointer dict and per-user key sets; an entry records the wait it
+is, so dropping the entry (remove, clear, expiry) drops its indexes in the same step. A wait's
+ttl makes the store track deadlines even without expiry options.
 """
 
 from __future__ import annotations
@@ -201,6 +206,7 @@ class InMemorySessionStore(SessionStore):
             self._sessions = dict(self._sessions)
             self._pointers = dict(self._pointers)
             self._scopes = dict(self._scopes)
+            self._waits = dict(self._waits)
             self._high_water = len(self._sessions)
         return now
 

@@ -5,7 +5,9 @@ for a caller's key or with expiry); find_by_user/find_entry 1 (find.lua follows 
 pointer costs a second, compare-and-delete, trip); update 1 (update.lua checks existence, owner and
 the expected revision, then SETs); touch 1; remove 1 (remove.lua deletes the blob, its meta key and
 the pointer if it still names this session); find_or_create 1 when it finds, 2 when it creates
-(create_for_user.lua creates unless a session appeared meanwhile); update_with 2 per try.
+(create_for_user.lua creates unless a session appeared meanwhile); update_with 2 per try;
+register_wait, find_wait_by_scope, list_waits_for_user and clear_wait 1 each (one Lua script
+each, in Rust's wait keys plus our hint key: see keys.py and docs/concepts.md, "Waits").
 
 A revision is the SHA-1 of the stored bytes (`revision_of`, and `redis.sha1hex` in update.lua), so a
 write by any client, a Rust runner's plain SET included, changes it. Expiry is server-side only:
