@@ -394,3 +394,20 @@ async def test_reregistering_without_ttl_makes_a_wait_persistent(lifecycle: Life
     await register(store, "wait-a")
     await lifecycle.advance(6)
     assert await store.find_wait_by_scope(USER, "user-77", CHAT_A) == "wait-a"
+
+
+async def test_a_session_made_a_wait_keeps_its_user_pointer_in_step(lifecycle: Lifecycle) -> None:
+    """Registering a create_session session as a wait keeps its user pointer, which expires with
+    it under a ttl and stays while a re-registration without ttl makes it persistent."""
+    store = lifecycle.open()
+    key = await store.create_session(USER, make_data(USER))
+    await register(store, key, ttl=5)
+    await register(store, key)
+    await lifecycle.advance(6)
+    found = await store.find_by_user(USER, "user-77")
+    assert found is not None
+    assert found[0] == key
+    await register(store, key, ttl=5)
+    await lifecycle.advance(6)
+    assert await store.find_by_user(USER, "user-77") is None
+    assert await store.get_session(key) is None

@@ -52,8 +52,12 @@ for _, member in ipairs(members) do
   end
 end
 
+local persist_pointer = nil
 if stored and (wait_ttl ~= '' or ARGV[7] ~= '') then
   plan = expiry_plan(KEYS[2], ARGV[9], wait_ttl, ARGV[7], ARGV[13], key)
+elseif stored and get_string(ARGV[13] .. ARGV[9]) == key then
+  -- The session now has no expiry: nor has the user pointer create_session gave it.
+  persist_pointer = ARGV[13] .. ARGV[9]
 end
 
 -- Writes.
@@ -72,6 +76,7 @@ else
   redis.call('SET', KEYS[1], ARGV[5])
   redis.call('SET', KEYS[4], key)
   redis.call('SET', KEYS[3], hint)
+  if persist_pointer then redis.call('PERSIST', persist_pointer) end
 end
 redis.call('SADD', KEYS[5], key)
 if old_pointer then redis.call('DEL', old_pointer) end
