@@ -11,21 +11,17 @@
 local key = get_string(KEYS[1])
 if not key then return 0 end
 local blob_key, hint_key, meta_key = ARGV[1] .. key, ARGV[6] .. key, ARGV[8] .. key
-local blob, wrong_type = get_string(blob_key)
-if wrong_type then return -1 end
-local owner, verdict = nil, 'foreign'
-if blob then
-  owner = owner_of_blob(blob)
-  if not owner then return -1 end
-  verdict = wait_verdict(owner, ARGV[2], ARGV[3], ARGV[4], ARGV[5])
-end
+local owner, state = owner_at(blob_key)
+if state == 'corrupt' then return -1 end
+local verdict = 'foreign'
+if owner then verdict = wait_verdict(owner, ARGV[2], ARGV[3], ARGV[4], ARGV[5]) end
 if verdict == 'shared' then return 0 end
 local _, its_scope = hint_parts(get_string(hint_key))
 local member = is_member(KEYS[2], key)
 if verdict == 'foreign' then
   redis.call('DEL', KEYS[1])
   if member then redis.call('SREM', KEYS[2], key) end
-  if not blob and its_scope == ARGV[7] then redis.call('DEL', hint_key) end
+  if not owner and its_scope == ARGV[7] then redis.call('DEL', hint_key) end
   return 0
 end
 -- Live: also its user pointer (from the meta key or the owner) and another scope pointer its

@@ -8,12 +8,10 @@
 -- not a string).
 local key = get_string(KEYS[1])
 if not key then return false end
-local blob, wrong_type = get_string(ARGV[1] .. key)
-if wrong_type then return -1 end
+local owner, state = owner_at(ARGV[1] .. key)
+if state == 'corrupt' then return -1 end
 local verdict, dead_hint = 'foreign', nil
-if blob then
-  local owner = owner_of_blob(blob)
-  if not owner then return -1 end
+if owner then
   verdict = wait_verdict(owner, ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 else
   local _, its_scope = hint_parts(get_string(ARGV[6] .. key))

@@ -10,12 +10,10 @@ local members, set_wrong = members_of(KEYS[1])
 if set_wrong then return -3 end
 local live, dead, dead_hints, ttls = {}, {}, {}, {}
 for _, member in ipairs(members) do
-  local blob, wrong_type = get_string(ARGV[1] .. member)
-  if wrong_type then return -1 end
+  local owner, state = owner_at(ARGV[1] .. member)
+  if state == 'corrupt' then return -1 end
   local verdict = 'foreign'
-  if blob then
-    local owner = owner_of_blob(blob)
-    if not owner then return -1 end
+  if owner then
     verdict = wait_verdict(owner, ARGV[2], ARGV[3], ARGV[4], ARGV[5])
   else
     local _, its_scope = hint_parts(get_string(ARGV[6] .. member))

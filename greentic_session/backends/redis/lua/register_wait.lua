@@ -13,12 +13,11 @@
 local key, hint = ARGV[6], ARGV[8]
 local wait_ttl, scope_suffix = hint_parts(hint)
 
-local stored, wrong_type = get_string(KEYS[1])
-if wrong_type then return -1 end
+local owner, state = owner_at(KEYS[1])
+if state == 'corrupt' then return -1 end
+local stored = owner ~= nil
 local plan = nil
 if stored then
-  local owner = owner_of_blob(stored)
-  if not owner then return -1 end
   for i = 1, 4 do
     if owner[i] ~= ARGV[i] then return owner end
   end

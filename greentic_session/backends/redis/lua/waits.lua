@@ -61,6 +61,17 @@ local function is_member(set_key, member)
   return read_typed('SISMEMBER', set_key, member) == 1
 end
 
+-- The owner of the blob at `blob_key`, from its head when it can (no copy of a large blob):
+-- (owner, 'ok'), (nil, 'gone') or (nil, 'corrupt') for a value that is not SessionData.
+local function owner_at(blob_key)
+  local head, wrong_type = read_typed('GETRANGE', blob_key, 0, 4095)
+  if wrong_type then return nil, 'corrupt' end
+  if head == '' and redis.call('EXISTS', blob_key) == 0 then return nil, 'gone' end
+  local owner = owner_of_head(head) or owner_of_blob(redis.call('GET', blob_key))
+  if owner then return owner, 'ok' end
+  return nil, 'corrupt'
+end
+
 -- The TTL a user SET needs to cover members with these PTTLs: -1 (persist) when one has no
 -- expiry, else the longest; nil when there are none.
 local function cover_of(ttls)
