@@ -466,3 +466,22 @@ async def test_a_crash_mid_register_and_clear_leaves_every_acknowledged_wait_who
                         if key is not None:
                             assert key in listed
                 await assert_wait_indexes_whole(store)
+
+
+async def test_owner_is_read_from_the_head_or_else_the_whole_blob(store: RedisSessionStore) -> None:
+    """A large blob is judged from its head; a blob whose owner fields are not at the head (keys
+    in another order, as another JSON writer may emit) is decoded whole: both are live waits,
+    and a reordered blob of another user is still pruned."""
+    big = make_data(USER, state=json.dumps({"pad": "x" * 100_000}))
+    await store.register_wait(USER, "user-77", CHAT_A, "big", big)
+    await store.register_wait(USER, "user-77", CHAT_B, "shuffled", make_data(USER))
+    assert await store.find_wait_by_scope(USER, "user-77", CHAT_A) == "big"
+    reordered = json.loads(encode_session_data(make_data(USER)))
+    reordered["tenant_ctx"] = dict(reversed(list(reordered["tenant_ctx"].items())))
+    await store.client.set(store.keys.session("shuffled"), json.dumps(reordered))
+    assert await store.find_wait_by_scope(USER, "user-77", CHAT_B) == "shuffled"
+    assert sorted(await store.list_waits_for_user(USER, "user-77")) == ["big", "shuffled"]
+    reordered["tenant_ctx"]["user_id"] = "user-78"
+    await store.client.set(store.keys.session("shuffled"), json.dumps(reordered))
+    assert await store.find_wait_by_scope(USER, "user-77", CHAT_B) is None
+    assert await store.list_waits_for_user(USER, "user-77") == ["big"]
