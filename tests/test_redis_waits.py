@@ -485,3 +485,27 @@ async def test_owner_is_read_from_the_head_or_else_the_whole_blob(store: RedisSe
     await store.client.set(store.keys.session("shuffled"), json.dumps(reordered))
     assert await store.find_wait_by_scope(USER, "user-77", CHAT_B) is None
     assert await store.list_waits_for_user(USER, "user-77") == ["big"]
+
+
+async def test_updating_a_rust_wait_keeps_its_user_set_covering_it(
+    redis_url: str, namespace: str
+) -> None:
+    """Under idle_ttl an update or touch of a wait a Rust writer registered (no hint) extends the
+    user SET to cover the blob's new TTL; its scope pointer keeps Rust's TTL."""
+    async with RedisSessionStore.from_url(redis_url, namespace=namespace, idle_ttl=900) as store:
+        try:
+            await store.register_wait(USER, "user-77", CHAT_A, "ours", make_data(USER), ttl=60)
+            blob = encode_session_data(make_data(USER))
+            await rust_register_wait(store, USER, "user-77", (CHAT_B, "rust"), blob, ttl_ms=30_000)
+            user_set = "waits:user:dev:tenant-a:-:user-77"
+            assert near(await pttl(store, user_set), 60_000)
+            await store.update_session("rust", make_data(USER, node="n"))
+            assert near(await pttl(store, "session:rust"), 900_000)
+            assert near(await pttl(store, user_set), 900_000)
+            scope_b = f"waits:scope:dev:tenant-a:-:user-77:{CHAT_B.scope_hash()}"
+            assert near(await pttl(store, scope_b), 30_000)
+            await store.client.pexpire(f"{namespace}:{user_set}", 1000)
+            await store.touch_session("rust")
+            assert near(await pttl(store, user_set), 900_000)
+        finally:
+            await drop_namespace(redis_url, namespace)

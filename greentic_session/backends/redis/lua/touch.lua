@@ -9,7 +9,7 @@ if head == '' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local fallback = ''
 local owner = owner_of_head(head)
 if owner then fallback = pointer_suffix(owner) end
-local wait = wait_of(KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[1], ARGV[2])
+local wait = wait_of(KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[1], ARGV[2], fallback)
 local idle = ARGV[1]
 if wait then idle = wait.ttl end
 local plan = expiry_plan(KEYS[2], fallback, idle, ARGV[2], ARGV[3], ARGV[4])

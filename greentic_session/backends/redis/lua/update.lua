@@ -54,7 +54,7 @@ if not same_owner then
   end
 end
 
-local wait = wait_of(KEYS[3], ARGV[11], ARGV[13], ARGV[14], ARGV[8], ARGV[9])
+local wait = wait_of(KEYS[3], ARGV[11], ARGV[13], ARGV[14], ARGV[8], ARGV[9], ARGV[12])
 local idle = ARGV[8]
 if wait then idle = wait.ttl end
 local plan = expiry_plan(KEYS[2], ARGV[12], idle, ARGV[9], ARGV[10], ARGV[11])

@@ -93,24 +93,30 @@ local function cover_apply(set_key, cover)
 end
 
 -- A session about to be written or touched by a store with expiry options (`idle`, `life` its
--- ms, '' when off): when our hint names a scope pointer that still names the session, the wait's
--- {ttl (its own idle time), hint, pointer, set, set_ttl}, whose keys get the session's new TTL
--- (wait_apply); else nil. Reads only.
-local function wait_of(hint_key, session_key, scope_prefix, set_prefix, idle, life)
+-- ms, '' when off): its wait, whose keys must live as long as the blob's new TTL (wait_apply),
+-- or nil when it is none. With our hint naming a scope pointer that still names the session:
+-- {ttl (the wait's own idle time), hint, pointer, set, set_ttl}. A wait a Rust writer made (no
+-- hint) is known by its membership in its owner's SET (`owner_suffix`, '' for none): {ttl = idle,
+-- set, set_ttl}. Reads only.
+local function wait_of(hint_key, session_key, scope_prefix, set_prefix, idle, life, owner_suffix)
   if idle == '' and life == '' then return nil end
   local ttl, scope_suffix = hint_parts(get_string(hint_key))
-  if not scope_suffix or get_string(scope_prefix .. scope_suffix) ~= session_key then
-    return nil
+  if scope_suffix and get_string(scope_prefix .. scope_suffix) == session_key then
+    local set_key = set_prefix .. (slot_of_scope(scope_suffix) or '')
+    return {ttl = ttl, hint = hint_key, pointer = scope_prefix .. scope_suffix, set = set_key,
+            set_ttl = redis.call('PTTL', set_key)}
   end
-  local set_key = set_prefix .. (slot_of_scope(scope_suffix) or '')
-  return {ttl = ttl, hint = hint_key, pointer = scope_prefix .. scope_suffix, set = set_key,
-          set_ttl = redis.call('PTTL', set_key)}
+  if owner_suffix ~= '' and is_member(set_prefix .. owner_suffix, session_key) then
+    local set_key = set_prefix .. owner_suffix
+    return {ttl = idle, set = set_key, set_ttl = redis.call('PTTL', set_key)}
+  end
+  return nil
 end
 
 -- Keep a wait's indexes alive as long as its blob, which just got `ttl` (writes only); a SET
 -- without expiry (-1) keeps none.
 local function wait_apply(wait, ttl)
-  redis.call('PEXPIRE', wait.pointer, ttl)
-  redis.call('PEXPIRE', wait.hint, ttl)
+  if wait.pointer then redis.call('PEXPIRE', wait.pointer, ttl) end
+  if wait.hint then redis.call('PEXPIRE', wait.hint, ttl) end
   if wait.set_ttl >= 0 and wait.set_ttl < ttl then redis.call('PEXPIRE', wait.set, ttl) end
 end
