@@ -24,14 +24,19 @@ local suffix = get_string(KEYS[2])
 if not suffix or suffix == '' then suffix = own_suffix end
 local pointer_is_ours = suffix ~= '' and get_string(ARGV[2] .. suffix) == ARGV[1]
 
-local _, scope_suffix = hint_parts(get_string(KEYS[3]))
-local scope_pointer = nil
-if scope_suffix and get_string(ARGV[3] .. scope_suffix) == ARGV[1] then
-  scope_pointer = ARGV[3] .. scope_suffix
+-- The wait helpers only when this may be a wait: it has our hint, or its owner has a wait SET.
+local hint = get_string(KEYS[3])
+local set_exists = own_suffix ~= '' and redis.call('EXISTS', ARGV[4] .. own_suffix) == 1
+local scope_pointer, wait_slot, member = nil, own_suffix, false
+if hint or set_exists then
+  local W = wait_keys()
+  local _, scope_suffix = W.hint_parts(hint)
+  if scope_suffix and get_string(ARGV[3] .. scope_suffix) == ARGV[1] then
+    scope_pointer = ARGV[3] .. scope_suffix
+  end
+  if wait_slot == '' and scope_suffix then wait_slot = W.slot_of_scope(scope_suffix) or '' end
+  member = wait_slot ~= '' and W.is_member(ARGV[4] .. wait_slot, ARGV[1])
 end
-local wait_slot = own_suffix
-if wait_slot == '' and scope_suffix then wait_slot = slot_of_scope(scope_suffix) or '' end
-local member = wait_slot ~= '' and is_member(ARGV[4] .. wait_slot, ARGV[1])
 
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 if pointer_is_ours then redis.call('DEL', ARGV[2] .. suffix) end

@@ -10,7 +10,7 @@
 -- ARGV[8], ARGV[9]  idle and lifetime ms (expiry.lua); ARGV[10] user pointer key prefix;
 -- ARGV[11] session key; ARGV[12] the new owner's pointer suffix ('' for none);
 -- ARGV[13] scope pointer prefix; ARGV[14] user SET prefix (a wait's ttl stands in for idle_ttl,
--- and its scope pointer, hint and SET get the blob's new TTL: waits.lua)
+-- and its scope pointer, hint and SET get the blob's new TTL: wait_keys.lua)
 -- Returns 1 when written, 0 when the session is missing, -1 when the stored blob is not
 -- SessionData JSON, -2 when the revision differs, or {env, tenant_id, team, user} of the stored
 -- owner when it differs.
@@ -54,14 +54,20 @@ if not same_owner then
   end
 end
 
-local wait = wait_of(KEYS[3], ARGV[11], ARGV[13], ARGV[14], ARGV[8], ARGV[9], ARGV[12])
+local W, wait = nil, nil
+-- The wait helpers only when this may be a wait: our hint, or a wait SET of its owner.
+if (ARGV[8] ~= '' or ARGV[9] ~= '') and (get_string(KEYS[3])
+    or (ARGV[12] ~= '' and redis.call('EXISTS', ARGV[14] .. ARGV[12]) == 1)) then
+  W = wait_keys()
+  wait = W.wait_of(KEYS[3], ARGV[11], ARGV[13], ARGV[14], ARGV[8], ARGV[9], ARGV[12])
+end
 local idle = ARGV[8]
 if wait then idle = wait.ttl end
 local plan = expiry_plan(KEYS[2], ARGV[12], idle, ARGV[9], ARGV[10], ARGV[11])
 if plan then
   redis.call('SET', KEYS[1], new, 'PX', plan.ttl)
   expiry_apply(plan, KEYS[2], ARGV[10])
-  if wait then wait_apply(wait, plan.ttl) end
+  if wait then W.wait_apply(wait, plan.ttl) end
 else
   redis.call('SET', KEYS[1], new, 'KEEPTTL')
 end
