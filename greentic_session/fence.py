@@ -7,23 +7,34 @@ Backends never compare tenant contexts themselves; they call these. A session's 
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from .errors import InvalidInputError
-from .schema import SessionData, TenantCtx, validate_identifier
+from .expiry import check_seconds
+from .schema import ReplyScope, SessionData, TenantCtx, validate_identifier
 
 __all__ = [
+    "FOREIGN",
+    "LIVE",
+    "SHARED",
     "Scope",
     "UserSlot",
     "check_create",
     "check_find_or_create",
     "check_key",
+    "check_register_wait",
     "check_update",
     "lookup_slot",
     "own_slot",
     "owner_slot",
+    "scope_hash_of",
     "scope_of",
     "visible_to",
+    "wait_lookup_slot",
+    "wait_segments",
+    "wait_ttl_millis",
+    "wait_verdict",
 ]
 
 
@@ -136,3 +147,84 @@ def check_key(key: object) -> str:
     if not key:
         raise InvalidInputError("session key must be a non-empty str")
     return key
+
+
+# -- reply-scope waits ---------------------------------------------------------------------------
+# A user's waits live at a `UserSlot` too. Their Redis keys write a missing team as "-", so a team
+# literally named "-" shares its wait keys with "no team" (Rust's layout); `wait_verdict` keeps
+# the two apart, and the in-memory store indexes by the same segments (`wait_segments`).
+
+
+def _wait_slot(ctx: TenantCtx, user_id: str) -> UserSlot:
+    return UserSlot(ctx.env, ctx.tenant_id, ctx.normalized_team, user_id)
+
+
+def check_register_wait(
+    caller: TenantCtx, user_id: str, data: SessionData
+) -> tuple[Scope, UserSlot]:
+    """Admit `data` as a wait of `user_id` registered by `caller` (Rust's `ensure_alignment` and
+    `ensure_user_matches`): env, tenant_id and team match, and the caller's user, `user_id` and
+    the data's user are all present and equal. Returns the session's owner and its wait slot."""
+    _require(caller, TenantCtx, "ctx")
+    _require(data, SessionData, "data")
+    validate_identifier(user_id, "user_id")
+    mine, theirs = scope_of(caller), scope_of(data.tenant_ctx)
+    if mine.env != theirs.env or mine.tenant_id != theirs.tenant_id:
+        raise _violation("env/tenant", "the session's env and tenant_id must match the caller's")
+    if mine.team != theirs.team:
+        raise _violation("team", "the session's team must match the caller's")
+    if theirs.user is None:
+        raise _violation("user", "a wait's session data must name its user")
+    if mine.user is None:
+        raise _violation("user", "registering a wait needs a caller context with a user")
+    if mine.user != user_id or theirs.user != user_id:
+        raise _violation("user", "the caller's user, user_id and the data's user must agree")
+    return theirs, _wait_slot(caller, user_id)
+
+
+def wait_lookup_slot(ctx: TenantCtx, user_id: str) -> UserSlot:
+    """The slot `find_wait_by_scope`, `list_waits_for_user` and `clear_wait` work on: `ctx`'s
+    user, when set, must be `user_id`."""
+    _require(ctx, TenantCtx, "ctx")
+    validate_identifier(user_id, "user_id")
+    mine = ctx.normalized_user
+    if mine is not None and mine != user_id:
+        raise _violation("user", "a caller with a user can only look up its own waits")
+    return _wait_slot(ctx, user_id)
+
+
+def wait_segments(slot: UserSlot) -> tuple[str, str, str, str]:
+    """The (env, tenant_id, team or "-", user) segments a wait key is built from."""
+    return slot.env, slot.tenant_id, "-" if slot.team is None else slot.team, slot.user
+
+
+LIVE, FOREIGN, SHARED = "live", "foreign", "shared"
+
+
+def wait_verdict(slot: UserSlot, owner: Scope) -> str:
+    """How a wait index entry at `slot` relates to the session it names, owned by `owner`:
+    LIVE (the slot may see it), FOREIGN (that owner could never have registered it there, so the
+    entry is provably dead), or SHARED (the team "-" against no team: an owner whose keys
+    coincide with the slot's; neither ours to return nor to delete). lua/waits.lua's
+    `wait_verdict` is this rule for Redis."""
+    team = "-" if owner.team is None else owner.team
+    if (owner.env, owner.tenant_id, team) != wait_segments(slot)[:3]:
+        return FOREIGN
+    if owner.user is not None and owner.user != slot.user:
+        return FOREIGN
+    return LIVE if owner.team == slot.team else SHARED
+
+
+def wait_ttl_millis(ttl: object, idle_ttl: float | None) -> int | None:
+    """A wait's lifetime in whole milliseconds: `ttl` seconds (an int or float above zero; below
+    a millisecond rounds up to one, as Rust's), or the store's `idle_ttl` when `ttl` is None, or
+    None (no expiry) when neither is set."""
+    seconds = idle_ttl if ttl is None else check_seconds(ttl, "ttl")
+    return None if seconds is None else max(1, math.ceil(seconds * 1000))
+
+
+def scope_hash_of(scope: object) -> str:
+    """`scope`'s hash, once it is checked to be a `ReplyScope`."""
+    _require(scope, ReplyScope, "scope")
+    assert isinstance(scope, ReplyScope)
+    return scope.scope_hash()

@@ -13,7 +13,7 @@ import anyio
 import msgspec
 
 from .errors import ConflictError, InvalidInputError, NotFoundError
-from .schema import SessionData, SessionKey, TenantCtx
+from .schema import ReplyScope, SessionData, SessionKey, TenantCtx
 
 __all__ = [
     "DEFAULT_UPDATE_ATTEMPTS",
@@ -134,6 +134,42 @@ class SessionStore(abc.ABC):
         the revision; a backend may hand itself something cheaper to compare)."""
         entry = await self.get_entry(key)
         return None if entry is None else (entry, entry.revision)
+
+    @abc.abstractmethod
+    async def register_wait(
+        self,
+        ctx: TenantCtx,
+        user_id: str,
+        scope: ReplyScope,
+        session_key: str,
+        data: SessionData,
+        *,
+        ttl: float | None = None,
+    ) -> None:
+        """Store `data` under `session_key` as `user_id`'s wait for replies in `scope`.
+
+        `ctx`'s user, `user_id` and the data's user must agree, and env, tenant and team match
+        (`InvalidInputError`). A session already stored under the key must have the same owner.
+        `ttl` (seconds) bounds the wait; None means the store's `idle_ttl`, else no expiry. A
+        wait registered earlier for the same scope stops being a wait (its session stays).
+        """
+
+    @abc.abstractmethod
+    async def find_wait_by_scope(
+        self, ctx: TenantCtx, user_id: str, scope: ReplyScope
+    ) -> SessionKey | None:
+        """The key of `user_id`'s live wait for `scope`, or None."""
+
+    @abc.abstractmethod
+    async def list_waits_for_user(self, ctx: TenantCtx, user_id: str) -> list[SessionKey]:
+        """The keys of `user_id`'s live waits, in no particular order."""
+
+    @abc.abstractmethod
+    async def clear_wait(self, ctx: TenantCtx, user_id: str, scope: ReplyScope) -> None:
+        """Finish `user_id`'s wait for `scope`: delete its session and every index naming it.
+
+        Does nothing when there is no such wait; never deletes a session someone else owns.
+        """
 
     @abc.abstractmethod
     async def _compare_and_set(self, key: str, data: SessionData, token: object) -> str:

@@ -24,6 +24,7 @@ from greentic_session import (
     InvalidInputError,
     NotFoundError,
     RedisSessionStore,
+    ReplyScope,
     SessionCursor,
     SessionData,
     SessionError,
@@ -141,6 +142,23 @@ async def exercise(store: SessionStore) -> None:
     )
     await store.remove_session(userless)
     assert await store.find_by_user(ctx, "user-1") is None
+    await exercise_waits(store, ctx)
+
+
+async def exercise_waits(store: SessionStore, ctx: TenantCtx) -> None:
+    """Every wait call: register (new, superseding), find, list, clear, and a removed wait."""
+    chat, thread = ReplyScope(conversation="chat-1"), ReplyScope(conversation="chat-2")
+    await store.register_wait(ctx, "user-1", chat, "wait-1", paused(ctx), ttl=60)
+    await store.register_wait(ctx, "user-1", chat, "wait-2", paused(ctx))  # supersedes wait-1
+    await store.register_wait(ctx, "user-1", thread, "wait-3", paused(ctx), ttl=30)
+    assert await store.find_wait_by_scope(ctx, "user-1", chat) == "wait-2"
+    assert sorted(await store.list_waits_for_user(ctx, "user-1")) == ["wait-2", "wait-3"]
+    await store.update_session("wait-3", paused(ctx, "node.next"))
+    await store.touch_session("wait-3")
+    await store.clear_wait(ctx, "user-1", chat)
+    await store.remove_session("wait-3")
+    await store.remove_session("wait-1")
+    assert await store.list_waits_for_user(ctx, "user-1") == []
 
 
 async def run_whole_api(url: str) -> set[str]:
@@ -161,6 +179,10 @@ async def run_whole_api(url: str) -> set[str]:
         "update_with",
         "touch_session",
         "remove_session",
+        "register_wait",
+        "find_wait_by_scope",
+        "list_waits_for_user",
+        "clear_wait",
         "aclose",
     }
 

@@ -1,11 +1,14 @@
 """Random sequences of every store call, with and without expiry, on every backend, checked
 against a plain model: create (random and caller keys), update, compare-and-set from fresh and
-stale revisions, touch, remove, get, find, find_or_create, and time passing."""
+stale revisions, touch, remove, get, find, find_or_create, the reply-scope waits (register with
+and without ttl, find by scope, list, clear; teams "-" and none sharing Redis keys), and time
+passing."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from greentic_session import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    ReplyScope,
     SessionData,
     SessionStore,
     TenantCtx,
@@ -54,9 +58,23 @@ contexts = st.builds(
 )
 users = st.sampled_from([u for u in USERS if u is not None])
 states = st.integers(0, 3)
+# Waits: few tenants and a team "-" (its Redis keys coincide with no team's), so waits collide.
+wait_contexts = st.builds(
+    lambda tenant, team, user: TenantCtx.new("dev", tenant, team=team, user=user),
+    st.sampled_from(TENANTS[:2]),
+    st.sampled_from([None, "-", "team-a"]),
+    st.sampled_from(USERS),
+)
+scopes = st.sampled_from(["chat-1", "chat-2"])
+wait_ttls = st.sampled_from([None, 30, 150])
 
 Owner = tuple[str, str, str | None, str | None]
 Slot = tuple[str, str, str | None, str]
+WaitAt = tuple[tuple[str, str, str, str], str]  # (env, tenant_id, team or "-", user), scope
+
+
+def wait_segments(ctx: TenantCtx, user: str) -> tuple[str, str, str, str]:
+    return (ctx.env, ctx.tenant_id, ctx.normalized_team or "-", user)
 
 
 def owner_of(ctx: TenantCtx) -> Owner:
@@ -74,6 +92,8 @@ class Stored:
     created: float
     expires: float | None
     version: int  # new for every write, across keys: a key created anew has a new revision
+    wait: WaitAt | None = None  # where it waits, while it is a wait
+    wait_ttl: float | None = None  # its ttl (idle time under expiry options)
 
 
 @dataclass
@@ -84,6 +104,7 @@ class Model:
     now: float = 0.0
     sessions: dict[str, Stored] = field(default_factory=dict)
     pointers: dict[Slot, str] = field(default_factory=dict)
+    waits: dict[WaitAt, str] = field(default_factory=dict)
     versions: itertools.count[int] = field(default_factory=itertools.count)
 
     def deadline(self, created: float) -> float | None:
@@ -91,11 +112,32 @@ class Model:
             return None
         return min(self.now + IDLE_TTL, created + MAX_LIFETIME)
 
+    def restarted(self, stored: Stored) -> float | None:
+        """A stored session's deadline after a write or touch now."""
+        if not self.expiry:
+            return stored.expires  # kept as it is (a wait's)
+        if stored.wait is None:
+            return self.deadline(stored.created)
+        idle = math.inf if stored.wait_ttl is None else stored.wait_ttl
+        return min(self.now + idle, stored.created + MAX_LIFETIME)
+
+    def drop(self, key: str) -> None:
+        stored = self.sessions.pop(key)
+        if stored.wait is not None and self.waits.get(stored.wait) == key:
+            del self.waits[stored.wait]
+
     def advance(self, seconds: float) -> None:
         self.now += seconds
         for key, stored in list(self.sessions.items()):
             if stored.expires is not None and stored.expires <= self.now:
-                del self.sessions[key]
+                self.drop(key)
+
+    def wait_at(self, at: WaitAt, team: str | None) -> str | None:
+        """The key waiting at `at`, if a lookup by `team` may see it (team "-" is not none)."""
+        key = self.waits.get(at)
+        if key is None:
+            return None
+        return key if self.sessions[key].data.tenant_ctx.normalized_team == team else None
 
     def add(self, key: str, data: SessionData, slot: Slot | None) -> None:
         self.sessions[key] = Stored(data, self.now, self.deadline(self.now), next(self.versions))
@@ -105,7 +147,7 @@ class Model:
     def write(self, key: str, data: SessionData) -> None:
         stored = self.sessions[key]
         stored.data, stored.version = data, next(self.versions)
-        stored.expires = self.deadline(stored.created)
+        stored.expires = self.restarted(stored)
 
     def at(self, slot: Slot) -> str | None:
         """The live session `slot` points at, if the slot may see it."""
@@ -142,6 +184,7 @@ def build_machine(
             self.model = Model(expiry)
             self.writes = itertools.count()
             self.used: set[str] = set()
+            self.waited: list[tuple[TenantCtx, str, str]] = []  # registered (ctx, user, scope)
 
         def run(self, coro: Coroutine[Any, Any, T]) -> T:
             return self.runner.run(coro)
@@ -249,7 +292,7 @@ def build_machine(
                 return
             self.run(self.store.touch_session(key))
             stored = self.model.sessions[key]
-            stored.expires = self.model.deadline(stored.created)
+            stored.expires = self.model.restarted(stored)
 
         @rule(key=consumes(keys))
         def remove(self, key: str) -> None:
@@ -258,7 +301,7 @@ def build_machine(
                     self.run(self.store.remove_session(key))
                 return
             self.run(self.store.remove_session(key))
-            del self.model.sessions[key]
+            self.model.drop(key)
 
         @rule(key=keys)
         def get(self, key: str) -> None:
@@ -295,6 +338,145 @@ def build_machine(
             self.model.add(entry.key, built, slot)
             self.used.add(entry.key)
             return entry.key
+
+        # -- reply-scope waits ----------------------------------------------------------------
+
+        @rule(
+            target=keys,
+            ctx=wait_contexts,
+            user=users,
+            aligned=st.sampled_from([True, True, True, False]),
+            owner=wait_contexts,
+            where=scopes,
+            named=st.sampled_from(["w1", "w2", "w3"]),
+            ttl=wait_ttls,
+            state=states,
+        )
+        def register_wait(
+            self,
+            *,
+            ctx: TenantCtx,
+            user: str,
+            aligned: bool,
+            owner: TenantCtx,
+            where: str,
+            named: str,
+            ttl: int | None,
+            state: int,
+        ) -> str:
+            if aligned:  # most registrations are well-formed, so waits pile up
+                ctx = owner = ctx.with_user(user)
+            data = self.fresh(owner, state, node="node.wait")
+            call = self.store.register_wait(
+                ctx, user, ReplyScope(conversation=where), named, data, ttl=ttl
+            )
+            mine, theirs = owner_of(ctx), owner_of(owner)
+            existing = self.model.sessions.get(named)
+            if (
+                mine[:3] != theirs[:3]
+                or not mine[3] == theirs[3] == user
+                or (existing is not None and owner_of(existing.data.tenant_ctx) != theirs)
+            ):
+                with pytest.raises(InvalidInputError):
+                    self.run(call)
+                return named
+            self.run(call)
+            model = self.model
+            at = (wait_segments(ctx, user), where)
+            if existing is not None and existing.wait not in (None, at):
+                assert existing.wait is not None
+                if model.waits.get(existing.wait) == named:
+                    del model.waits[existing.wait]
+            previous = model.waits.get(at)
+            if previous is not None and previous != named:
+                model.sessions[previous].wait = None  # superseded: a session, not a wait
+            wait_ttl: float | None = ttl if ttl is not None else (IDLE_TTL if expiry else None)
+            created = model.now if existing is None else existing.created
+            expires = None if wait_ttl is None else model.now + wait_ttl
+            if expiry:
+                assert expires is not None
+                expires = min(expires, created + MAX_LIFETIME)
+            model.sessions[named] = Stored(
+                data, created, expires, next(model.versions), at, wait_ttl
+            )
+            model.waits[at] = named
+            self.used.add(named)
+            self.waited.append((ctx, user, where))
+            return named
+
+        def _lookup(
+            self, ctx: TenantCtx, user: str, where: str, pick: int | None, swap: bool
+        ) -> tuple[TenantCtx, str, str]:
+            """Usually a registered wait's own (ctx, user, scope), maybe with its team swapped
+            between none and "-" (same Redis keys, other owner); else the drawn ones."""
+            if pick is None or not self.waited:
+                return ctx, user, where
+            ctx, user, where = self.waited[pick % len(self.waited)]
+            if swap and ctx.normalized_team in (None, "-"):
+                ctx = ctx.with_team("-" if ctx.normalized_team is None else None)
+            return ctx, user, where
+
+        def _wait_lookup_refused(self, ctx: TenantCtx, user: str) -> bool:
+            return ctx.normalized_user not in (None, user)
+
+        @rule(
+            ctx=wait_contexts,
+            user=users,
+            where=scopes,
+            pick=st.none() | st.integers(0, 50),
+            swap=st.booleans(),
+        )
+        def find_wait(
+            self, ctx: TenantCtx, user: str, where: str, pick: int | None, swap: bool
+        ) -> None:
+            ctx, user, where = self._lookup(ctx, user, where, pick, swap)
+            call = self.store.find_wait_by_scope(ctx, user, ReplyScope(conversation=where))
+            if self._wait_lookup_refused(ctx, user):
+                with pytest.raises(InvalidInputError):
+                    self.run(call)
+                return
+            at = (wait_segments(ctx, user), where)
+            assert self.run(call) == self.model.wait_at(at, ctx.normalized_team)
+
+        @rule(
+            ctx=wait_contexts, user=users, pick=st.none() | st.integers(0, 50), swap=st.booleans()
+        )
+        def list_waits(self, ctx: TenantCtx, user: str, pick: int | None, swap: bool) -> None:
+            ctx, user, _ = self._lookup(ctx, user, "", pick, swap)
+            call = self.store.list_waits_for_user(ctx, user)
+            if self._wait_lookup_refused(ctx, user):
+                with pytest.raises(InvalidInputError):
+                    self.run(call)
+                return
+            segments = wait_segments(ctx, user)
+            expected = [
+                key
+                for at in self.model.waits
+                if at[0] == segments
+                and (key := self.model.wait_at(at, ctx.normalized_team)) is not None
+            ]
+            assert sorted(self.run(call)) == sorted(expected)
+
+        @rule(
+            ctx=wait_contexts,
+            user=users,
+            where=scopes,
+            pick=st.none() | st.integers(0, 50),
+            swap=st.booleans(),
+        )
+        def clear_wait(
+            self, ctx: TenantCtx, user: str, where: str, pick: int | None, swap: bool
+        ) -> None:
+            ctx, user, where = self._lookup(ctx, user, where, pick, swap)
+            call = self.store.clear_wait(ctx, user, ReplyScope(conversation=where))
+            if self._wait_lookup_refused(ctx, user):
+                with pytest.raises(InvalidInputError):
+                    self.run(call)
+                return
+            self.run(call)
+            key = self.model.wait_at((wait_segments(ctx, user), where), ctx.normalized_team)
+            if key is not None:
+                self.model.drop(key)
 
         @rule(tens=st.integers(1, 6))
         def time_passes(self, tens: int) -> None:

@@ -30,6 +30,11 @@ Revisions are a per-store counter, bumped by every write. Expiry follows `expiry
 injectable clock (`time.monotonic` by default): an expired session reads as absent at once, and
 its memory is given back by the next call after it expired, which pops the due entries of a heap
 of deadlines (amortized O(log n) per write, no thread and no timer per session).
+
+Waits are indexed by the segments Redis keys them with (`fence.wait_segments`: a team "-" and no
+team share them), in a scope-pointer dict and per-user key sets; an entry records the wait it
+is, so dropping the entry (remove, clear, expiry) drops its indexes in the same step. A wait's
+ttl makes the store track deadlines even without expiry options.
 """
 
 from __future__ import annotations
@@ -48,20 +53,29 @@ from ..codec import decode_session_data, encode_session_data
 from ..errors import ConflictError, NotFoundError, StoreClosedError
 from ..expiry import Expiry
 from ..fence import (
+    FOREIGN,
+    LIVE,
     Scope,
     UserSlot,
     check_create,
     check_find_or_create,
     check_key,
+    check_register_wait,
     check_update,
     lookup_slot,
     own_slot,
+    scope_hash_of,
     visible_to,
+    wait_lookup_slot,
+    wait_segments,
+    wait_ttl_millis,
+    wait_verdict,
 )
 from ..limits import DEFAULT_MAX_BLOB_BYTES, check_data, check_max_blob_bytes
 from ..schema import (
     Impersonation,
     InvocationDeadline,
+    ReplyScope,
     SessionCursor,
     SessionData,
     SessionKey,
@@ -105,6 +119,18 @@ def _stored_form(data: SessionData, max_blob_bytes: int | None) -> SessionData:
     return decode_session_data(encode_session_data(data))
 
 
+Segments = tuple[str, str, str, str]  # fence.wait_segments: a user's waits, as Redis keys them
+
+
+class _Wait(NamedTuple):
+    """What makes a session a wait: the user and scope it waits in, and its ttl (whole ms, the
+    store's idle_ttl when registered without one; None: no expiry of its own)."""
+
+    segments: Segments
+    scope_hash: str
+    ttl_ms: int | None
+
+
 class _Entry(NamedTuple):
     data: SessionData  # private: never mutated, never handed out (reads get a copy)
     owner: Scope
@@ -114,6 +140,7 @@ class _Entry(NamedTuple):
     revision: int
     created: float  # clock time of creation (max_lifetime counts from it)
     expires: float | None  # clock time it expires at; None: never
+    wait: _Wait | None = None  # set while the session is a registered wait
 
 
 Clock = Callable[[], float]
@@ -142,6 +169,9 @@ class InMemorySessionStore(SessionStore):
         self._lock = threading.Lock()
         self._sessions: dict[str, _Entry] = {}
         self._pointers: dict[UserSlot, str] = {}
+        # The wait indexes, keyed like Rust's Redis keys: scope pointers and per-user key sets.
+        self._scopes: dict[tuple[Segments, str], str] = {}
+        self._waits: dict[Segments, set[str]] = {}
         self._revisions = itertools.count(1)
         # (expires, key) of every write with a deadline; items whose entry has moved on are stale.
         self._deadlines: list[tuple[float, str]] = []
@@ -173,6 +203,8 @@ class InMemorySessionStore(SessionStore):
             # Python dicts never shrink on delete: copy them once most entries are gone.
             self._sessions = dict(self._sessions)
             self._pointers = dict(self._pointers)
+            self._scopes = dict(self._scopes)
+            self._waits = dict(self._waits)
             self._high_water = len(self._sessions)
         return now
 
@@ -194,10 +226,22 @@ class InMemorySessionStore(SessionStore):
         self._high_water = max(self._high_water, len(self._sessions))
 
     def _drop(self, key: str, entry: _Entry) -> None:
-        """Delete `entry` and its pointer if that still names it."""
+        """Delete `entry`, its pointer if that still names it, and its wait indexes."""
         del self._sessions[key]
         if entry.slot is not None and self._pointers.get(entry.slot) == key:
             del self._pointers[entry.slot]
+        if entry.wait is not None:
+            self._unindex(entry.wait.segments, entry.wait.scope_hash, key)
+
+    def _unindex(self, segments: Segments, scope_hash: str, key: str) -> None:
+        """Drop `key` from a user's waits, and the scope pointer if it still names `key`."""
+        if self._scopes.get((segments, scope_hash)) == key:
+            del self._scopes[segments, scope_hash]
+        members = self._waits.get(segments)
+        if members is not None:
+            members.discard(key)
+            if not members:
+                del self._waits[segments]
 
     def _add(self, key: str, data: SessionData, owner: Scope, slot: UserSlot | None) -> int:
         """Store a new session (and its pointer); return its revision."""
@@ -216,10 +260,21 @@ class InMemorySessionStore(SessionStore):
         return revision
 
     def _restarted(self, entry: _Entry) -> float | None:
-        """`entry`'s deadline after a write or touch now (the idle clock restarts)."""
-        if entry.expires is None:
-            return None
+        """`entry`'s deadline after a write or touch now: the idle clock restarts (a wait's own
+        ttl stands in for idle_ttl); in a store without expiry options a deadline (a wait's) is
+        kept as it is."""
+        if entry.expires is None or not self._expiry.enabled:
+            return entry.expires
+        if entry.wait is not None:
+            return self._wait_expiry(entry.wait.ttl_ms).deadline(
+                created=entry.created, now=self._clock()
+            )
         return self._expiry.deadline(created=entry.created, now=self._clock())
+
+    def _wait_expiry(self, ttl_ms: int | None) -> Expiry:
+        """The expiry rule of a wait: its ttl as the idle time, under the store's lifetime."""
+        idle = None if ttl_ms is None else ttl_ms / 1000
+        return Expiry(idle, self._expiry.max_lifetime)
 
     # -- the SessionStore API --------------------------------------------------------------------
 
@@ -354,6 +409,113 @@ class InMemorySessionStore(SessionStore):
                 return _entry_of(*found), False
             revision = self._add(key, stored, owner, slot)
         return SessionEntry(key, _private_copy(stored), str(revision)), True
+
+    # -- reply-scope waits -----------------------------------------------------------------------
+
+    async def register_wait(
+        self,
+        ctx: TenantCtx,
+        user_id: str,
+        scope: ReplyScope,
+        session_key: str,
+        data: SessionData,
+        *,
+        ttl: float | None = None,
+    ) -> None:
+        self._check_open()
+        key = check_key(session_key)
+        scope_hash = scope_hash_of(scope)
+        stored = _stored_form(data, self._max_blob_bytes)
+        owner, slot = check_register_wait(ctx, user_id, data)
+        ttl_ms = wait_ttl_millis(ttl, self._expiry.idle_ttl)
+        wait = _Wait(wait_segments(slot), scope_hash, ttl_ms)
+        rule = self._wait_expiry(ttl_ms)
+        with self._lock:
+            if rule.enabled:
+                self._expiring = True  # from now on reads check deadlines
+            now = self._now() if self._expiring else 0.0
+            existing = self._sessions.get(key)
+            if existing is not None:
+                check_update(existing.owner, data)
+                old = existing.wait
+                if old is not None and old[:2] != wait[:2]:
+                    self._unindex(old.segments, old.scope_hash, key)  # moved to another scope
+            previous = self._scopes.get((wait.segments, scope_hash))
+            if previous is not None and previous != key:
+                self._supersede(previous, wait)
+            created = now if existing is None else existing.created
+            entry = _Entry(
+                stored,
+                owner,
+                None if existing is None else existing.slot,  # never moves a user pointer
+                next(self._revisions),
+                created,
+                rule.deadline(created=created, now=now),
+                wait,
+            )
+            self._sessions[key] = entry
+            self._schedule(key, entry)
+            self._scopes[wait.segments, scope_hash] = key
+            self._waits.setdefault(wait.segments, set()).add(key)
+
+    def _supersede(self, key: str, by: _Wait) -> None:
+        """`key` was the wait `by` replaces: it stays a session but stops being a wait."""
+        self._unindex(by.segments, by.scope_hash, key)
+        entry = self._sessions.get(key)
+        if entry is not None and entry.wait is not None and entry.wait[:2] == by[:2]:
+            self._sessions[key] = entry._replace(wait=None)
+
+    def _live_wait(self, slot: UserSlot, key: str) -> tuple[str, _Entry | None]:
+        """The fence's verdict on the session `key` named by a wait index of `slot`."""
+        entry = self._live(key)
+        return (FOREIGN, None) if entry is None else (wait_verdict(slot, entry.owner), entry)
+
+    async def find_wait_by_scope(
+        self, ctx: TenantCtx, user_id: str, scope: ReplyScope
+    ) -> SessionKey | None:
+        self._check_open()
+        slot = wait_lookup_slot(ctx, user_id)
+        segments, scope_hash = wait_segments(slot), scope_hash_of(scope)
+        with self._lock:
+            key = self._scopes.get((segments, scope_hash))
+            if key is None:
+                return None
+            verdict, _ = self._live_wait(slot, key)
+            if verdict == FOREIGN:
+                self._unindex(segments, scope_hash, key)
+        return SessionKey(key) if verdict == LIVE else None
+
+    async def list_waits_for_user(self, ctx: TenantCtx, user_id: str) -> list[SessionKey]:
+        self._check_open()
+        slot = wait_lookup_slot(ctx, user_id)
+        segments = wait_segments(slot)
+        found: list[SessionKey] = []
+        with self._lock:
+            for key in list(self._waits.get(segments, ())):
+                verdict, _ = self._live_wait(slot, key)
+                if verdict == LIVE:
+                    found.append(SessionKey(key))
+                elif verdict == FOREIGN:
+                    members = self._waits.get(segments)
+                    if members is not None:
+                        members.discard(key)
+                        if not members:
+                            del self._waits[segments]
+        return found
+
+    async def clear_wait(self, ctx: TenantCtx, user_id: str, scope: ReplyScope) -> None:
+        self._check_open()
+        slot = wait_lookup_slot(ctx, user_id)
+        segments, scope_hash = wait_segments(slot), scope_hash_of(scope)
+        with self._lock:
+            key = self._scopes.get((segments, scope_hash))
+            if key is None:
+                return
+            verdict, entry = self._live_wait(slot, key)
+            if verdict == LIVE and entry is not None:
+                self._drop(key, entry)
+            elif verdict == FOREIGN:
+                self._unindex(segments, scope_hash, key)
 
     async def aclose(self) -> None:
         self._closed = True

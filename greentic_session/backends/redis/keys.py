@@ -46,6 +46,7 @@ class RedisKeys:
         "namespace",
         "session_prefix",
         "user_prefix",
+        "wait_hint_prefix",
         "wait_scope_prefix",
         "wait_user_prefix",
     )
@@ -57,6 +58,7 @@ class RedisKeys:
         self.meta_prefix = f"{namespace}:meta:"
         self.wait_scope_prefix = f"{namespace}:waits:scope:"
         self.wait_user_prefix = f"{namespace}:waits:user:"
+        self.wait_hint_prefix = f"{namespace}:waitof:"
 
     def session(self, key: str) -> str:
         return self.session_prefix + key
@@ -78,3 +80,6 @@ class RedisKeys:
 
     def wait_scope(self, slot: UserSlot, scope_hash: str) -> str:
         return f"{self.wait_scope_prefix}{self.slot_suffix(slot)}:{scope_hash}"
+
+    def wait_hint(self, key: str) -> str:
+        return self.wait_hint_prefix + key

@@ -8,9 +8,13 @@ from typing import NamedTuple
 
 __all__ = [
     "CLEAR_POINTER",
+    "CLEAR_WAIT",
     "CREATE",
     "CREATE_FOR_USER",
     "FIND",
+    "FIND_WAIT",
+    "LIST_WAITS",
+    "REGISTER_WAIT",
     "REMOVE",
     "TOUCH",
     "UPDATE",
@@ -31,10 +35,19 @@ def load_script(*names: str) -> Script:
     return Script(source, hashlib.sha1(source, usedforsecurity=False).hexdigest())
 
 
-# get.lua, owner.lua and expiry.lua hold functions shared by several scripts: they come first.
-UPDATE = load_script("get.lua", "owner.lua", "expiry.lua", "update.lua")
-REMOVE = load_script("get.lua", "owner.lua", "remove.lua")
-TOUCH = load_script("get.lua", "owner.lua", "expiry.lua", "touch.lua")
+# get.lua, owner.lua, expiry.lua, wait_keys.lua and waits.lua hold functions shared by several
+# scripts: they come first, in that order (each may use the ones before it). A script loads only
+# the ones it uses: Lua defines every function of a script on each call.
+UPDATE = load_script("get.lua", "owner.lua", "expiry.lua", "wait_keys.lua", "update.lua")
+REMOVE = load_script("get.lua", "owner.lua", "wait_keys.lua", "remove.lua")
+TOUCH = load_script("get.lua", "owner.lua", "expiry.lua", "wait_keys.lua", "touch.lua")
+REGISTER_WAIT = load_script(
+    "get.lua", "owner.lua", "expiry.lua", "wait_keys.lua", "waits.lua", "register_wait.lua"
+)
+_WAIT_LOOKUP = ("get.lua", "owner.lua", "wait_keys.lua", "waits.lua")
+FIND_WAIT = load_script(*_WAIT_LOOKUP, "find_wait.lua")
+LIST_WAITS = load_script(*_WAIT_LOOKUP, "list_waits.lua")
+CLEAR_WAIT = load_script(*_WAIT_LOOKUP, "clear_wait.lua")
 CREATE = load_script("get.lua", "expiry.lua", "create.lua")
 CREATE_FOR_USER = load_script("get.lua", "expiry.lua", "create_for_user.lua")
 FIND = load_script("get.lua", "find.lua")

@@ -5,7 +5,9 @@ for a caller's key or with expiry); find_by_user/find_entry 1 (find.lua follows 
 pointer costs a second, compare-and-delete, trip); update 1 (update.lua checks existence, owner and
 the expected revision, then SETs); touch 1; remove 1 (remove.lua deletes the blob, its meta key and
 the pointer if it still names this session); find_or_create 1 when it finds, 2 when it creates
-(create_for_user.lua creates unless a session appeared meanwhile); update_with 2 per try.
+(create_for_user.lua creates unless a session appeared meanwhile); update_with 2 per try;
+register_wait, find_wait_by_scope, list_waits_for_user and clear_wait 1 each (one Lua script
+each, in Rust's wait keys plus our hint key: see keys.py and docs/concepts.md, "Waits").
 
 A revision is the SHA-1 of the stored bytes (`revision_of`, and `redis.sha1hex` in update.lua), so a
 write by any client, a Rust runner's plain SET included, changes it. Expiry is server-side only:
@@ -44,15 +46,19 @@ from ...fence import (
     check_create,
     check_find_or_create,
     check_key,
+    check_register_wait,
     check_update,
     lookup_slot,
     own_slot,
     owner_slot,
+    scope_hash_of,
     scope_of,
     visible_to,
+    wait_lookup_slot,
+    wait_ttl_millis,
 )
 from ...limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
-from ...schema import SessionData, SessionKey, TenantCtx, new_session_key
+from ...schema import ReplyScope, SessionData, SessionKey, TenantCtx, new_session_key
 from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, resolve
 from . import scripts
 from .client import RedisCaller
@@ -316,8 +322,9 @@ class RedisSessionStore(SessionStore):
             *self._ttl_args,
             *(self.keys.user_prefix, key, "" if slot is None else self.keys.slot_suffix(slot)),
             mode,
+            *(self.keys.wait_scope_prefix, self.keys.wait_user_prefix),
         )
-        keys = (self.keys.session(key), self.keys.meta(key))
+        keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
         result = await self._redis.eval(scripts.UPDATE, keys, args, write=True, key=key)
         if result == 1:
             return blob
@@ -334,16 +341,19 @@ class RedisSessionStore(SessionStore):
     async def touch_session(self, key: str) -> None:
         self._check_open()
         check_key(key)
-        keys = (self.keys.session(key), self.keys.meta(key))
-        args = (*self._ttl_args, self.keys.user_prefix, key)
+        keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
+        args = (
+            *(*self._ttl_args, self.keys.user_prefix, key),
+            *(self.keys.wait_scope_prefix, self.keys.wait_user_prefix),
+        )
         if await self._redis.eval(scripts.TOUCH, keys, args, write=True, key=key) != 1:
             raise NotFoundError(f"session {key!r} not found")
 
     async def remove_session(self, key: str) -> None:
         self._check_open()
         check_key(key)
-        keys = (self.keys.session(key), self.keys.meta(key))
-        args = (key, self.keys.user_prefix)
+        keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
+        args = (key, self.keys.user_prefix, self.keys.wait_scope_prefix, self.keys.wait_user_prefix)
         removed = await self._redis.eval(scripts.REMOVE, keys, args, write=True, key=key)
         if removed != 1:
             raise NotFoundError(f"session {key!r} not found")
@@ -413,6 +423,95 @@ class RedisSessionStore(SessionStore):
                 return SessionEntry(other, found_data, revision_of(raw)), False
             seen, foreign = other, True
         raise ConflictError("the user's session slot kept changing; nothing was created")
+
+    # -- reply-scope waits (Rust's keys and values; one script, one round trip each) -------------
+
+    async def register_wait(
+        self,
+        ctx: TenantCtx,
+        user_id: str,
+        scope: ReplyScope,
+        session_key: str,
+        data: SessionData,
+        *,
+        ttl: float | None = None,
+    ) -> None:
+        self._check_open()
+        key = check_key(session_key)
+        scope_hash = scope_hash_of(scope)
+        blob = self._encode(data)  # first: the fence reads fields this checks
+        owner, slot = check_register_wait(ctx, user_id, data)
+        ttl_ms = wait_ttl_millis(ttl, self._expiry.idle_ttl)
+        suffix = self.keys.slot_suffix(slot)
+        hint = f"{'' if ttl_ms is None else ttl_ms}:{suffix}:{scope_hash}"
+        keys = (
+            *(self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key)),
+            *(self.keys.wait_scope(slot, scope_hash), self.keys.wait_user(slot)),
+        )
+        args = (
+            *(owner.env, owner.tenant_id, owner.team or "", owner.user or "", blob, key),
+            *(self._ttl_args[1], hint, suffix, self.keys.session_prefix),
+            *(self.keys.wait_hint_prefix, self.keys.wait_scope_prefix, self.keys.user_prefix),
+        )
+        result = await self._redis.eval(scripts.REGISTER_WAIT, keys, args, write=True, key=key)
+        if result == 1:
+            return
+        if result == -1:
+            raise self._corrupt(key, "stored blob is not SessionData JSON")
+        if result == -3:
+            raise InternalError("a wait index key holds a value of another Redis type")
+        env, tenant_id, team, user = (_text(part) for part in result)
+        check_update(Scope(env, tenant_id, team or None, user or None), data)
+        raise InternalError(f"session {key!r}: the owner check disagreed with the tenant fence")
+
+    def _wait_lookup(self, slot: UserSlot) -> tuple[str, ...]:
+        """The lookup's part of the wait scripts' arguments (waits.lua's wait_verdict)."""
+        return (self.keys.session_prefix, slot.env, slot.tenant_id, slot.team or "", slot.user)
+
+    async def find_wait_by_scope(
+        self, ctx: TenantCtx, user_id: str, scope: ReplyScope
+    ) -> SessionKey | None:
+        self._check_open()
+        slot = wait_lookup_slot(ctx, user_id)
+        scope_hash = scope_hash_of(scope)
+        keys = (self.keys.wait_scope(slot, scope_hash), self.keys.wait_user(slot))
+        args = (
+            *self._wait_lookup(slot),
+            *(self.keys.wait_hint_prefix, f"{self.keys.slot_suffix(slot)}:{scope_hash}"),
+        )
+        found = await self._redis.eval(scripts.FIND_WAIT, keys, args)
+        if found is None:
+            return None
+        if found == -1:
+            raise InternalError("a wait names a session that is not SessionData JSON")
+        return SessionKey(_text(found))
+
+    async def list_waits_for_user(self, ctx: TenantCtx, user_id: str) -> list[SessionKey]:
+        self._check_open()
+        slot = wait_lookup_slot(ctx, user_id)
+        args = (
+            *self._wait_lookup(slot),
+            *(self.keys.wait_hint_prefix, self.keys.slot_suffix(slot)),
+        )
+        found = await self._redis.eval(scripts.LIST_WAITS, (self.keys.wait_user(slot),), args)
+        if found == -1:
+            raise InternalError("a wait names a session that is not SessionData JSON")
+        if found == -3:
+            raise InternalError("a wait index key holds a value of another Redis type")
+        return [SessionKey(_text(key)) for key in found]
+
+    async def clear_wait(self, ctx: TenantCtx, user_id: str, scope: ReplyScope) -> None:
+        self._check_open()
+        slot = wait_lookup_slot(ctx, user_id)
+        scope_hash = scope_hash_of(scope)
+        keys = (self.keys.wait_scope(slot, scope_hash), self.keys.wait_user(slot))
+        args = (
+            *self._wait_lookup(slot),
+            *(self.keys.wait_hint_prefix, f"{self.keys.slot_suffix(slot)}:{scope_hash}"),
+            *(self.keys.meta_prefix, self.keys.user_prefix, self.keys.wait_scope_prefix),
+        )
+        if await self._redis.eval(scripts.CLEAR_WAIT, keys, args, write=True) == -1:
+            raise InternalError("a wait names a session that is not SessionData JSON")
 
     async def aclose(self) -> None:
         if self._closed:

@@ -2,7 +2,7 @@
 -- caller names one, still has the expected revision (the SHA-1 of its bytes), so an update can
 -- neither resurrect a removed session, nor overwrite one whose owner differs, nor lose a write
 -- made since the caller read it (by any writer: the revision is computed from the bytes).
--- KEYS[1] session blob key; KEYS[2] meta key
+-- KEYS[1] session blob key; KEYS[2] meta key; KEYS[3] wait hint key
 -- ARGV[1..4] expected owner: env, tenant_id, team, user ('' means none), as fence.scope_of gives
 -- ARGV[5]  the new blob
 -- ARGV[6]  how many leading bytes of the new blob hold its owner fields (codec.owner_prefix_length)
@@ -13,6 +13,8 @@
 -- ARGV[13] 'sha1' or 'bytes'
 -- (Comparing bytes costs the server a string compare where a revision costs a SHA-1 of the
 -- blob; Lua interns strings, so equal bytes compare in constant time once both are read.)
+-- ARGV[14] scope pointer prefix; ARGV[15] user SET prefix (a wait's ttl stands in for idle_ttl,
+-- and its scope pointer, hint and SET get the blob's new TTL: wait_keys.lua)
 -- Returns 1 when written, 0 when the session is missing, -1 when the stored blob is not
 -- SessionData JSON, -2 when the revision differs, or {env, tenant_id, team, user} of the stored
 -- owner when it differs.
@@ -62,10 +64,20 @@ if not same_owner then
   end
 end
 
-local plan = expiry_plan(KEYS[2], ARGV[12], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
+local W, wait = nil, nil
+-- The wait helpers only when this may be a wait: our hint, or a wait SET of its owner.
+if (ARGV[8] ~= '' or ARGV[9] ~= '') and (get_string(KEYS[3])
+    or (ARGV[12] ~= '' and redis.call('EXISTS', ARGV[15] .. ARGV[12]) == 1)) then
+  W = wait_keys()
+  wait = W.wait_of(KEYS[3], ARGV[11], ARGV[14], ARGV[15], ARGV[8], ARGV[9], ARGV[12])
+end
+local idle = ARGV[8]
+if wait then idle = wait.ttl end
+local plan = expiry_plan(KEYS[2], ARGV[12], idle, ARGV[9], ARGV[10], ARGV[11])
 if plan then
   redis.call('SET', KEYS[1], new, 'PX', plan.ttl)
   expiry_apply(plan, KEYS[2], ARGV[10])
+  if wait then W.wait_apply(wait, plan.ttl) end
 else
   redis.call('SET', KEYS[1], new, 'KEEPTTL')
 end

@@ -1,0 +1,87 @@
+-- register_wait in one step: the blob (owner checked when the key is taken), the scope pointer,
+-- the per-user SET member (Rust's keys and values) and our hint, with the wait's TTL on blob,
+-- pointer and hint; the SET's TTL then covers its longest-lived member. A wait the scope named
+-- before is superseded (its session stays, it stops being a wait); a key moving to another scope
+-- leaves no pointer behind at the old one; dead SET members are pruned.
+-- KEYS[1] blob key; KEYS[2] meta key; KEYS[3] hint key; KEYS[4] scope pointer; KEYS[5] user SET
+-- ARGV[1..4] the owner: env, tenant_id, team, user ('' none); ARGV[5] blob; ARGV[6] session key
+-- ARGV[7] the store's lifetime ms ('' when off); ARGV[8] the hint value (it carries the wait's
+-- ttl ms); ARGV[9] the owner's user pointer suffix; ARGV[10] blob key prefix; ARGV[11] hint key
+-- prefix; ARGV[12] scope pointer prefix; ARGV[13] user pointer prefix
+-- Returns 1 when registered, -1 when the key holds a blob that is not SessionData (or not a
+-- string), -3 when the user SET key holds another type, or the stored owner when it differs.
+local key, hint = ARGV[6], ARGV[8]
+local wait_ttl, scope_suffix = hint_parts(hint)
+
+local owner, state = owner_at(KEYS[1])
+if state == 'corrupt' then return -1 end
+local stored = owner ~= nil
+local plan = nil
+if stored then
+  for i = 1, 4 do
+    if owner[i] ~= ARGV[i] then return owner end
+  end
+end
+
+-- This key's old scope pointer, if it named another scope and still names this key.
+local _, old_scope = hint_parts(get_string(KEYS[3]))
+local old_pointer = nil
+if old_scope and old_scope ~= scope_suffix
+    and get_string(ARGV[12] .. old_scope) == key then
+  old_pointer = ARGV[12] .. old_scope
+end
+
+-- The wait this scope named before, superseded now.
+local previous = get_string(KEYS[4])
+local previous_hint = nil
+if previous and previous ~= key then
+  local _, its_scope = hint_parts(get_string(ARGV[11] .. previous))
+  if its_scope == scope_suffix then previous_hint = ARGV[11] .. previous end
+else
+  previous = nil
+end
+
+local members, set_wrong = members_of(KEYS[5])
+if set_wrong then return -3 end
+local dead, ttls = {}, {}
+for _, member in ipairs(members) do
+  if member ~= key and member ~= previous then
+    local left = redis.call('PTTL', ARGV[10] .. member)
+    if left == -2 then table.insert(dead, member) else table.insert(ttls, left) end
+  end
+end
+
+local persist_pointer = nil
+if stored and (wait_ttl ~= '' or ARGV[7] ~= '') then
+  plan = expiry_plan(KEYS[2], ARGV[9], wait_ttl, ARGV[7], ARGV[13], key)
+elseif stored and get_string(ARGV[13] .. ARGV[9]) == key then
+  -- The session now has no expiry: nor has the user pointer create_session gave it.
+  persist_pointer = ARGV[13] .. ARGV[9]
+end
+
+-- Writes.
+local ttl = nil
+if stored then
+  if plan then ttl = plan.ttl end
+else
+  ttl = expiry_start(KEYS[2], ARGV[9], wait_ttl, ARGV[7], false)
+end
+if ttl then
+  redis.call('SET', KEYS[1], ARGV[5], 'PX', ttl)
+  if plan then expiry_apply(plan, KEYS[2], ARGV[13]) end
+  redis.call('SET', KEYS[4], key, 'PX', ttl)
+  redis.call('SET', KEYS[3], hint, 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[5])
+  redis.call('SET', KEYS[4], key)
+  redis.call('SET', KEYS[3], hint)
+  if persist_pointer then redis.call('PERSIST', persist_pointer) end
+end
+redis.call('SADD', KEYS[5], key)
+if old_pointer then redis.call('DEL', old_pointer) end
+if previous then redis.call('SREM', KEYS[5], previous) end
+if previous_hint then redis.call('DEL', previous_hint) end
+for _, member in ipairs(dead) do redis.call('SREM', KEYS[5], member) end
+table.insert(ttls, ttl or -1)
+cover_apply(KEYS[5], cover_of(ttls))
+return 1
