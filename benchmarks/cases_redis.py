@@ -10,6 +10,12 @@ For each operation and payload size, in a fresh namespace, four contenders run i
            `set_data` for writes, `set_data({})` (a DEL) for remove;
 - seed:    `SeedPatternStore`, the original Rust crate's access pattern.
 
+The wait operations (issue 9) run beside their raw-redis floors and a replay of the Rust crate's
+command sequence (one command per round trip, as `greentic-session` 0.5 sends them):
+`register_wait` (re-registering the user's wait: SET blob, SADD, SET scope pointer),
+`find_wait_by_scope` (GET scope pointer, then GET blob), `list_waits_1` / `list_waits_5` (SMEMBERS,
+then an EXISTS per member, for a user with 1 or 5 waits).
+
 The lifecycle operations run beside their floors and beside the calls they build on:
 `update_cas` (update_session with expected_revision) beside a plain update and a SET;
 `update_with` (uncontended) beside get_session + update_session; `find_or_create` (the found
@@ -32,7 +38,7 @@ import redis.asyncio as aioredis
 from aiogram.fsm.storage.base import DefaultKeyBuilder, StorageKey
 from aiogram.fsm.storage.redis import RedisStorage
 
-from greentic_session import SessionKey
+from greentic_session import ReplyScope, SessionKey
 from greentic_session.backends.redis import RedisSessionStore
 from greentic_session.fence import lookup_slot
 from greentic_session.testing import BACKENDS
@@ -56,6 +62,10 @@ REDIS_OPS: tuple[str, ...] = (
     "find_or_create",
     "create_idle",
     "update_idle",
+    "register_wait",
+    "find_wait_by_scope",
+    "list_waits_1",
+    "list_waits_5",
 )
 IDLE_TTL = 3600.0  # the expiring store's idle_ttl: long enough never to expire during a run
 USERS = 64  # distinct users (and sessions) each case cycles through
@@ -105,6 +115,7 @@ class Rig:
     expiring: RedisSessionStore  # the same namespace, with idle_ttl
     ids: list[SessionKey] = field(default_factory=list)
     revisions: list[str] = field(default_factory=list)
+    waits: int = 0  # waits registered per user so far (the wait rows register them once)
     blob_keys: list[str] = field(default_factory=list)
     pointers: list[str] = field(default_factory=list)
     skeys: list[StorageKey] = field(default_factory=list)
@@ -411,6 +422,124 @@ def _expiring(rig: Rig, op: str) -> list[Contender]:
     ]
 
 
+def _scope(j: int, n: int = 0) -> ReplyScope:
+    return ReplyScope(conversation=f"chat-{j}-{n}")
+
+
+async def _register_waits(rig: Rig, per_user: int) -> None:
+    """Each user gets `per_user` waits, keys `wait-{j}-{n}` (untimed setup)."""
+    pop = rig.pop
+    for j in range(pop.count):
+        for n in range(per_user):
+            key = f"wait-{j}-{n}"
+            await rig.store.register_wait(
+                pop.ctxs[j], pop.users[j], _scope(j, n), key, pop.datas[j]
+            )
+
+
+def _wait_keys(rig: Rig, j: int, n: int = 0) -> tuple[str, str, str]:
+    """(blob key, user SET key, scope pointer key) of wait `n` of user `j`."""
+    slot = lookup_slot(rig.pop.ctxs[j], rig.pop.users[j])
+    keys = rig.store.keys
+    scope_key = keys.wait_scope(slot, _scope(j, n).scope_hash())
+    return keys.session(f"wait-{j}-{n}"), keys.wait_user(slot), scope_key
+
+
+def _register_wait(rig: Rig) -> list[Contender]:
+    pop, client = rig.pop, rig.client
+
+    async def prepare(_n: int) -> None:
+        if not rig.waits:
+            await _register_waits(rig, 1)
+            rig.waits = 1
+
+    async def ours(i: int) -> None:
+        j = i % pop.count
+        await rig.store.register_wait(
+            pop.ctxs[j], pop.users[j], _scope(j), f"wait-{j}-0", pop.datas[j]
+        )
+
+    async def rust(i: int) -> None:
+        j = i % pop.count
+        blob_key, set_key, scope_key = _wait_keys(rig, j)
+        await client.set(blob_key, pop.blobs[j])
+        await client.sadd(set_key, f"wait-{j}-0")
+        await client.set(scope_key, f"wait-{j}-0")
+
+    async def floor(i: int) -> None:
+        j = i % pop.count
+        blob_key, set_key, scope_key = _wait_keys(rig, j)
+        pipe = client.pipeline(transaction=True)
+        pipe.set(blob_key, pop.blobs[j])
+        pipe.sadd(set_key, f"wait-{j}-0")
+        pipe.set(scope_key, f"wait-{j}-0")
+        await pipe.execute()
+
+    return [
+        Contender("ours", "ours", ours, prepare),
+        Contender("Rust 0.5 replay: SET, SADD, SET", "seed", rust, prepare),
+        Contender("floor: MULTI SET+SADD+SET", "floor", floor, prepare),
+    ]
+
+
+def _find_wait(rig: Rig) -> list[Contender]:
+    pop, client = rig.pop, rig.client
+
+    async def prepare(_n: int) -> None:
+        if not rig.waits:
+            await _register_waits(rig, 1)
+            rig.waits = 1
+
+    async def ours(i: int) -> None:
+        j = i % pop.count
+        await rig.store.find_wait_by_scope(pop.ctxs[j], pop.users[j], _scope(j))
+
+    async def rust(i: int) -> None:
+        j = i % pop.count
+        _, _, scope_key = _wait_keys(rig, j)
+        key = await client.get(scope_key)
+        await client.get(rig.store.keys.session(key.decode()))
+
+    async def floor(i: int) -> None:
+        await client.get(_wait_keys(rig, i % pop.count)[2])
+
+    return [
+        Contender("ours", "ours", ours, prepare),
+        Contender("Rust 0.5 replay: GET, GET", "seed", rust, prepare),
+        Contender("floor: GET", "floor", floor, prepare),
+    ]
+
+
+def _list_waits(per_user: int) -> Callable[[Rig], list[Contender]]:
+    def build(rig: Rig) -> list[Contender]:
+        pop, client = rig.pop, rig.client
+
+        async def prepare(_n: int) -> None:
+            if rig.waits < per_user:
+                await _register_waits(rig, per_user)
+                rig.waits = per_user
+
+        async def ours(i: int) -> None:
+            j = i % pop.count
+            await rig.store.list_waits_for_user(pop.ctxs[j], pop.users[j])
+
+        async def rust(i: int) -> None:
+            _, set_key, _ = _wait_keys(rig, i % pop.count)
+            for member in await client.smembers(set_key):
+                await client.exists(rig.store.keys.session(member.decode()))
+
+        async def floor(i: int) -> None:
+            await client.smembers(_wait_keys(rig, i % pop.count)[1])
+
+        return [
+            Contender("ours", "ours", ours, prepare),
+            Contender("Rust 0.5 replay: SMEMBERS, EXISTS each", "seed", rust, prepare),
+            Contender("floor: SMEMBERS", "floor", floor, prepare),
+        ]
+
+    return build
+
+
 BUILDERS: dict[str, Callable[[Rig], list[Contender]]] = {
     "create": _create,
     "get": _get,
@@ -422,6 +551,10 @@ BUILDERS: dict[str, Callable[[Rig], list[Contender]]] = {
     "find_or_create": _find_or_create,
     "create_idle": lambda rig: _expiring(rig, "create"),
     "update_idle": lambda rig: _expiring(rig, "update"),
+    "register_wait": _register_wait,
+    "find_wait_by_scope": _find_wait,
+    "list_waits_1": _list_waits(1),
+    "list_waits_5": _list_waits(5),
 }
 
 

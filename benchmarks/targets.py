@@ -31,6 +31,7 @@ REDIS_LIFECYCLE: tuple[tuple[str, str, float], ...] = (
     ("find_or_create", "ours: find_by_user", 1.15),
     ("create_idle", "ours without expiry: create", 1.05),
     ("update_idle", "ours without expiry: update", 1.05),
+    ("find_wait_by_scope", "floor: GET", 1.25),
 )
 # aiogram's nearest operation to each of ours
 REDIS_AIOGRAM: dict[str, str] = {
