@@ -42,8 +42,8 @@ class Rig:
     def __init__(self, url: str, pop: Population) -> None:
         namespace = f"bench-batching-{uuid.uuid4().hex}"
         self.pop = pop
-        self.batched = _open(url, namespace, "redis-batched")
-        self.plain = _open(url, namespace, "redis")
+        self.batched = _open(url, namespace, "redis")
+        self.plain = _open(url, namespace, "redis-unbatched")
         self.raw = aioredis.Redis.from_url(url, max_connections=256)
         self.keys: list[str] = []
         self.blob_keys: list[str] = []

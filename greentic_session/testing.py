@@ -177,7 +177,7 @@ class Backend:
 
     id: str
     needs_redis: bool
-    batching: bool = False  # Redis: calls auto-pipelined on shared connections (transport)
+    batching: bool = True  # Redis: calls auto-pipelined on shared connections (the default)
 
     def open(
         self,
@@ -205,6 +205,6 @@ class Backend:
 
 BACKENDS: tuple[Backend, ...] = (
     Backend("memory", needs_redis=False),
-    Backend("redis", needs_redis=True),
-    Backend("redis-batched", needs_redis=True, batching=True),
+    Backend("redis", needs_redis=True),  # batched, the default
+    Backend("redis-unbatched", needs_redis=True, batching=False),  # redis-py's pool
 )

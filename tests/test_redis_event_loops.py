@@ -58,7 +58,10 @@ def test_a_store_moves_from_a_loop_that_is_still_open(redis_url: str, namespace:
     """A store used on a loop that is open but idle (run_until_complete, not asyncio.run) works
     on a new loop, and the old loop closes the connections it left behind when it shuts down."""
     old_loop = asyncio.new_event_loop()
-    store = RedisSessionStore.from_url(redis_url, namespace=namespace, max_connections=2)
+    # redis-py's pool: its connections are what this test follows (batching has its own pool)
+    store = RedisSessionStore.from_url(
+        redis_url, namespace=namespace, max_connections=2, batching=False
+    )
     try:
         old_keys = old_loop.run_until_complete(burst(store, "old"))
         left_behind = list(store.client.connection_pool._available_connections)

@@ -435,7 +435,9 @@ async def test_ten_times_more_calls_than_connections_all_complete(
     """40 concurrent callers on 4 connections all complete correctly when the wait is generous."""
     async with (
         FaultProxy(fault_server.port, max_delay=0.002, seed=3) as proxy,
-        open_store(proxy.url, namespace, max_connections=4, pool_timeout=10) as store,
+        open_store(
+            proxy.url, namespace, max_connections=4, pool_timeout=10, batching=False
+        ) as store,
     ):
         users = [f"crowd-{n}" for n in range(40)]
         await bounded(asyncio.gather(*(create_and_read_back(store, user) for user in users)))
@@ -450,7 +452,9 @@ async def test_saturated_pool_raises_pool_exhausted_not_server_down(
     (code rate_limited) after pool_timeout, and the stuck calls still complete afterwards."""
     async with (
         FaultProxy(fault_server.port) as proxy,
-        open_store(proxy.url, namespace, max_connections=4, pool_timeout=0.2) as store,
+        open_store(
+            proxy.url, namespace, max_connections=4, pool_timeout=0.2, batching=False
+        ) as store,
     ):
         key = await store.create_session(ALICE, marked("alice", "slow"))
         proxy.hold_replies()

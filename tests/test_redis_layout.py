@@ -26,6 +26,7 @@ from greentic_session import (
     decode_session_data,
     encode_session_data,
 )
+from greentic_session.backends.redis.connection import BatchedConnection
 from greentic_session.fence import owner_slot, scope_of
 from greentic_session.testing import RedisServer
 from tests.conftest import drop_namespace, make_data
@@ -154,23 +155,40 @@ async def test_store_refuses_a_client_that_retries_writes(redis_url: str) -> Non
 
 @contextmanager
 def counting_round_trips() -> Iterator[list[int]]:
-    """Count writes of commands to the socket (each is one round trip for this store)."""
+    """Count writes of commands to the socket (each is one round trip for this store), by
+    redis-py's connections and by the batching transport's (one write per batch)."""
     sent = [0]
     original = AbstractConnection.send_packed_command
+    original_flush = BatchedConnection._flush
 
     async def counted(self: AbstractConnection, command: object, check_health: bool = True) -> None:
         sent[0] += 1
         await original(self, command, check_health)  # type: ignore[arg-type]
 
+    def counted_flush(self: BatchedConnection) -> None:
+        before = self.batches
+        original_flush(self)
+        sent[0] += self.batches - before
+
     AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+    BatchedConnection._flush = counted_flush  # type: ignore[method-assign]
     try:
         yield sent
     finally:
         AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+        BatchedConnection._flush = original_flush  # type: ignore[method-assign]
 
 
-async def test_round_trips_per_call(redis_store: RedisSessionStore) -> None:
-    """Every operation, remove included, takes one round trip."""
+@pytest.mark.parametrize("batching", [False, True], ids=["redis-py", "batched"])
+async def test_round_trips_per_call(redis_url: str, namespace: str, batching: bool) -> None:
+    """Every operation, remove included, takes one round trip, batched or not."""
+    async with RedisSessionStore.from_url(
+        redis_url, namespace=namespace, batching=batching
+    ) as redis_store:
+        await _count_round_trips(redis_store)
+
+
+async def _count_round_trips(redis_store: RedisSessionStore) -> None:
     await redis_store.get_session("warm-up")  # connect and load nothing yet
     data = make_data(ALICE)
     key = await redis_store.create_session(ALICE, data)

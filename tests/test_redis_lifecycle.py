@@ -229,9 +229,10 @@ async def test_webhook_scenario_leaves_no_orphan_key(open_store: OpenStore) -> N
     assert total == 200
 
 
-async def test_round_trips_of_the_lifecycle_calls(open_store: OpenStore) -> None:
+@pytest.mark.parametrize("batching", [False, True], ids=["redis-py", "batched"])
+async def test_round_trips_of_the_lifecycle_calls(open_store: OpenStore, batching: bool) -> None:
     """CAS, touch and keyed create take 1 trip; find_or_create 1 or 2; update_with 2."""
-    store = open_store(idle_ttl=600)
+    store = open_store(idle_ttl=600, batching=batching)
     data = make_data(ALICE)
     key = await store.create_session(ALICE, data)  # connect and load every script once
     entry = await store.get_entry(key)

@@ -1,7 +1,10 @@
 """How every Redis call is made: the connection gate, the per-call time limit, read retries,
 script calls, and errors mapped to `SessionError` (see `errors`).
 
-Failure rules:
+Two transports: by default (`batching`) commands go through `transport.BatchingPool`, whose
+connections carry the calls of many tasks in one write and handle cancellation, lost replies and
+time limits themselves (see docs/transport.md); the gate and the per-call limit below then stand
+aside. With `batching=False` they go through redis-py's pool, under these rules:
 - redis-py's own retries are off: they re-send commands whose replies were lost, which could apply
   a write twice. Reads are retried here with a short bounded backoff; a write whose reply was lost
   raises `UnknownOutcomeError`.

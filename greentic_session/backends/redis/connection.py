@@ -214,7 +214,7 @@ class BatchedConnection(asyncio.Protocol):
                 self._deliver(reply)
         except redis_errors.InvalidResponse as exc:
             # The stream can no longer be trusted: no later reply may reach any caller.
-            self._fail_all(ConnectionLostError, f"unparsable reply from {self.where}: {exc}")
+            self._fail_all(ConnectionLostError, f"unparsable reply from {self.where}: {exc}", exc)
             self._abort()
             return
         if self.on_capacity is not None:
@@ -275,15 +275,19 @@ class BatchedConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f"connection to {self.where} lost" + (f": {exc}" if exc else "")
-        self._fail_all(ConnectionLostError, reason)
+        self._fail_all(ConnectionLostError, reason, exc)
         if not self.lost.done():
             self.lost.set_result(None)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: connection_lost fails whatever is in flight
 
-    def _fail_all(self, lost: type[ConnectionLostError], reason: str) -> None:
-        """Fail every request: written ones as lost (never re-sent), unwritten as not sent."""
+    def _fail_all(
+        self, lost: type[ConnectionLostError], reason: str, cause: BaseException | None = None
+    ) -> None:
+        """Fail every request: written ones as lost (never re-sent), unwritten as not sent.
+        `cause` (the socket's or the parser's error) is chained, so the error mapping can name
+        the likely misconfiguration behind it."""
         self.closed = True
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -294,10 +298,14 @@ class BatchedConnection(asyncio.Protocol):
         for request in pending:
             if not request.future.done():
                 kind = WriteOutcomeUnknownError if request.write else lost
-                request.future.set_exception(kind(reason))
+                failure: Exception = kind(reason)
+                failure.__cause__ = cause
+                request.future.set_exception(failure)
         for request in outbox:
             if not request.future.done():
-                request.future.set_exception(NotSentError(f"{reason} (not sent)"))
+                failure = NotSentError(f"{reason} (not sent)")
+                failure.__cause__ = cause
+                request.future.set_exception(failure)
         self._capacity_freed()
 
     def _abort(self) -> None:

@@ -157,6 +157,13 @@ def _never_sent(exc: BaseException) -> bool:
     return "connecting to" in str(exc)
 
 
+def _unparsable(exc: BaseException) -> bool:
+    """The peer sent what is not RESP (redis-py raises it; the batching transport chains it)."""
+    return isinstance(exc, redis_errors.InvalidResponse) or isinstance(
+        exc.__cause__, redis_errors.InvalidResponse
+    )
+
+
 def _likely_cause(exc: BaseException, *, tls: bool, ever_reached: bool) -> str:
     """A hint at a misconfiguration the failure points to, or ''."""
     chained = exc.__cause__ or exc.__context__
@@ -164,7 +171,7 @@ def _likely_cause(exc: BaseException, *, tls: bool, ever_reached: bool) -> str:
         return " (the server's TLS certificate is not trusted: set tls_ca_file to its CA)"
     if isinstance(chained, ssl.SSLError):
         return " (the TLS handshake failed: a plain-text port reached with rediss://?)"
-    if isinstance(exc, redis_errors.InvalidResponse):
+    if _unparsable(exc):
         return (
             " (the peer does not speak the Redis protocol: another service on that port, "
             "such as an HTTP server?)"
@@ -172,6 +179,8 @@ def _likely_cause(exc: BaseException, *, tls: bool, ever_reached: bool) -> str:
     if ever_reached:
         return ""
     if tls and isinstance(exc, TimeoutError | redis_errors.TimeoutError):
+        return " (no TLS handshake reply: a plain-text port reached with rediss://?)"
+    if tls and isinstance(chained, TimeoutError):  # the batching transport's connect timeout
         return " (no TLS handshake reply: a plain-text port reached with rediss://?)"
     if not tls and isinstance(chained, ConnectionResetError | BrokenPipeError):
         return " (the server dropped the connection unanswered: a TLS port reached with redis://?)"
@@ -261,7 +270,7 @@ def _classify(
     if isinstance(exc, redis_errors.ConnectionError) and is_pool_full(exc):
         return PoolExhaustedError(f"Redis connection pool exhausted on {where}: {detail}")
     hint = _likely_cause(exc, tls=tls, ever_reached=ever_reached)
-    if isinstance(exc, redis_errors.InvalidResponse) and not ever_reached:
+    if _unparsable(exc) and not ever_reached:
         # The peer never once spoke Redis, so it applied nothing.
         return UnavailableError(f"Redis at {where} is unavailable: {detail}{hint}")
     if is_connection_failure(exc) or isinstance(exc, redis_errors.InvalidResponse):

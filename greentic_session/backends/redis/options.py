@@ -161,9 +161,10 @@ class RedisOptions:
 
     `connect_timeout` bounds opening a TCP connection, `socket_timeout` one Redis call from send
     to reply (handshake of a new connection included), `pool_timeout` the wait for a free
-    connection when `max_connections` are busy. `batching` sends concurrent calls as one write
-    on a few shared connections (`transport.BatchingPool`): `max_connections` then bounds
-    nothing, `pool_timeout` bounds the wait for room in the connections' in-flight queues.
+    connection when `max_connections` are busy. `batching` (the default) sends concurrent calls
+    as one write on a few shared connections (`transport.BatchingPool`): `max_connections` then
+    bounds nothing, `pool_timeout` bounds the wait for room in the connections' in-flight
+    queues. `batching=False` uses redis-py's pool of up to `max_connections` connections.
     """
 
     url: str = field(repr=False)
@@ -173,7 +174,7 @@ class RedisOptions:
     socket_timeout: float = 2.0
     pool_timeout: float = DEFAULT_POOL_TIMEOUT
     tls_ca_file: str | None = None
-    batching: bool = False
+    batching: bool = True
 
     def __post_init__(self) -> None:
         _split(self.url)
