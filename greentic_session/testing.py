@@ -1,8 +1,10 @@
-"""Test support: a private, throwaway `redis-server` on a free loopback port.
+"""Test support: a private, throwaway `redis-server` on a free loopback port, and a Sentinel
+topology (`SentinelCluster`: a primary, a replica and three sentinels) built from such servers.
 
 Used by this project's tests and benchmarks, and by applications that want the same. It never
-touches a server it did not start. Readiness is signalled by the server's own
-"Ready to accept connections" log line, not by polling.
+touches a server it did not start. A server's readiness is signalled by its own
+"Ready to accept connections" log line, not by polling; a Sentinel topology's (replication up,
+every sentinel seeing the replica and its peers) is polled, with a deadline.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -25,6 +28,7 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "RedisServer",
+    "SentinelCluster",
     "TLSFiles",
     "find_redis_server",
     "free_port",
@@ -60,6 +64,8 @@ class TLSFiles:
 
 class RedisServer:
     """A `redis-server` child process; `start()`/`stop()`/`restart()` keep the same port."""
+
+    _ready_line = _READY
 
     def __init__(
         self,
@@ -97,7 +103,7 @@ class RedisServer:
         return "".join(self._log)
 
     def _args(self) -> list[str]:
-        args = [self.binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = [*self._leading_args(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         args += ["--dir", self._dir.name, "--logfile", "", "--daemonize", "no"]
         if self.tls:
             args += ["--port", "0", "--tls-port", str(self.port)]
@@ -133,7 +139,7 @@ class RedisServer:
         with stream:
             for line in stream:
                 self._log.append(line)
-                if _READY in line:
+                if self._ready_line in line:
                     ready.set()
         ready.set()  # the process ended; start() sees poll() is not None
 
@@ -170,6 +176,183 @@ class RedisServer:
     def __repr__(self) -> str:
         return f"RedisServer(port={self.port}, running={self._proc is not None})"
 
+    def _leading_args(self) -> list[str]:
+        return [self.binary]
+
+
+class _SentinelServer(RedisServer):
+    """`redis-server <config> --sentinel`: Sentinel rewrites its config file, so each has one."""
+
+    _ready_line = "+monitor master"  # a sentinel never logs "Ready to accept connections"
+
+    def __init__(self, config: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.config_path = os.path.join(self._dir.name, "sentinel.conf")
+        with open(self.config_path, "w", encoding="utf-8") as file:
+            file.write(config)
+
+    def _leading_args(self) -> list[str]:
+        return [self.binary, self.config_path, "--sentinel"]
+
+    def _args(self) -> list[str]:
+        # The data-server flags (--save, --appendonly) are not sentinel options.
+        return [*self._leading_args(), "--bind", "127.0.0.1", "--port", str(self.port)]
+
+
+def _wait_until(check: Callable[[], bool], deadline: float, what: str) -> None:
+    """Poll `check` until it holds; RuntimeError naming `what` at `deadline` (monotonic)."""
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class SentinelCluster:
+    """A primary, one replica and three sentinels on loopback, monitoring `service_name`.
+
+    `down_after_ms` and `failover_timeout_ms` are short so a failover takes a second or two.
+    Sentinels are polled (`SENTINEL` commands, with redis-py) until the topology is usable:
+    replication up, each sentinel knowing the replica and its two peers.
+    """
+
+    def __init__(
+        self,
+        *,
+        service_name: str = "sessions",
+        binary: str | None = None,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.service_name = service_name
+        self.startup_timeout = startup_timeout
+        # Full syncs start at once (the diskless default waits 5 s for more replicas to join).
+        sync_now = ["--repl-diskless-sync-delay", "0"]
+        self.primary = RedisServer(binary=binary, extra_args=sync_now)
+        self.replica = RedisServer(
+            binary=binary,
+            extra_args=[*sync_now, "--replicaof", "127.0.0.1", str(self.primary.port)],
+        )
+        config = (
+            f"sentinel monitor {service_name} 127.0.0.1 {self.primary.port} 2\n"
+            f"sentinel down-after-milliseconds {service_name} {down_after_ms}\n"
+            f"sentinel failover-timeout {service_name} {failover_timeout_ms}\n"
+        )
+        self.sentinels = [_SentinelServer(config, binary=binary) for _ in range(3)]
+
+    @property
+    def sentinel_urls(self) -> list[str]:
+        return [f"redis://127.0.0.1:{sentinel.port}" for sentinel in self.sentinels]
+
+    @property
+    def url(self) -> str:
+        """The topology as a `redis+sentinel://` URL."""
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service_name}/0"
+
+    def start(self) -> Self:
+        deadline = time.monotonic() + self.startup_timeout
+        try:
+            self.primary.start()
+            self.replica.start()
+            # Sentinels learn replicas from the primary's INFO, which they poll only every 10 s:
+            # start them once the replica is attached, so their first INFO lists it.
+            _wait_until(self._replication_up, deadline, "the replica to sync")
+            for sentinel in self.sentinels:
+                sentinel.start()
+            _wait_until(self.settled, deadline, "the sentinels to see the topology")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _query(self, port: int, *command: str) -> object:
+        import redis
+
+        with redis.Redis(port=port, socket_timeout=2, decode_responses=True) as client:
+            return client.execute_command(*command)
+
+    def _replication_up(self) -> bool:
+        info = self._query(self.replica.port, "INFO", "replication")
+        return isinstance(info, dict) and info.get("master_link_status") == "up"
+
+    def primary_port(self, sentinel: int = 0) -> int:
+        """The primary's port as sentinel number `sentinel` reports it."""
+        reply = self._query(
+            self.sentinels[sentinel].port,
+            "SENTINEL",
+            "GET-MASTER-ADDR-BY-NAME",
+            self.service_name,
+        )
+        assert isinstance(reply, list | tuple)
+        return int(reply[1])
+
+    def role(self, port: int) -> str:
+        """`master` or `slave`: what the data server on `port` says it is."""
+        info = self._query(port, "INFO", "replication")
+        assert isinstance(info, dict)
+        return str(info["role"])
+
+    def settled(self) -> bool:
+        """Every sentinel agrees on the primary, knows its two peers and sees a healthy replica,
+        and the primary and replica agree on their roles: ready for a (next) failover."""
+        try:
+            ports = {self.primary_port(number) for number in range(len(self.sentinels))}
+            if len(ports) != 1:
+                return False
+            (primary,) = ports
+            other = self.replica.port if primary == self.primary.port else self.primary.port
+            if self.role(primary) != "master" or self.role(other) != "slave":
+                return False
+            for sentinel in self.sentinels:
+                state = self._query(sentinel.port, "SENTINEL", "MASTER", self.service_name)
+                replicas = self._query(sentinel.port, "SENTINEL", "REPLICAS", self.service_name)
+                if not isinstance(state, dict) or int(state["num-other-sentinels"]) != 2:
+                    return False
+                if not isinstance(replicas, list) or not any(
+                    int(r["port"]) == other
+                    and r.get("master-link-status") == "ok"
+                    and "down" not in r["flags"]
+                    for r in replicas
+                ):
+                    return False
+        except Exception:  # a server still starting or reconfiguring: not settled yet
+            return False
+        return True
+
+    def wait_settled(self, timeout: float = 30.0) -> None:
+        _wait_until(self.settled, time.monotonic() + timeout, "the Sentinel topology to settle")
+
+    def wait_for_new_primary(self, old_port: int, timeout: float) -> int:
+        """The port of the primary sentinel #0 reports, once it is not `old_port`."""
+        _wait_until(
+            lambda: self.primary_port() != old_port,
+            time.monotonic() + timeout,
+            "Sentinel to promote the replica",
+        )
+        return self.primary_port()
+
+    def failover(self) -> int:
+        """Ask a sentinel to fail over (`SENTINEL FAILOVER`); returns the old primary's port."""
+        old = self.primary_port()
+        self._query(self.sentinels[0].port, "SENTINEL", "FAILOVER", self.service_name)
+        return old
+
+    def close(self) -> None:
+        for server in (*self.sentinels, self.replica, self.primary):
+            server.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -177,6 +360,7 @@ class Backend:
 
     id: str
     needs_redis: bool
+    via_sentinel: bool = False  # `redis_url` is then a redis+sentinel:// URL
 
     def open(
         self,
@@ -203,4 +387,5 @@ class Backend:
 BACKENDS: tuple[Backend, ...] = (
     Backend("memory", needs_redis=False),
     Backend("redis", needs_redis=True),
+    Backend("sentinel", needs_redis=True, via_sentinel=True),
 )
