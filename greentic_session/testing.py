@@ -223,11 +223,13 @@ class SentinelCluster:
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 3000,
         startup_timeout: float = 30.0,
+        data_args: Sequence[str] = (),
     ) -> None:
+        """`data_args` are extra `redis-server` flags for the primary and the replica."""
         self.service_name = service_name
         self.startup_timeout = startup_timeout
         # Full syncs start at once (the diskless default waits 5 s for more replicas to join).
-        sync_now = ["--repl-diskless-sync-delay", "0"]
+        sync_now = ["--repl-diskless-sync-delay", "0", *data_args]
         self.primary = RedisServer(binary=binary, extra_args=sync_now)
         self.replica = RedisServer(
             binary=binary,
@@ -331,6 +333,11 @@ class SentinelCluster:
             "Sentinel to promote the replica",
         )
         return self.primary_port()
+
+    def demote(self, port: int, primary_port: int) -> None:
+        """Make the server on `port` a replica of `primary_port`, as Sentinel does to an old
+        primary once it notices it (up to ~10 s after a failover)."""
+        self._query(port, "REPLICAOF", "127.0.0.1", str(primary_port))
 
     def failover(self) -> int:
         """Ask a sentinel to fail over (`SENTINEL FAILOVER`); returns the old primary's port."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -235,21 +234,31 @@ class Write:
     error: SessionError | None = None
 
 
-@pytest.fixture
-def failover_cluster() -> Iterator[SentinelCluster]:
-    """A topology of its own: a failover leaves a topology that needs ~20 s to settle again."""
-    with SentinelCluster() as cluster:
-        yield cluster
+# A primary with no replica attached refuses writes (NOREPLICAS): the promoted replica detaches
+# from the old primary at once, so the old primary stops acknowledging writes it would lose.
+MIN_REPLICAS = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "10")
 
 
-@pytest.mark.parametrize("watch_switches", [True, False], ids=["switch-master", "readonly-only"])
+@pytest.mark.parametrize(
+    ("watch_switches", "data_args"),
+    [(True, ()), (False, ()), (True, MIN_REPLICAS)],
+    ids=["switch-master", "readonly-only", "switch-master+min-replicas"],
+)
 async def test_failover_under_writes_loses_only_writes_before_the_switch(
-    failover_cluster: SentinelCluster, watch_switches: bool
+    watch_switches: bool, data_args: tuple[str, ...]
 ) -> None:
     """During `SENTINEL FAILOVER` under steady writes, errors are typed, writes move to the new
     primary, and no write acknowledged after the store saw the new primary is lost (through
-    Sentinel's `+switch-master`, or with only the demoted primary's `READONLY` as a signal)."""
-    cluster = failover_cluster
+    Sentinel's `+switch-master`, or with only the demoted primary's `READONLY` as a signal;
+    `min-replicas-to-write` on the servers makes the old primary refuse what it would lose)."""
+    # A topology of its own: after a failover one needs ~20 s to settle for the next.
+    with SentinelCluster(data_args=data_args) as cluster:
+        await failover_under_writes(cluster, watch_switches=watch_switches, data_args=data_args)
+
+
+async def failover_under_writes(
+    cluster: SentinelCluster, *, watch_switches: bool, data_args: tuple[str, ...]
+) -> None:
     namespace = f"test-{uuid.uuid4().hex}:session"
     store = RedisSessionStore.from_url(cluster.url, namespace=namespace, socket_timeout=1.0)
     pool = store.client.connection_pool
@@ -297,7 +306,12 @@ async def test_failover_under_writes_loses_only_writes_before_the_switch(
         await asyncio.to_thread(cluster.failover)
         new_port = await asyncio.to_thread(cluster.wait_for_new_primary, old_port, 20.0)
         promoted_at = time.monotonic()
-        async with asyncio.timeout(30):  # READONLY comes ~10 s after the switch
+        if not watch_switches or data_args:
+            # Demote the old primary now, as Sentinel does about 10 s later (its INFO period):
+            # without the switch announcement the store then sees only READONLY replies; under
+            # min-replicas-to-write the new primary accepts writes once it has a replica again.
+            await asyncio.to_thread(cluster.demote, old_port, new_port)
+        async with asyncio.timeout(30):
             await moved.wait()
         switched_at = min(w.started for w in writes if w.saw_new_primary)
         stop.set()
@@ -318,12 +332,15 @@ async def test_failover_under_writes_loses_only_writes_before_the_switch(
             await check.delete(*keys)
     finally:
         await check.aclose()
-    window = (max(w.acked for w in lost) - min(w.started for w in lost)) if lost else 0.0  # type: ignore[type-var]
+    lost_acks = [w.acked for w in lost if w.acked is not None]
+    window = max(lost_acks) - min(w.started for w in lost) if lost else 0.0
+    first_on_new = min(w.acked for w in acked if w.acked is not None and w.saw_new_primary)
     print(
         f"\nsentinel failover: {len(acked)} writes acked, {len(lost)} lost over {window:.2f} s; "
         f"promotion seen {promoted_at - failover_at:.2f} s after SENTINEL FAILOVER, store on "
-        f"the new primary after {switched_at - failover_at:.2f} s; "
+        f"the new primary after {switched_at - failover_at:.2f} s, its first write acked after "
+        f"{first_on_new - failover_at:.2f} s; "
         f"{sum(isinstance(e, UnavailableError) for e in errors)} UnavailableError, "
         f"{sum(isinstance(e, UnknownOutcomeError) for e in errors)} UnknownOutcomeError"
-        f" (watching +switch-master: {watch_switches})"
+        f" (watching +switch-master: {watch_switches}, server flags: {' '.join(data_args)})"
     )

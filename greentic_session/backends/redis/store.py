@@ -274,6 +274,9 @@ class RedisSessionStore(SessionStore):
                 "password": options.sentinel_password,
                 "socket_connect_timeout": options.connect_timeout,
                 "socket_timeout": options.socket_timeout,
+                # A dead sentinel is skipped for the next one; redis-py's default retries with
+                # backoff would spend the call's whole time limit on it.
+                "retry": Retry(NoBackoff(), 0),
                 **tls,
             },
         )
