@@ -10,9 +10,11 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+import trustme
 
 from greentic_session import (
     ConflictError,
@@ -27,7 +29,7 @@ from greentic_session import (
 )
 from greentic_session.backends.redis.client import PrimaryPool
 from greentic_session.backends.redis.options import RedisSentinelOptions
-from greentic_session.testing import SentinelCluster, free_port
+from greentic_session.testing import SentinelCluster, TLSFiles, free_port
 from tests.conftest import make_data
 
 PASSWORD = "n0de-Pa55-91c2"
@@ -220,6 +222,64 @@ async def test_sentinel_store_builds_one_pool(sentinel_cluster: SentinelCluster)
         assert store.client.connection_pool is pool
         connections = len(pool._available_connections) + len(pool._in_use_connections)  # type: ignore[attr-defined]
         assert 1 <= connections <= 4
+
+
+async def round_trip(store: RedisSessionStore) -> None:
+    owner = ctx()
+    key = await store.create_session(owner, make_data(owner))
+    assert await store.find_by_user(owner, "user-1") is not None
+    await store.remove_session(key)
+
+
+async def test_credentials_reach_sentinels_and_data_nodes_and_never_show() -> None:
+    """Sentinel credentials come from the sentinel URLs, the data nodes' from the options; a
+    wrong one of either raises an `unauthenticated` UnavailableError that shows no password."""
+    with SentinelCluster(password=PASSWORD, sentinel_password=SENTINEL_PASSWORD) as cluster:
+        namespace = f"test-{uuid.uuid4().hex}:session"
+        service = cluster.service_name
+        async with RedisSessionStore.from_url(cluster.url, namespace=namespace) as store:
+            await round_trip(store)
+        async with RedisSessionStore.from_sentinel(
+            cluster.sentinel_urls, service, password=PASSWORD, namespace=namespace
+        ) as store:
+            await round_trip(store)
+        wrong_sentinel = [url.replace(SENTINEL_PASSWORD, "nope") for url in cluster.sentinel_urls]
+        wrong = [
+            RedisSessionStore.from_sentinel(wrong_sentinel, service, password=PASSWORD),
+            RedisSessionStore.from_sentinel(cluster.sentinel_urls, service, password="nope"),
+            RedisSessionStore.from_sentinel(cluster.sentinel_urls, service),
+        ]
+        for store in wrong:
+            async with store:
+                with pytest.raises(UnavailableError) as caught:
+                    await store.get_session("k1")
+                texts = [repr(store), str(caught.value), repr(caught.value.__cause__)]
+                assert all(PASSWORD not in t and SENTINEL_PASSWORD not in t for t in texts)
+        # Only the data-node refusals are named as such: a sentinel that refuses the
+        # credentials leaves redis-py with no primary to report.
+        assert "rejected the credentials" in str(caught.value)
+
+
+async def test_tls_to_sentinels_and_data_nodes(tmp_path: Path) -> None:
+    """With rediss:// sentinel URLs the store reaches sentinels and data nodes over TLS, trusting
+    the CA in tls_ca_file."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    issued.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    files = TLSFiles(
+        str(tmp_path / "server.pem"), str(tmp_path / "server.key"), str(tmp_path / "ca.pem")
+    )
+    with SentinelCluster(tls=files) as cluster:
+        assert cluster.url.startswith("rediss+sentinel://")
+        store = RedisSessionStore.from_url(
+            cluster.url,
+            namespace=f"test-{uuid.uuid4().hex}:session",
+            tls_ca_file=files.ca,
+        )
+        async with store:
+            await round_trip(store)
 
 
 # -- failover under writes -------------------------------------------------------------------------
