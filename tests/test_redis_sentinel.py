@@ -282,6 +282,17 @@ async def test_tls_to_sentinels_and_data_nodes(tmp_path: Path) -> None:
             await round_trip(store)
 
 
+def test_sentinel_store_moves_to_a_new_event_loop(sentinel_cluster: SentinelCluster) -> None:
+    """A Sentinel store used from one `asyncio.run` and then another keeps working: the primary
+    pool, the sentinels' pools and the +switch-master listener all follow the new loop."""
+    store = RedisSessionStore.from_url(
+        sentinel_cluster.url, namespace=f"test-{uuid.uuid4().hex}:session"
+    )
+    asyncio.run(round_trip(store))
+    asyncio.run(round_trip(store))
+    asyncio.run(store.aclose())
+
+
 # -- failover under writes -------------------------------------------------------------------------
 
 
@@ -338,14 +349,18 @@ async def failover_under_writes(
     moved = asyncio.Event()  # 50 writes acked that started once the store knew the new primary
     acked_on_new = 0
 
-    async def writer() -> None:
+    async def writer(scripted: bool) -> None:
+        # Scripted writes run create.lua; the others a MULTI/EXEC (a store-minted key).
         nonlocal acked_on_new
         while not stop.is_set():
             key = uuid.uuid4().hex
             write = Write(key, time.monotonic(), knows_new_primary())
             writes.append(write)
             try:
-                await store.create_session(owner, data, key=key)
+                if scripted:
+                    await store.create_session(owner, data, key=key)
+                else:
+                    write.key = await store.create_session(owner, data)
             except SessionError as exc:
                 write.error = exc
                 await asyncio.sleep(0.01)  # a caller's backoff before its next write
@@ -359,7 +374,7 @@ async def failover_under_writes(
 
     async with store:
         pool.watch_switches = watch_switches
-        tasks = [asyncio.create_task(writer()) for _ in range(4)]
+        tasks = [asyncio.create_task(writer(scripted=n % 2 == 0)) for n in range(4)]
         async with asyncio.timeout(10):
             await warmed_up.wait()
         failover_at = time.monotonic()

@@ -48,6 +48,10 @@ __all__ = ["PrimaryPool", "RedisCaller"]
 
 T = TypeVar("T")
 
+# How long the +switch-master listener waits for a message before it PINGs its sentinel, and
+# then for the PONG before it moves to the next sentinel (a silently dead peer sends nothing).
+_SENTINEL_QUIET = 30.0
+
 # Pauses before the 2nd and 3rd attempt of a read whose connection failed.
 _READ_BACKOFF = (0.02, 0.1)
 
@@ -168,19 +172,40 @@ class PrimaryPool(SentinelConnectionPool):
                 pubsub = client.pubsub()
                 try:
                     await pubsub.subscribe("+switch-master")
+                    awaiting_pong = False
                     while True:
                         message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=60.0
+                            ignore_subscribe_messages=True, timeout=_SENTINEL_QUIET
                         )
-                        data = message and message.get("data")
-                        # "<service> <old ip> <old port> <new ip> <new port>"
-                        if isinstance(data, bytes) and data.split(b" ", 1)[0] == service:
-                            await self.forget_primary()
+                        if message is None:
+                            if awaiting_pong:
+                                break  # silent even to a PING: listen to the next sentinel
+                            await pubsub.ping()
+                            awaiting_pong = True
+                            continue
+                        awaiting_pong = False
+                        await self._on_switch(service, message.get("data"))
                 except (redis_errors.RedisError, OSError):
                     pass  # this sentinel is unreachable: listen to the next one
                 finally:
                     await pubsub.aclose()
             await asyncio.sleep(1.0)  # none reachable: try again later, calls fail meanwhile
+
+    async def _on_switch(self, service: bytes, data: object) -> None:
+        """Forget the primary if `data` (a `+switch-master` message: "<service> <old ip> <old
+        port> <new ip> <new port>") moves this service to an address the pool is not using."""
+        if not isinstance(data, bytes):
+            return
+        fields = data.split(b" ")
+        if len(fields) != 5 or fields[0] != service:
+            return
+        known = self.master_address
+        if known is not None and (str(known[0]).encode(), str(known[1]).encode()) == (
+            fields[3],
+            fields[4],
+        ):
+            return  # a new connection already found the new primary
+        await self.forget_primary()
 
     async def _stop_watching(self) -> None:
         watcher, self._watcher = self._watcher, None
