@@ -388,12 +388,18 @@ async def failover_under_writes(
             await asyncio.to_thread(cluster.demote, old_port, new_port)
         async with asyncio.timeout(30):
             await moved.wait()
+        if watch_switches and not data_args:
+            # Nobody demoted the old primary yet (Sentinel takes ~10 s): the announcement alone
+            # moved the store.
+            assert await asyncio.to_thread(cluster.role, old_port) == "master"
         switched_at = min(w.started for w in writes if w.saw_new_primary)
         stop.set()
         await asyncio.gather(*tasks)
 
     errors = [w.error for w in writes if w.error is not None]
     assert all(isinstance(e, UnavailableError | UnknownOutcomeError) for e in errors), errors
+    if not watch_switches:  # the demoted primary's READONLY is what moved the store
+        assert any("(READONLY)" in str(e) for e in errors if isinstance(e, UnavailableError))
     check = aioredis.Redis(port=new_port)
     try:
         acked = [w for w in writes if w.acked is not None]
