@@ -235,11 +235,15 @@ class SentinelCluster:
         password: str | None = None,
         sentinel_password: str | None = None,
         tls: TLSFiles | None = None,
+        await_peers: bool = True,
     ) -> None:
-        """`data_args` are extra `redis-server` flags for the primary and the replica."""
+        """`data_args` are extra `redis-server` flags for the primary and the replica. Without
+        `await_peers`, `start()` does not wait for the sentinels to find each other (about 2 s,
+        their hello period), which only an automatic failover's vote needs."""
         self.service_name = service_name
         self.startup_timeout = startup_timeout
         self.unsettled: str | None = "not started"  # why `settled()` last said no
+        self.await_peers = await_peers
         self.password = password
         self.sentinel_password = sentinel_password
         self.tls = tls
@@ -341,8 +345,9 @@ class SentinelCluster:
         return str(info["role"])
 
     def settled(self) -> bool:
-        """Every sentinel agrees on the primary, knows its two peers and sees a healthy replica,
-        and the primary and replica agree on their roles: ready for a (next) failover."""
+        """Every sentinel agrees on the primary, knows its two peers (with `await_peers`) and
+        sees a healthy replica, and primary and replica agree on their roles: ready for a
+        (next) failover."""
         try:
             self.unsettled = self._unsettled()
         except Exception as exc:  # a server still starting or reconfiguring: not settled yet
@@ -363,7 +368,7 @@ class SentinelCluster:
             replicas = self._query(sentinel.port, "SENTINEL", "REPLICAS", self.service_name)
             assert isinstance(state, dict)
             assert isinstance(replicas, list)
-            if int(state["num-other-sentinels"]) != 2:
+            if self.await_peers and int(state["num-other-sentinels"]) != 2:
                 return f"sentinel #{number} knows {state['num-other-sentinels']} peers, not 2"
             seen = [r for r in replicas if int(r["port"]) == other]
             if not seen or seen[0].get("master-link-status") != "ok" or "down" in seen[0]["flags"]:
