@@ -2,7 +2,7 @@
 
 Redis-free on purpose: `SessionBackendConfig.redis_url(...)` builds these without the extra.
 `RedisOptions` reaches one server by URL; `RedisSentinelOptions` reaches the primary of a
-Sentinel-monitored service (see `parse_sentinel_url` for its URL form).
+Sentinel-monitored service (see `RedisSentinelOptions.from_url` for its URL form).
 """
 
 from __future__ import annotations
@@ -215,8 +215,8 @@ class RedisOptions:
 
 # -- Redis Sentinel ------------------------------------------------------------------------------
 
-# Sentinel's own master names are free text; these characters are all a URL path segment can
-# carry unescaped, and all any deployment seen in the wild uses.
+# Sentinel's master names are free text; these are the characters a URL path segment carries
+# unescaped, enough for the usual names (mymaster, redis-prod, sessions.eu-1).
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 # The query options a sentinel URL may carry: the data nodes' credentials (the sentinels' own
 # credentials are the URL's user info).
@@ -239,7 +239,8 @@ def _credentials(userinfo: str, what: str) -> tuple[str | None, str | None]:
         return None, None
     user, colon, password = userinfo.partition(":")
     if not colon:
-        # `user@host` with no colon: redis-py reads a lone user info as the password.
+        # `secret@host`: a user name to urllib and redis-py, a password to other clients; a
+        # password taken for a user name would then show in reprs, so it is refused.
         raise _sentinel_error(f"{what}: the user info must be user:password or :password")
     return unquote(user) or None, unquote(password) or None
 
