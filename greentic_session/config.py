@@ -5,10 +5,17 @@ Redis-free: only building a Redis store imports the Redis backend (and so redis-
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Unpack
 
-from .backends.redis.options import DEFAULT_NAMESPACE, RedisOptions, RedisPoolOptions
+from .backends.redis.options import (
+    DEFAULT_NAMESPACE,
+    RedisOptions,
+    RedisPoolOptions,
+    RedisSentinelOptions,
+    is_sentinel_url,
+)
 from .expiry import Expiry
 from .limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
 from .store import SessionStore, StoreOptions
@@ -21,7 +28,7 @@ class SessionBackendConfig:
     """Which backend to build, without importing it. Build with the classmethods."""
 
     kind: Literal["memory", "redis"]
-    redis: RedisOptions | None = None
+    redis: RedisOptions | RedisSentinelOptions | None = None
     store: StoreOptions = field(default_factory=StoreOptions)
 
     def __post_init__(self) -> None:
@@ -47,6 +54,8 @@ class SessionBackendConfig:
     ) -> SessionBackendConfig:
         """Redis at `url` (`redis://`, `rediss://` or `unix://`); checked now, connected lazily.
 
+        A `redis+sentinel://` (or `rediss+sentinel://`) URL reaches a Sentinel-monitored primary
+        instead: see `RedisSentinelOptions.from_url` and `redis_sentinel`.
         `options` are `RedisOptions` fields: max_connections, connect_timeout, socket_timeout,
         pool_timeout, tls_ca_file. `idle_ttl`, `max_lifetime` (seconds) and `max_blob_bytes`
         are the `StoreOptions` every backend takes.
@@ -54,7 +63,46 @@ class SessionBackendConfig:
         store = StoreOptions(
             idle_ttl=idle_ttl, max_lifetime=max_lifetime, max_blob_bytes=max_blob_bytes
         )
+        if is_sentinel_url(url):
+            sentinel = RedisSentinelOptions.from_url(url, namespace=namespace, **options)
+            return cls("redis", sentinel, store)
         return cls("redis", RedisOptions(url=url, namespace=namespace, **options), store)
+
+    @classmethod
+    def redis_sentinel(
+        cls,
+        sentinel_urls: Sequence[str],
+        service_name: str,
+        *,
+        db: int = 0,
+        namespace: str = DEFAULT_NAMESPACE,
+        username: str | None = None,
+        password: str | None = None,
+        idle_ttl: float | None = None,
+        max_lifetime: float | None = None,
+        max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
+        **options: Unpack[RedisPoolOptions],
+    ) -> SessionBackendConfig:
+        """The primary Sentinel monitors as `service_name`; checked now, connected lazily.
+
+        `sentinel_urls` are `redis://[user:password@]host[:port]` (or `rediss://`, TLS for the
+        sentinels and the data nodes) and carry the sentinels' credentials; `username` and
+        `password` authenticate to the data nodes. Replicas are never read. Other options as in
+        `redis_url`.
+        """
+        store = StoreOptions(
+            idle_ttl=idle_ttl, max_lifetime=max_lifetime, max_blob_bytes=max_blob_bytes
+        )
+        sentinel = RedisSentinelOptions.from_sentinel_urls(
+            sentinel_urls,
+            service_name,
+            db=db,
+            username=username,
+            password=password,
+            namespace=namespace,
+            **options,
+        )
+        return cls("redis", sentinel, store)
 
 
 def create_session_store(config: SessionBackendConfig) -> SessionStore:

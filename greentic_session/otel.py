@@ -172,10 +172,12 @@ def _redis_calls(store: Any) -> dict[str, _Call]:
     if "path" in kwargs:
         server[SERVER_ADDRESS] = str(kwargs["path"])
         pool_name = f"{kwargs['path']}/{db}"
-    else:
-        host, port = str(kwargs.get("host", "localhost")), int(kwargs.get("port", 6379))
+    elif "host" in kwargs:
+        host, port = str(kwargs["host"]), int(kwargs.get("port", 6379))
         server[SERVER_ADDRESS], server[SERVER_PORT] = host, port
         pool_name = f"{host}:{port}/{db}"
+    else:  # a Sentinel-managed pool: the primary is found at run time, so no fixed address
+        pool_name = f"{store!r}/{db}"
     target = _RedisTarget(_calls("redis", f"{db}|{store.keys.namespace}", server), pool_name)
     _redis_targets[store] = target
     return target.calls

@@ -13,9 +13,20 @@ import pytest
 import trustme
 
 from greentic_session import SessionCursor, SessionData, SessionStore, TenantCtx
-from greentic_session.testing import BACKENDS, Backend, RedisServer, TLSFiles, find_redis_server
+from greentic_session.testing import (
+    BACKENDS,
+    Backend,
+    RedisServer,
+    SentinelCluster,
+    TLSFiles,
+    find_redis_server,
+)
 
-BACKEND_PARAMS = [pytest.param(backend, id=backend.id) for backend in BACKENDS]
+# Every backend row: the `store` and `lifecycle` fixtures run the conformance suite on each.
+STORE_PARAMS = [pytest.param(backend, id=backend.id) for backend in BACKENDS]
+# The rows that take a plain `redis_url` (the model test passes one): the sentinel row is the
+# Redis store again, reached through Sentinel, which the conformance suite covers.
+BACKEND_PARAMS = [param for param in STORE_PARAMS if not param.values[0].via_sentinel]
 
 T = TypeVar("T")
 
@@ -66,6 +77,29 @@ def redis_url(request: pytest.FixtureRequest) -> str:
     return server.url
 
 
+@pytest.fixture(scope="session")
+def sentinel_cluster() -> Iterator[SentinelCluster]:
+    """A primary, a replica and three sentinels for the whole run (never failed over, so it
+    need not wait for the sentinels to find each other)."""
+    if find_redis_server() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the Redis tests: install redis-server or set REDIS_SERVER")
+        pytest.skip("no redis-server on PATH or in $REDIS_SERVER")
+    with SentinelCluster(await_peers=False) as cluster:
+        yield cluster
+
+
+def backend_urls(request: pytest.FixtureRequest, backend: Backend) -> tuple[str | None, str | None]:
+    """(the URL a store of `backend` opens, a plain URL of the server holding its keys)."""
+    if not backend.needs_redis:
+        return None, None
+    if backend.via_sentinel:
+        cluster: SentinelCluster = request.getfixturevalue("sentinel_cluster")
+        return cluster.url, f"redis://127.0.0.1:{cluster.primary_port()}/0"
+    url: str = request.getfixturevalue("redis_url")
+    return url, url
+
+
 @pytest.fixture
 def namespace() -> str:
     """A namespace no other test uses, so tests never see each other's keys."""
@@ -85,15 +119,15 @@ async def drop_namespace(url: str, namespace: str) -> None:
         await client.aclose()
 
 
-@pytest.fixture(params=BACKEND_PARAMS)
+@pytest.fixture(params=STORE_PARAMS)
 async def store(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator[SessionStore]:
     """A fresh store of every backend in the table."""
     backend: Backend = request.param
-    url = request.getfixturevalue("redis_url") if backend.needs_redis else None
+    url, raw_url = backend_urls(request, backend)
     async with backend.open(redis_url=url, namespace=namespace) as opened:
         yield opened
-    if url is not None:
-        await drop_namespace(url, namespace)
+    if raw_url is not None:
+        await drop_namespace(raw_url, namespace)
 
 
 class ManualClock:
@@ -132,9 +166,12 @@ async def shift_ttls(url: str, namespace: str, seconds: float) -> None:
 class Lifecycle:
     """Opens stores of one backend with expiry options, and moves their time forward."""
 
-    def __init__(self, backend: Backend, redis_url: str | None, namespace: str) -> None:
+    def __init__(
+        self, backend: Backend, redis_url: str | None, namespace: str, raw_url: str | None = None
+    ) -> None:
         self.backend = backend
         self.redis_url = redis_url
+        self.raw_url = raw_url or redis_url  # a plain URL of the server holding the keys
         self.namespace = namespace
         self.clock = ManualClock()
         self.opened: list[SessionStore] = []
@@ -150,21 +187,21 @@ class Lifecycle:
     async def advance(self, seconds: float) -> None:
         """Let `seconds` pass for every store this opened."""
         self.clock.now += seconds
-        if self.redis_url is not None:
-            await shift_ttls(self.redis_url, self.namespace, seconds)
+        if self.raw_url is not None:
+            await shift_ttls(self.raw_url, self.namespace, seconds)
 
 
-@pytest.fixture(params=BACKEND_PARAMS)
+@pytest.fixture(params=STORE_PARAMS)
 async def lifecycle(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator[Lifecycle]:
     """Stores of every backend in the table with expiry options of the test's choosing."""
     backend: Backend = request.param
-    url = request.getfixturevalue("redis_url") if backend.needs_redis else None
-    opened = Lifecycle(backend, url, namespace)
+    url, raw_url = backend_urls(request, backend)
+    opened = Lifecycle(backend, url, namespace, raw_url)
     yield opened
     for store in opened.opened:
         await store.aclose()
-    if url is not None:
-        await drop_namespace(url, namespace)
+    if raw_url is not None:
+        await drop_namespace(raw_url, namespace)
 
 
 # -- TLS: one throwaway CA and a TLS-only private redis-server, shared by the TLS tests ---------

@@ -95,8 +95,9 @@ def _expected_base(store: SessionStore, operation: str) -> dict[str, Any]:
     if isinstance(store, RedisSessionStore):
         kwargs = store.client.connection_pool.connection_kwargs
         base["db.namespace"] = f"{kwargs.get('db', 0)}|{store.keys.namespace}"
-        base["server.address"] = kwargs["host"]
-        base["server.port"] = kwargs["port"]
+        if "host" in kwargs:  # a Sentinel-managed pool finds its primary at run time: no address
+            base["server.address"] = kwargs["host"]
+            base["server.port"] = kwargs["port"]
     return base
 
 

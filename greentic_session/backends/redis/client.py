@@ -20,6 +20,10 @@ aside. With `batching=False` they go through redis-py's pool, under these rules:
   nothing redis-py raised (its text may echo keys with user ids) hangs off them.
 - Operators get one WARNING on `greentic_session.redis` when the connection is lost and one INFO
   when it is back (the redacted address and the kind of failure only).
+- Through Sentinel (`PrimaryPool`), a `READONLY` reply means the primary this pool talks to was
+  demoted: every connection to it is dropped (idle ones at once, busy ones when released) so the
+  next call asks Sentinel for the new primary; the refused call raises `UnavailableError`, since
+  nothing was applied. Replicas are never read: a stale revision would break compare-and-set.
 """
 
 from __future__ import annotations
@@ -31,6 +35,12 @@ from typing import Any, NamedTuple, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 
 from ...errors import InvalidInputError, PoolExhaustedError, SessionError
 from .deadlines import Deadlines
@@ -38,9 +48,13 @@ from .errors import is_connection_failure, is_pool_full, to_session_error
 from .scripts import Script
 from .transport import BatchingPool
 
-__all__ = ["RedisCaller"]
+__all__ = ["PrimaryPool", "RedisCaller"]
 
 T = TypeVar("T")
+
+# How long the +switch-master listener waits for a message before it PINGs its sentinel, and
+# then for the PONG before it moves to the next sentinel (a silently dead peer sends nothing).
+_SENTINEL_QUIET = 30.0
 
 # Pauses before the 2nd and 3rd attempt of a read whose connection failed.
 _READ_BACKOFF = (0.02, 0.1)
@@ -83,6 +97,176 @@ def _running_loop() -> asyncio.AbstractEventLoop:
         "the Redis backend runs on asyncio only (redis-py is built on asyncio) and was called "
         "from another async library (trio?); run it under asyncio, or use the in-memory backend"
     )
+
+
+def _cancel_idle(task: asyncio.Task[None]) -> None:
+    """Cancel a task of a loop that is not running (RedisCaller checks): it resumes, and closes
+    its connections, if that loop runs again; a closed loop dropped it already."""
+    if not task.get_loop().is_closed():
+        task.cancel()
+
+
+class _PrimaryConnection(SentinelManagedConnection):
+    """A connection to the service's primary that tells its pool when that primary is demoted.
+
+    Unlike redis-py's SentinelManagedConnection, a `READONLY` reply stays a `ReadOnlyError` (a
+    refusal: nothing was applied) instead of becoming a `ConnectionError` (which a write would
+    have to report as an unknown outcome), and it drops every connection to the old primary, not
+    only this one.
+    """
+
+    connection_pool: PrimaryPool
+    generation = -1  # the pool's generation when this connection was opened
+
+    async def connect_to(self, address: Any) -> None:
+        self.generation = self.connection_pool.generation
+        await super().connect_to(address)  # type: ignore[no-untyped-call]
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            # Past SentinelManagedConnection's own READONLY handling, to the plain connection's.
+            return await super(SentinelManagedConnection, self).read_response(*args, **kwargs)
+        except redis_errors.ReadOnlyError:
+            await self.connection_pool.forget_primary()
+            raise
+
+
+class _PrimarySSLConnection(_PrimaryConnection, SentinelManagedSSLConnection):
+    pass
+
+
+class PrimaryPool(SentinelConnectionPool):
+    """The connection pool of the primary Sentinel names for one service (never a replica).
+
+    Every connection records the pool's generation when it opens; `forget_primary` starts a new
+    generation, so connections to the old primary are closed instead of reused (idle ones at
+    once; busy ones, whose calls may still be reading replies, when they are released), and the
+    next connection asks Sentinel where the primary is. A change of the address Sentinel reports
+    does the same. Closing the pool closes the sentinels' connections too.
+    """
+
+    def __init__(
+        self,
+        service_name: str,
+        sentinel: Sentinel,
+        *,
+        tls: bool,
+        watch_switches: bool = True,
+        **kwargs: Any,
+    ):
+        connection_class = _PrimarySSLConnection if tls else _PrimaryConnection
+        super().__init__(  # type: ignore[no-untyped-call]
+            service_name,
+            sentinel,
+            is_master=True,
+            connection_class=connection_class,
+            **kwargs,
+        )
+        self.generation = 0
+        self.watch_switches = watch_switches
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self.watch_switches and (self._watcher is None or self._watcher.done()):
+            self._watcher = asyncio.create_task(self._watch_switches())
+        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    async def _watch_switches(self) -> None:
+        """Forget the primary as soon as a sentinel announces `+switch-master` for this service.
+
+        Without this, connections already open keep writing to the old primary, which
+        acknowledges them, until Sentinel demotes it (about 10 s after the switch; its `READONLY`
+        replies are the backstop), and everything it acknowledged meanwhile is lost. One
+        sentinel's announcement is enough; when none can be reached, calls discover on their own.
+        """
+        service = self.service_name.encode()
+        while True:
+            for client in self.sentinel_manager.sentinels:
+                pubsub = client.pubsub()
+                try:
+                    await pubsub.subscribe("+switch-master")
+                    awaiting_pong = False
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=_SENTINEL_QUIET
+                        )
+                        if message is None:
+                            if awaiting_pong:
+                                break  # silent even to a PING: listen to the next sentinel
+                            await pubsub.ping()
+                            awaiting_pong = True
+                            continue
+                        awaiting_pong = False
+                        await self._on_switch(service, message.get("data"))
+                except (redis_errors.RedisError, OSError):
+                    pass  # this sentinel is unreachable: listen to the next one
+                finally:
+                    await pubsub.aclose()
+            await asyncio.sleep(1.0)  # none reachable: try again later, calls fail meanwhile
+
+    async def _on_switch(self, service: bytes, data: object) -> None:
+        """Forget the primary if `data` (a `+switch-master` message: "<service> <old ip> <old
+        port> <new ip> <new port>") moves this service to an address the pool is not using."""
+        if not isinstance(data, bytes):
+            return
+        fields = data.split(b" ")
+        if len(fields) != 5 or fields[0] != service:
+            return
+        known = self.master_address
+        if known is not None and (str(known[0]).encode(), str(known[1]).encode()) == (
+            fields[3],
+            fields[4],
+        ):
+            return  # a new connection already found the new primary
+        await self.forget_primary()
+
+    async def _stop_watching(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is None or watcher.done():
+            return
+        if watcher.get_loop() is not asyncio.get_running_loop():
+            _cancel_idle(watcher)
+            return
+        watcher.cancel()
+        await asyncio.wait([watcher])  # let its pubsub close; our own cancellation propagates
+
+    async def forget_primary(self) -> None:
+        """Stop using the current primary: it was demoted (or Sentinel switched away from it)."""
+        self.generation += 1
+        self.master_address = None
+        await super().disconnect(inuse_connections=False)
+
+    async def get_master_address(self) -> Any:
+        known = self.master_address
+        address = await super().get_master_address()  # type: ignore[no-untyped-call]
+        if known is not None and address != known:
+            # Sentinel moved the service: busy connections still talk to the old primary.
+            self.generation += 1
+        return address
+
+    async def release(self, connection: Any) -> None:
+        if getattr(connection, "generation", self.generation) != self.generation:
+            await connection.disconnect()
+        await super().release(connection)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        if inuse_connections:  # closing (or leaving a loop): the watcher and sentinels too
+            await self._stop_watching()
+        await super().disconnect(inuse_connections)
+        if inuse_connections:
+            for client in self.sentinel_manager.sentinels:
+                await client.connection_pool.disconnect()
+
+    def reset(self) -> None:
+        super().reset()  # type: ignore[no-untyped-call]
+        watcher = getattr(self, "_watcher", None)  # reset() runs inside __init__ too
+        if watcher is not None:
+            _cancel_idle(watcher)
+            self._watcher = None
+
+    def loop_bound_pools(self) -> list[Any]:
+        """The sentinels' own pools, bound to the event loop like this one."""
+        return [client.connection_pool for client in self.sentinel_manager.sentinels]
 
 
 class RedisCaller:
@@ -309,15 +493,17 @@ class RedisCaller:
             # Connections made on the old loop can be neither used nor awaited from this one:
             # the pool forgets them, and the old loop's watcher closes them if that loop runs
             # again or shuts down (if it is closed already, its watcher closed them then).
-            pool = self.client.connection_pool
-            stale = [
-                *getattr(pool, "_available_connections", ()),
-                *getattr(pool, "_in_use_connections", ()),
-            ]
-            pool.reset()  # type: ignore[no-untyped-call]
-            _renew_loop_bound_locks(pool)
-            if not old.is_closed():
-                self._left_behind.extend(stale)
+            main = self.client.connection_pool
+            pools = [main, *(main.loop_bound_pools() if isinstance(main, PrimaryPool) else ())]
+            for pool in pools:
+                stale = [
+                    *getattr(pool, "_available_connections", ()),
+                    *getattr(pool, "_in_use_connections", ()),
+                ]
+                pool.reset()
+                _renew_loop_bound_locks(pool)
+                if not old.is_closed():
+                    self._left_behind.extend(stale)
         self._left_behind = left_behind = list[Any]()
         watch = self._watch_loop(loop, left_behind)
         await watch.__anext__()  # registers it with this loop's async-generator shutdown

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Self, Unpack, cast
 
 try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
+    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
     from redis.backoff import NoBackoff
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
@@ -61,13 +62,15 @@ from ...limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
 from ...schema import ReplyScope, SessionData, SessionKey, TenantCtx, new_session_key
 from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, resolve
 from . import scripts
-from .client import RedisCaller
+from .client import PrimaryPool, RedisCaller
 from .keys import RedisKeys
 from .options import (
     DEFAULT_NAMESPACE,
     DEFAULT_POOL_TIMEOUT,
     RedisOptions,
     RedisPoolOptions,
+    RedisSentinelOptions,
+    is_sentinel_url,
     redact_url,
 )
 from .transport import BatchingPool
@@ -154,7 +157,7 @@ class RedisSessionStore(SessionStore):
         self.keys = RedisKeys(namespace)
         self._owns_client = _owns_client
         self._closed = False
-        self._where = _where or self._describe(client.connection_pool.connection_kwargs)
+        self._where = _where or self._describe(client.connection_pool)
         self._redis = RedisCaller(
             client,
             where=self._where,
@@ -164,14 +167,27 @@ class RedisSessionStore(SessionStore):
         )
 
     @staticmethod
-    def _describe(kwargs: dict[str, Any]) -> str:
+    def _describe(pool: Any) -> str:
+        """A secret-free address for a client built elsewhere (reprs, errors, logs)."""
+        kwargs = pool.connection_kwargs
+        if isinstance(pool, SentinelConnectionPool):
+            hosts = ",".join(
+                f"{sentinel.connection_pool.connection_kwargs.get('host', '?')}:"
+                f"{sentinel.connection_pool.connection_kwargs.get('port', '?')}"
+                for sentinel in pool.sentinel_manager.sentinels
+            )
+            return f"redis+sentinel://{hosts}/{pool.service_name}/{kwargs.get('db', 0)}"
         if "path" in kwargs:
             return f"unix://{kwargs['path']}"
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
     @classmethod
-    def from_options(cls, options: RedisOptions, **store: Unpack[StoreOptions]) -> Self:
+    def from_options(
+        cls, options: RedisOptions | RedisSentinelOptions, **store: Unpack[StoreOptions]
+    ) -> Self:
         """A store that owns a new client and pool built from `options`."""
+        if isinstance(options, RedisSentinelOptions):
+            return cls._from_sentinel_options(options, **store)
         extra: dict[str, Any] = {}
         if options.tls_ca_file is not None:
             extra["ssl_ca_certs"] = options.tls_ca_file
@@ -219,16 +235,102 @@ class RedisSessionStore(SessionStore):
         max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
         **options: Unpack[RedisPoolOptions],
     ) -> Self:
-        """A store for `url` (`redis://`, `rediss://`, `unix://`; credentials may be in it).
+        """A store for `url` (`redis://`, `rediss://`, `unix://`; credentials may be in it), or
+        for the primary of a Sentinel service (`redis+sentinel://`, see `from_sentinel`).
 
         `options` are the pool's (`RedisPoolOptions`); `idle_ttl`, `max_lifetime` (seconds) and
         `max_blob_bytes` the `StoreOptions` every backend takes.
         """
+        parsed = (
+            RedisSentinelOptions.from_url(url, namespace=namespace, **options)
+            if is_sentinel_url(url)
+            else RedisOptions(url=url, namespace=namespace, **options)
+        )
         return cls.from_options(
-            RedisOptions(url=url, namespace=namespace, **options),
+            parsed,
             idle_ttl=idle_ttl,
             max_lifetime=max_lifetime,
             max_blob_bytes=max_blob_bytes,
+        )
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinel_urls: Sequence[str],
+        service_name: str,
+        *,
+        db: int = 0,
+        namespace: str = DEFAULT_NAMESPACE,
+        username: str | None = None,
+        password: str | None = None,
+        idle_ttl: float | None = None,
+        max_lifetime: float | None = None,
+        max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
+        **options: Unpack[RedisPoolOptions],
+    ) -> Self:
+        """A store on the primary Sentinel monitors as `service_name` (see
+        `SessionBackendConfig.redis_sentinel`); a `redis+sentinel://` URL works with `from_url`."""
+        return cls._from_sentinel_options(
+            RedisSentinelOptions.from_sentinel_urls(
+                sentinel_urls,
+                service_name,
+                db=db,
+                username=username,
+                password=password,
+                namespace=namespace,
+                **options,
+            ),
+            idle_ttl=idle_ttl,
+            max_lifetime=max_lifetime,
+            max_blob_bytes=max_blob_bytes,
+        )
+
+    @classmethod
+    def _from_sentinel_options(
+        cls, options: RedisSentinelOptions, **store: Unpack[StoreOptions]
+    ) -> Self:
+        """One Sentinel and one primary pool, built once (redis-py's `master_for` builds a new
+        pool per call); nothing connects until the first call."""
+        tls: dict[str, Any] = {}
+        if options.tls:
+            tls["ssl"] = True
+            if options.tls_ca_file is not None:
+                tls["ssl_ca_certs"] = options.tls_ca_file
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(options.sentinels),
+            sentinel_kwargs={
+                "username": options.sentinel_username,
+                "password": options.sentinel_password,
+                "socket_connect_timeout": options.connect_timeout,
+                "socket_timeout": options.socket_timeout,
+                # A dead sentinel is skipped for the next one; redis-py's default retries with
+                # backoff would spend the call's whole time limit on it.
+                "retry": Retry(NoBackoff(), 0),
+                **tls,
+            },
+        )
+        node_tls = {key: value for key, value in tls.items() if key != "ssl"}
+        pool = PrimaryPool(
+            options.service_name,
+            sentinel,
+            tls=options.tls,
+            db=options.db,
+            username=options.username,
+            password=options.password,
+            max_connections=options.max_connections,
+            socket_connect_timeout=options.connect_timeout,
+            socket_timeout=None,  # enforced per call by the store, see the module docstring
+            retry=Retry(NoBackoff(), 0),
+            **node_tls,
+        )
+        return cls(
+            aioredis.Redis(connection_pool=pool),
+            namespace=options.namespace,
+            pool_timeout=options.pool_timeout,
+            socket_timeout=options.socket_timeout,
+            _owns_client=True,
+            _where=options.address,
+            **store,
         )
 
     def __repr__(self) -> str:
