@@ -202,6 +202,7 @@ def test_stats_counts_owners_sizes_expiries_and_orphans(redis_url: str, ns: str)
     assert result["kinds"] == {
         "session": 4,
         "meta": 0,
+        "wait-hint": 0,
         "pointer": 4,
         "wait-scope": 0,
         "wait-set": 0,
@@ -736,3 +737,39 @@ def test_tls_with_a_private_ca(redis_server: RedisServer, tmp_path: Path) -> Non
         )
         assert stranger.code == 3
         assert stranger.err.count("\n") == 1
+
+
+# -- wait sessions -----------------------------------------------------------------------------
+
+
+def test_a_wait_sessions_hint_travels_with_it(redis_url: str, ns: str, namespace: str) -> None:
+    """Export carries a wait session's `waitof:` hint; import restores it with its expiry; purge
+    deletes it with its session, leaving no key of that session behind."""
+    from greentic_session import ReplyScope
+
+    ctx = TenantCtx.new("dev", "acme", user="u1")
+
+    async def register() -> None:
+        async with RedisSessionStore.from_url(redis_url, namespace=ns) as store:
+            scope = ReplyScope(conversation="chat-1")
+            await store.register_wait(ctx, "u1", scope, "wait-1", make_data(ctx), ttl=600)
+
+    asyncio.run(register())
+    hint = f"{ns}:waitof:wait-1"
+    value = raw(redis_url, "GET", hint)
+    assert value  # the store wrote one
+    exported = cli(redis_url, ns, "export")
+    assert exported.code == 0, exported.err
+    (record,) = [json.loads(line) for line in exported.out.splitlines()]
+    assert record["wait_hint"]["value"] == value.decode()
+    copy = f"copy-{namespace}"
+    try:
+        imported = cli(redis_url, copy, "import", stdin=exported.raw)
+        assert imported.code == 0, imported.err
+        assert raw(redis_url, "GET", f"{copy}:waitof:wait-1") == value
+        assert 0 < raw(redis_url, "PTTL", f"{copy}:waitof:wait-1") <= 600_000
+    finally:
+        asyncio.run(drop_namespace(redis_url, copy))
+    done = cli(redis_url, ns, "purge", "--tenant", "acme", "--yes")
+    assert done.code == 0, done.err
+    assert raw(redis_url, "KEYS", f"{ns}:*") == []

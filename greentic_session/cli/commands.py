@@ -22,7 +22,7 @@ from ..errors import InvalidInputError, SessionError
 from ..fence import UserSlot, check_key
 from ..schema import SessionData, validate_identifier
 from . import repairs
-from .layout import Kind, Layout
+from .layout import COMPANION_KINDS, Kind, Layout
 from .records import (
     MetaRecord,
     RefRecord,
@@ -290,7 +290,7 @@ class Census:
                 self.corrupt.append((entry, problem or "undecodable"))
             else:
                 self.sessions[_owner(data)] += 1
-        elif entry.kind is Kind.META and key is not None:
+        elif entry.kind in COMPANION_KINDS and key is not None:
             self.naming[key].append((entry, None))
         elif entry.slot is not None:
             self.refs[_slot_owner(entry.slot)] += 1
@@ -481,7 +481,7 @@ async def _repair(ctx: Context, census: Census) -> dict[str, int]:
         assert entry.value is not None
         await ops.add(
             "DELETE_IF_VALUE",
-            [layout.full(entry.name), layout.full(layout.meta_name(key))],
+            [layout.full(entry.name), *map(layout.full, layout.companion_names(key))],
             [entry.value],
             ("corrupt", key),
         )
@@ -490,12 +490,13 @@ async def _repair(ctx: Context, census: Census) -> dict[str, int]:
     await _repair_orphans(ctx, ops, census.orphans)
     outcomes = await ops.flush()
     # The references to corrupt blobs just deleted are orphans now: repair them in the same run
-    # (not their meta keys: those went with the blobs).
+    # (not their meta keys and wait hints: those went with the blobs).
     deleted_blobs = [tag[1] for tag, status in outcomes if status == DELETED and tag]
     census.orphans = []
     await census.find_orphans(ctx, deleted_blobs)
     after = CompareDelete(ctx)
-    await _repair_orphans(ctx, after, [o for o in census.orphans if o[0].kind is not Kind.META])
+    orphans = [o for o in census.orphans if o[0].kind not in COMPANION_KINDS]
+    await _repair_orphans(ctx, after, orphans)
     await after.flush()
     return {
         "deleted": ops.count(DELETED),
@@ -558,7 +559,7 @@ def _purge_step(
         t = data.tenant_ctx
         if not chosen.matches(t.env, t.tenant_id, t.normalized_team, t.normalized_user):
             return None
-        keys = [layout.full(entry.name), layout.full(layout.meta_name(key))]
+        keys = [layout.full(entry.name), *map(layout.full, layout.companion_names(key))]
         return "DELETE_IF_VALUE", keys, [entry.value]
     slot = entry.slot
     if slot is None or not chosen.matches(slot.env, slot.tenant_id, slot.team, slot.user):
@@ -622,16 +623,18 @@ class ReferenceIndex:
 
     def __init__(self) -> None:
         self.metas: dict[str, MetaRecord] = {}
+        self.hints: dict[str, MetaRecord] = {}
         self.refs: dict[str, list[RefRecord]] = defaultdict(list)
         self.skipped: list[str] = []
 
     def add(self, entry: Entry) -> None:
         if entry.wrong_type:
             self.skipped.append(f"wrong-type key {entry.name} ({entry.type_name})")
-        elif entry.kind is Kind.META:
+        elif entry.kind in COMPANION_KINDS:
             if entry.value is not None and entry.parsed.session_key is not None:
                 value = entry.value.decode(errors="replace")
-                self.metas[entry.parsed.session_key] = MetaRecord(value, entry.pttl)
+                kept = self.metas if entry.kind is Kind.META else self.hints
+                kept[entry.parsed.session_key] = MetaRecord(value, entry.pttl)
         elif entry.members is not None:
             for member in entry.members:
                 self.refs[member].append(RefRecord(entry.name, entry.pttl))
@@ -654,13 +657,15 @@ class ReferenceIndex:
             pttl=entry.pttl,
             data=embed_blob(entry.value),
             meta=self.metas.pop(key, None),
+            wait_hint=self.hints.pop(key, None),
             refs=self.refs.pop(key, []),
         )
         return encode_record(record)
 
     @property
     def leftover(self) -> int:
-        return len(self.metas) + sum(len(refs) for refs in self.refs.values())
+        companions = len(self.metas) + len(self.hints)
+        return companions + sum(len(refs) for refs in self.refs.values())
 
 
 async def export(ctx: Context, sink: IO[bytes], err: IO[str]) -> Report:
@@ -668,7 +673,7 @@ async def export(ctx: Context, sink: IO[bytes], err: IO[str]) -> Report:
     index = ReferenceIndex()
     first = ctx.walker("export: indexing")
     async for batch in first.batches(
-        frozenset({Kind.META, Kind.POINTER, Kind.WAIT_SCOPE, Kind.WAIT_SET})
+        frozenset({*COMPANION_KINDS, Kind.POINTER, Kind.WAIT_SCOPE, Kind.WAIT_SET})
     ):
         for entry in batch:
             index.add(entry)
@@ -792,11 +797,14 @@ def _import_steps(layout: Layout, batch: list[SessionRecord]) -> ImportBatch:
 
     for index, record in enumerate(batch):
         step("S", layout.session_name(record.key), bytes(record.data), record.pttl, index)
-        meta = layout.meta_name(record.key)
-        if record.meta is None:
-            step("D", meta, "", None, index)
-        else:
-            step("S", meta, record.meta.value, record.meta.pttl, index)
+        for name, companion in (
+            (layout.meta_name(record.key), record.meta),
+            (layout.hint_name(record.key), record.wait_hint),
+        ):
+            if companion is None:
+                step("D", name, "", None, index)
+            else:
+                step("S", name, companion.value, companion.pttl, index)
         for ref in record.refs:
             op = "A" if layout.parse(ref.key).kind is Kind.WAIT_SET else "S"
             step(op, ref.key, record.key, ref.pttl, index)

@@ -14,12 +14,13 @@ from ..errors import InvalidInputError
 from ..fence import UserSlot
 from ..schema import validate_identifier
 
-__all__ = ["STRING_KINDS", "Kind", "Layout", "Parsed"]
+__all__ = ["COMPANION_KINDS", "STRING_KINDS", "Kind", "Layout", "Parsed"]
 
 
 class Kind(StrEnum):
     SESSION = "session"  # {ns}:session:{key} = the blob
     META = "meta"  # {ns}:meta:{key} = pointer suffix; PTTL = remaining lifetime
+    WAIT_HINT = "wait-hint"  # {ns}:waitof:{key} = "{ttl ms}:{scope suffix}" of a wait session
     POINTER = "pointer"  # {ns}:user:{slot} = a session key
     WAIT_SCOPE = "wait-scope"  # {ns}:waits:scope:{slot}:{scope_hash} = a session key
     WAIT_SET = "wait-set"  # {ns}:waits:user:{slot} = a SET of session keys
@@ -27,14 +28,16 @@ class Kind(StrEnum):
 
 
 # The kinds stored as Redis strings; WAIT_SET is a Redis set.
-STRING_KINDS = frozenset({Kind.SESSION, Kind.META, Kind.POINTER, Kind.WAIT_SCOPE})
+STRING_KINDS = frozenset({Kind.SESSION, Kind.META, Kind.WAIT_HINT, Kind.POINTER, Kind.WAIT_SCOPE})
+# The kinds that belong to one session (named by its key) and go with it.
+COMPANION_KINDS = frozenset({Kind.META, Kind.WAIT_HINT})
 # The kinds whose value (or members) name a session.
 REFERENCE_KINDS = frozenset({Kind.POINTER, Kind.WAIT_SCOPE, Kind.WAIT_SET})
 
 
 class Parsed(NamedTuple):
     kind: Kind
-    session_key: str | None = None  # SESSION, META
+    session_key: str | None = None  # SESSION, META, WAIT_HINT
     slot: UserSlot | None = None  # POINTER, WAIT_SCOPE, WAIT_SET
 
 
@@ -67,6 +70,7 @@ class Layout:
         # The RedisKeys prefixes, relative to the namespace.
         self._session = self.keys.session_prefix[n:]
         self._meta = self.keys.meta_prefix[n:]
+        self._hint = self.keys.wait_hint_prefix[n:]
         self._user = self.keys.user_prefix[n:]
         self._scope = self.keys.wait_scope_prefix[n:]
         self._waits = self.keys.wait_user_prefix[n:]
@@ -79,6 +83,13 @@ class Layout:
 
     def meta_name(self, key: str) -> str:
         return self._meta + key
+
+    def hint_name(self, key: str) -> str:
+        return self._hint + key
+
+    def companion_names(self, key: str) -> list[str]:
+        """The keys that go with session `key`: its meta key and its wait hint."""
+        return [self._meta + key, self._hint + key]
 
     def pointer_name(self, slot: UserSlot) -> str:
         return self._user + RedisKeys.slot_suffix(slot)
@@ -93,7 +104,11 @@ class Layout:
 
     def parse(self, name: str) -> Parsed:
         """The kind of the key `{namespace}:{name}`."""
-        for prefix, kind in ((self._session, Kind.SESSION), (self._meta, Kind.META)):
+        for prefix, kind in (
+            (self._session, Kind.SESSION),
+            (self._meta, Kind.META),
+            (self._hint, Kind.WAIT_HINT),
+        ):
             if name.startswith(prefix):
                 key = name[len(prefix) :]
                 return Parsed(kind, session_key=key) if key else _OTHER

@@ -4,6 +4,7 @@
      "pttl": <remaining milliseconds> | null,          # null: the blob has no expiry
      "data": {<the blob, embedded byte for byte>},
      "meta": {"value": "<pointer suffix>", "pttl": <ms> | null} | null,
+     "wait_hint": {"value": "<ttl ms>:<scope suffix>", "pttl": <ms> | null} | null,
      "refs": [{"key": "<name under the namespace>", "pttl": <ms> | null}, ...]}
 
 `refs` are the keys that name the session: user pointers (`user:{env}:{tenant}:{team|-}:{user}`),
@@ -41,6 +42,7 @@ class SessionRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pttl: int | None = None
     data: msgspec.Raw
     meta: MetaRecord | None = None
+    wait_hint: MetaRecord | None = None  # a wait session's `{ns}:waitof:{key}`
     refs: list[RefRecord] = msgspec.field(default_factory=list)
 
 
@@ -77,6 +79,8 @@ def validate_record(record: SessionRecord, layout: Layout) -> list[Parsed]:
         _check_pttl(record.meta.pttl, "meta.pttl")
         if record.meta.value and parse_slot(record.meta.value) is None:
             raise InvalidInputError("meta.value must be empty or a user-pointer suffix")
+    if record.wait_hint is not None:
+        _check_pttl(record.wait_hint.pttl, "wait_hint.pttl")
     ctx = data.tenant_ctx
     owner = (ctx.env, ctx.tenant_id, ctx.normalized_team)
     parsed_refs = []
