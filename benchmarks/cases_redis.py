@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -437,6 +437,17 @@ async def _register_waits(rig: Rig, per_user: int) -> None:
             )
 
 
+def _waits_ready(rig: Rig, per_user: int) -> Callable[[int], Awaitable[None]]:
+    """A contender's untimed `prepare`: every user has at least `per_user` waits."""
+
+    async def prepare(_n: int) -> None:
+        if rig.waits < per_user:
+            await _register_waits(rig, per_user)
+            rig.waits = per_user
+
+    return prepare
+
+
 def _wait_keys(rig: Rig, j: int, n: int = 0) -> tuple[str, str, str]:
     """(blob key, user SET key, scope pointer key) of wait `n` of user `j`."""
     slot = lookup_slot(rig.pop.ctxs[j], rig.pop.users[j])
@@ -448,10 +459,7 @@ def _wait_keys(rig: Rig, j: int, n: int = 0) -> tuple[str, str, str]:
 def _register_wait(rig: Rig) -> list[Contender]:
     pop, client = rig.pop, rig.client
 
-    async def prepare(_n: int) -> None:
-        if not rig.waits:
-            await _register_waits(rig, 1)
-            rig.waits = 1
+    prepare = _waits_ready(rig, 1)
 
     async def ours(i: int) -> None:
         j = i % pop.count
@@ -485,10 +493,7 @@ def _register_wait(rig: Rig) -> list[Contender]:
 def _find_wait(rig: Rig) -> list[Contender]:
     pop, client = rig.pop, rig.client
 
-    async def prepare(_n: int) -> None:
-        if not rig.waits:
-            await _register_waits(rig, 1)
-            rig.waits = 1
+    prepare = _waits_ready(rig, 1)
 
     async def ours(i: int) -> None:
         j = i % pop.count
@@ -514,10 +519,7 @@ def _list_waits(per_user: int) -> Callable[[Rig], list[Contender]]:
     def build(rig: Rig) -> list[Contender]:
         pop, client = rig.pop, rig.client
 
-        async def prepare(_n: int) -> None:
-            if rig.waits < per_user:
-                await _register_waits(rig, per_user)
-                rig.waits = per_user
+        prepare = _waits_ready(rig, per_user)
 
         async def ours(i: int) -> None:
             j = i % pop.count

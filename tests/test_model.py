@@ -416,8 +416,13 @@ def build_machine(
                 ctx = ctx.with_team("-" if ctx.normalized_team is None else None)
             return ctx, user, where
 
-        def _wait_lookup_refused(self, ctx: TenantCtx, user: str) -> bool:
-            return ctx.normalized_user not in (None, user)
+        def _refused(self, call: Coroutine[Any, Any, Any], ctx: TenantCtx, user: str) -> bool:
+            """Run a wait lookup the store must refuse (ctx names another user); True if so."""
+            if ctx.normalized_user in (None, user):
+                return False
+            with pytest.raises(InvalidInputError):
+                self.run(call)
+            return True
 
         @rule(
             ctx=wait_contexts,
@@ -431,9 +436,7 @@ def build_machine(
         ) -> None:
             ctx, user, where = self._lookup(ctx, user, where, pick, swap)
             call = self.store.find_wait_by_scope(ctx, user, ReplyScope(conversation=where))
-            if self._wait_lookup_refused(ctx, user):
-                with pytest.raises(InvalidInputError):
-                    self.run(call)
+            if self._refused(call, ctx, user):
                 return
             at = (wait_segments(ctx, user), where)
             assert self.run(call) == self.model.wait_at(at, ctx.normalized_team)
@@ -444,9 +447,7 @@ def build_machine(
         def list_waits(self, ctx: TenantCtx, user: str, pick: int | None, swap: bool) -> None:
             ctx, user, _ = self._lookup(ctx, user, "", pick, swap)
             call = self.store.list_waits_for_user(ctx, user)
-            if self._wait_lookup_refused(ctx, user):
-                with pytest.raises(InvalidInputError):
-                    self.run(call)
+            if self._refused(call, ctx, user):
                 return
             segments = wait_segments(ctx, user)
             expected = [
@@ -469,9 +470,7 @@ def build_machine(
         ) -> None:
             ctx, user, where = self._lookup(ctx, user, where, pick, swap)
             call = self.store.clear_wait(ctx, user, ReplyScope(conversation=where))
-            if self._wait_lookup_refused(ctx, user):
-                with pytest.raises(InvalidInputError):
-                    self.run(call)
+            if self._refused(call, ctx, user):
                 return
             self.run(call)
             key = self.model.wait_at((wait_segments(ctx, user), where), ctx.normalized_team)
