@@ -11,6 +11,7 @@ from typing import Literal, Unpack
 
 from .backends.redis.options import (
     DEFAULT_NAMESPACE,
+    RedisClusterOptions,
     RedisOptions,
     RedisPoolOptions,
     RedisSentinelOptions,
@@ -28,7 +29,7 @@ class SessionBackendConfig:
     """Which backend to build, without importing it. Build with the classmethods."""
 
     kind: Literal["memory", "redis"]
-    redis: RedisOptions | RedisSentinelOptions | None = None
+    redis: RedisOptions | RedisSentinelOptions | RedisClusterOptions | None = None
     store: StoreOptions = field(default_factory=StoreOptions)
 
     def __post_init__(self) -> None:
@@ -103,6 +104,30 @@ class SessionBackendConfig:
             **options,
         )
         return cls("redis", sentinel, store)
+
+    @classmethod
+    def redis_cluster(
+        cls,
+        startup_urls: Sequence[str],
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        idle_ttl: float | None = None,
+        max_lifetime: float | None = None,
+        max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
+        **options: Unpack[RedisPoolOptions],
+    ) -> SessionBackendConfig:
+        """A Redis Cluster reached through any of `startup_urls` (`redis://` or `rediss://`
+        node URLs with the same credentials); checked now, connected lazily.
+
+        Keys use the cluster layout (hash tags, see docs/guides/redis-cluster.md), not the
+        single-node layout a Rust runner shares; the namespace may not hold `{` or `}`. Options
+        as in `redis_url`, per master.
+        """
+        store = StoreOptions(
+            idle_ttl=idle_ttl, max_lifetime=max_lifetime, max_blob_bytes=max_blob_bytes
+        )
+        cluster = RedisClusterOptions(tuple(startup_urls), namespace=namespace, **options)
+        return cls("redis", cluster, store)
 
 
 def create_session_store(config: SessionBackendConfig) -> SessionStore:

@@ -166,7 +166,8 @@ def _redis_calls(store: Any) -> dict[str, _Call]:
         return _redis_targets[store].calls
     except KeyError:
         pass
-    kwargs: dict[str, Any] = store.client.connection_pool.connection_kwargs
+    client = store.client
+    kwargs: dict[str, Any] = {} if client is None else client.connection_pool.connection_kwargs
     db = kwargs.get("db", 0)
     server: dict[str, str | int] = {}
     if "path" in kwargs:
@@ -176,7 +177,7 @@ def _redis_calls(store: Any) -> dict[str, _Call]:
         host, port = str(kwargs["host"]), int(kwargs.get("port", 6379))
         server[SERVER_ADDRESS], server[SERVER_PORT] = host, port
         pool_name = f"{host}:{port}/{db}"
-    else:  # a Sentinel-managed pool: the primary is found at run time, so no fixed address
+    else:  # Sentinel or a cluster: the nodes are found at run time, so no fixed address
         pool_name = f"{store!r}/{db}"
     target = _RedisTarget(_calls("redis", f"{db}|{store.keys.namespace}", server), pool_name)
     _redis_targets[store] = target

@@ -81,6 +81,16 @@ class SessionStore(abc.ABC):
         is created only if no live session has that key, else `ConflictError`.
         """
 
+    def session_key_for(self, ctx: TenantCtx, user_id: str, key: str) -> SessionKey:
+        """`key` (a `mapping` helper's, say) as the key of a session of `user_id` in `ctx`'s
+        env, tenant and team. Unchanged except on a Redis Cluster, where it gains the user's hash
+        tag, so the session, its user pointer and its waits share one slot and every call on it
+        stays one atomic step (a wait's key there must be built this way). Use it for caller-
+        chosen keys when the store may be a cluster."""
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError("session key must be a non-empty str")
+        return SessionKey(key)
+
     @abc.abstractmethod
     async def get_session(self, key: str) -> SessionData | None:
         """The stored snapshot, or None."""

@@ -423,6 +423,7 @@ class Backend:
     needs_redis: bool
     batching: bool = True  # Redis: calls auto-pipelined on shared connections (the default)
     via_sentinel: bool = False  # `redis_url` is then a redis+sentinel:// URL (never batched)
+    via_cluster: bool = False  # `redis_url` is then the cluster's node URLs, comma-separated
 
     def open(
         self,
@@ -444,6 +445,10 @@ class Backend:
             raise ValueError(f"backend {self.id!r} needs a redis_url")
         if self.via_sentinel:
             config = SessionBackendConfig.redis_url(redis_url, namespace=namespace, **store)
+        elif self.via_cluster:
+            config = SessionBackendConfig.redis_cluster(
+                redis_url.split(","), namespace=namespace, batching=self.batching, **store
+            )
         else:
             config = SessionBackendConfig.redis_url(
                 redis_url, namespace=namespace, batching=self.batching, **store
@@ -456,4 +461,5 @@ BACKENDS: tuple[Backend, ...] = (
     Backend("redis", needs_redis=True),  # batched, the default
     Backend("redis-unbatched", needs_redis=True, batching=False),  # redis-py's pool
     Backend("sentinel", needs_redis=True, batching=False, via_sentinel=True),
+    Backend("cluster", needs_redis=True, via_cluster=True),  # 3 masters, batched per master
 )

@@ -96,6 +96,10 @@ def backend_urls(request: pytest.FixtureRequest, backend: Backend) -> tuple[str 
     if backend.via_sentinel:
         cluster: SentinelCluster = request.getfixturevalue("sentinel_cluster")
         return cluster.url, f"redis://127.0.0.1:{cluster.primary_port()}/0"
+    if backend.via_cluster:
+        nodes: LocalCluster = request.getfixturevalue("redis_cluster")
+        masters = ",".join(f"redis://127.0.0.1:{port}/0" for port in nodes.master_ports())
+        return masters, masters
     url: str = request.getfixturevalue("redis_url")
     return url, url
 
@@ -107,16 +111,18 @@ def namespace() -> str:
 
 
 async def drop_namespace(url: str, namespace: str) -> None:
-    # Tests may run against a server they did not start: delete only this test's own keys.
+    """Delete the keys under `namespace` on the server at `url` (or on each of a cluster's
+    masters, comma-separated): tests may share a server, so only the test's own keys."""
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{namespace}:*", count=500)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    for node_url in url.split(","):
+        client = aioredis.Redis.from_url(node_url)
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{namespace}:*", count=500)]
+            for key in keys:  # one by one: a cluster node refuses a DEL across slots
+                await client.delete(key)
+        finally:
+            await client.aclose()
 
 
 @pytest.fixture(params=STORE_PARAMS)
@@ -148,19 +154,20 @@ async def shift_ttls(url: str, namespace: str, seconds: float) -> None:
     """
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(url)
-    try:
-        async for key in client.scan_iter(match=f"{namespace}:*", count=500):
-            left = await client.pttl(key)
-            if left < 0:
-                continue  # no TTL (-1), or gone meanwhile (-2)
-            remaining = left - round(seconds * 1000)
-            if remaining <= 0:
-                await client.delete(key)
-            else:
-                await client.pexpire(key, remaining)
-    finally:
-        await client.aclose()
+    for node_url in url.split(","):  # a cluster's masters, comma-separated
+        client = aioredis.Redis.from_url(node_url)
+        try:
+            async for key in client.scan_iter(match=f"{namespace}:*", count=500):
+                left = await client.pttl(key)
+                if left < 0:
+                    continue  # no TTL (-1), or gone meanwhile (-2)
+                remaining = left - round(seconds * 1000)
+                if remaining <= 0:
+                    await client.delete(key)
+                else:
+                    await client.pexpire(key, remaining)
+        finally:
+            await client.aclose()
 
 
 class Lifecycle:

@@ -93,7 +93,8 @@ def _system(store: SessionStore) -> str:
 def _expected_base(store: SessionStore, operation: str) -> dict[str, Any]:
     base: dict[str, Any] = {"db.system.name": _system(store), "db.operation.name": operation}
     if isinstance(store, RedisSessionStore):
-        kwargs = store.client.connection_pool.connection_kwargs
+        # A cluster's nodes, like a Sentinel primary, are found at run time: no address.
+        kwargs = {} if store.client is None else store.client.connection_pool.connection_kwargs
         base["db.namespace"] = f"{kwargs.get('db', 0)}|{store.keys.namespace}"
         if "host" in kwargs:  # a Sentinel-managed pool finds its primary at run time: no address
             base["server.address"] = kwargs["host"]

@@ -92,7 +92,7 @@ class Layout:
         return [self._meta + key, self._hint + key]
 
     def pointer_name(self, slot: UserSlot) -> str:
-        return self._user + RedisKeys.slot_suffix(slot)
+        return self._user + self.keys.slot_suffix(slot)
 
     def relative(self, full: bytes) -> str | None:
         """The name of `full` inside the namespace, or None if it is outside or not UTF-8."""

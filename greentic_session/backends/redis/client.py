@@ -44,7 +44,7 @@ from redis.asyncio.sentinel import (
 
 from ...errors import InvalidInputError, PoolExhaustedError, SessionError
 from .deadlines import Deadlines
-from .errors import is_connection_failure, is_pool_full, to_session_error
+from .errors import cluster_redirect, is_connection_failure, is_pool_full, to_session_error
 from .scripts import Script
 from .transport import BatchingPool
 
@@ -288,8 +288,12 @@ class RedisCaller:
         pool_timeout: float,
         socket_timeout: float | None,
         batching: Callable[[], BatchingPool] | None = None,
+        cluster: bool = False,
     ) -> None:
         self.client = client
+        # A cluster node's caller raises `errors.ClusterRedirect` for MOVED, ASK and TRYAGAIN
+        # replies, for `cluster.ClusterCaller` to act on, instead of mapping them.
+        self._cluster = cluster
         self.where = where
         self.pool_timeout = pool_timeout
         self.socket_timeout = socket_timeout
@@ -359,9 +363,13 @@ class RedisCaller:
         # Outside the except block, so an EVAL failure does not chain the NOSCRIPT reply.
         return await self._send(write, "EVAL", script.source, len(keys), *keys, *args)
 
-    async def execute(self, *args: Any, write: bool = False, key: str | None = None) -> Any:
-        """One command through `call` (`key` names the session for error messages)."""
-        return await self.call(self._send, write, *args, write=write, key=key)
+    async def execute(
+        self, *args: Any, write: bool = False, key: str | None = None, asking: bool = False
+    ) -> Any:
+        """One command through `call` (`key` names the session for error messages); `asking`
+        sends ASKING first on the same connection (a cluster slot mid-migration)."""
+        op = self._send_asking if asking else self._send
+        return await self.call(op, write, *args, write=write, key=key)
 
     async def transaction(
         self, commands: Sequence[tuple[Any, ...]], *, key: str | None = None
@@ -374,6 +382,15 @@ class RedisCaller:
         if batch is not None:
             return await batch.execute(*args, write=write)
         return await self.client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+    async def _send_asking(self, write: bool, *args: Any) -> Any:
+        batch = self.batch
+        if batch is not None:
+            return await batch.execute_asking(*args, write=write)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command("ASKING")
+        pipe.execute_command(*args)
+        return (await pipe.execute())[1]
 
     async def _multi(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         batch = self.batch
@@ -428,9 +445,20 @@ class RedisCaller:
             finally:
                 self.gate.release()
             if failure is not None:
-                raise self._error(failure, write=write, key=key)
+                raise self._raised(failure, write=write, key=key)
             await asyncio.sleep(_READ_BACKOFF[attempt])
             attempt += 1
+
+    def _raised(self, exc: BaseException, *, write: bool, key: str | None) -> Exception:
+        """What a failed call raises: a cluster node's redirect (`ClusterRedirect`, which
+        carries no reply text), or the `SessionError` `exc` maps to."""
+        if self._cluster:
+            redirect = cluster_redirect(exc)
+            if redirect is not None:
+                if not self._healthy:
+                    self._replied()
+                return redirect
+        return self._error(exc, write=write, key=key)
 
     def _error(self, exc: BaseException, *, write: bool, key: str | None) -> SessionError:
         if is_connection_failure(exc):
@@ -447,6 +475,13 @@ class RedisCaller:
             tls=self._tls,
             ever_reached=self._reached,
         )
+
+    async def aclose(self) -> None:
+        """Close the client and its connections (the running loop's; never another loop's)."""
+        await self.adopt_running_loop()
+        if self.batch is not None:
+            await self.batch.aclose()
+        await self.client.aclose(close_connection_pool=True)
 
     # -- connection health, for operators ---------------------------------------------------------
 

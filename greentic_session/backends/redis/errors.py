@@ -34,7 +34,14 @@ from ...errors import (
 )
 from .connection import NotSentError
 
-__all__ = ["is_connection_failure", "is_pool_full", "reply_code", "to_session_error"]
+__all__ = [
+    "ClusterRedirect",
+    "cluster_redirect",
+    "is_connection_failure",
+    "is_pool_full",
+    "reply_code",
+    "to_session_error",
+]
 
 # redis-py < 8 has no MaxConnectionsError; its wording is the only sign of a full pool there.
 _MAX_CONNECTIONS: type[Exception] | None = getattr(redis_errors, "MaxConnectionsError", None)
@@ -85,6 +92,39 @@ _INNER_CODE = re.compile(
 # Redis 6.x and 7.0 reply to a script's `redis.call` on a key or command the ACL denies with code
 # ERR and this fixed text (not NOPERM); it is the server's own wording, not redis-py's.
 _SCRIPT_ACL_DENIAL = "The user executing the script can't"
+
+
+# A script touched a key of a slot that is moving (the server's own fixed wording): the script
+# failed at that read, before its first write (every script reads first), so nothing was written.
+_SCRIPT_SLOT_MOVING = "Script attempted to access a non local key"
+
+
+class ClusterRedirect(Exception):
+    """A cluster node's answer that a call ran nowhere and where to take it instead.
+
+    `kind` is "moved" (the slot lives at `address` now), "ask" (the slot is migrating and the key
+    is at `address`: ask there once) or "busy" (the slot is mid-migration: TRYAGAIN, or a script
+    met a key that already moved; try again shortly). Internal: `cluster.ClusterCaller` catches
+    it; it carries no key and no reply text.
+    """
+
+    __slots__ = ("address", "kind", "slot")
+
+    def __init__(self, kind: str, slot: int = -1, address: tuple[str, int] | None = None) -> None:
+        super().__init__(kind, slot)
+        self.kind, self.slot, self.address = kind, slot, address
+
+
+def cluster_redirect(exc: BaseException) -> ClusterRedirect | None:
+    """The redirect `exc` stands for, if it is one (nothing was executed), else None."""
+    if isinstance(exc, redis_errors.AskError):  # MovedError is an AskError
+        kind = "moved" if isinstance(exc, redis_errors.MovedError) else "ask"
+        return ClusterRedirect(kind, exc.slot_id, (exc.host, exc.port))
+    if isinstance(exc, redis_errors.TryAgainError):
+        return ClusterRedirect("busy")
+    if isinstance(exc, redis_errors.ResponseError) and _SCRIPT_SLOT_MOVING in str(exc):
+        return ClusterRedirect("busy")
+    return None
 
 
 def is_pool_full(exc: redis_errors.ConnectionError) -> bool:

@@ -2,7 +2,8 @@
 
 Redis-free on purpose: `SessionBackendConfig.redis_url(...)` builds these without the extra.
 `RedisOptions` reaches one server by URL; `RedisSentinelOptions` reaches the primary of a
-Sentinel-monitored service (see `RedisSentinelOptions.from_url` for its URL form).
+Sentinel-monitored service (see `RedisSentinelOptions.from_url` for its URL form);
+`RedisClusterOptions` reaches a Redis Cluster through one or more of its nodes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "DEFAULT_POOL_TIMEOUT",
     "DEFAULT_SENTINEL_PORT",
+    "RedisClusterOptions",
     "RedisOptions",
     "RedisPoolOptions",
     "RedisSentinelOptions",
@@ -154,9 +156,11 @@ def _positive(value: float, what: str) -> None:
         raise InvalidInputError(f"{what} must be positive")
 
 
-def _check_pool_options(options: RedisOptions | RedisSentinelOptions) -> None:
+def _check_pool_options(
+    options: RedisOptions | RedisSentinelOptions | RedisClusterOptions,
+) -> None:
     """The checks every Redis options kind shares: namespace, pool size, timeouts, CA file."""
-    validate_namespace(options.namespace)
+    validate_namespace(options.namespace, cluster=isinstance(options, RedisClusterOptions))
     if isinstance(options.max_connections, bool) or not isinstance(options.max_connections, int):
         raise InvalidInputError("max_connections must be an int")
     if options.max_connections < 1:
@@ -473,4 +477,88 @@ class RedisSentinelOptions:
             f"max_connections={self.max_connections}, connect_timeout={self.connect_timeout}, "
             f"socket_timeout={self.socket_timeout}, pool_timeout={self.pool_timeout}, "
             f"tls_ca_file={self.tls_ca_file!r})"
+        )
+
+
+# -- Redis Cluster -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RedisClusterOptions:
+    """How to reach a Redis Cluster. Timeouts are seconds.
+
+    `startup_urls` are `redis://` (or `rediss://`) URLs of one or more nodes, all with the same
+    scheme and credentials (user info or `?username=&password=`): the store asks any of them for
+    the slot map and reaches every master the same way. Pool options as in `RedisOptions`, per
+    master (with `batching`, each master gets its own batching connections). A cluster has only
+    database 0, and the namespace may not hold `{` or `}` (keys.py).
+    """
+
+    startup_urls: tuple[str, ...] = field(repr=False)
+    namespace: str = DEFAULT_NAMESPACE
+    max_connections: int = 64
+    connect_timeout: float = 2.0
+    socket_timeout: float = 2.0
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT
+    tls_ca_file: str | None = None
+    batching: bool = True
+
+    def __post_init__(self) -> None:
+        urls: object = self.startup_urls
+        if isinstance(urls, str) or not isinstance(urls, tuple | list) or not urls:
+            raise InvalidInputError("startup_urls must be a non-empty sequence of redis:// URLs")
+        object.__setattr__(self, "startup_urls", tuple(urls))
+        schemes, credentials = set(), set()
+        for number, url in enumerate(self.startup_urls, 1):
+            parts = _split(url)
+            if parts.scheme == "unix":
+                raise _url_error(f"startup URL #{number}: a cluster node needs a host and port")
+            if parts.path.strip("/") not in ("", "0"):
+                raise _url_error(f"startup URL #{number}: a Redis Cluster has only database 0")
+            schemes.add(parts.scheme)
+            credentials.add((parts.username, parts.password, parts.query))
+        if len(schemes) > 1 or len(credentials) > 1:
+            raise InvalidInputError(
+                "every startup URL of a Redis Cluster must use the same scheme and credentials"
+            )
+        _check_pool_options(self)
+        if not isinstance(self.batching, bool):
+            raise InvalidInputError("batching must be a bool")
+
+    @property
+    def startup_nodes(self) -> tuple[tuple[str, int], ...]:
+        nodes = []
+        for url in self.startup_urls:
+            parts = urlsplit(url)
+            assert parts.hostname is not None  # checked
+            assert parts.port is not None
+            nodes.append((parts.hostname, parts.port))
+        return tuple(nodes)
+
+    def node_url(self, host: str, port: int) -> str:
+        """The URL of the node at `host:port`: the first startup URL's scheme, credentials and
+        options, pointed at that node."""
+        parts = urlsplit(self.startup_urls[0])
+        userinfo = parts.netloc.rpartition("@")[0]
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        netloc = f"{userinfo}@{address}" if userinfo else address
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{parts.scheme}://{netloc}/0{query}"
+
+    @property
+    def address(self) -> str:
+        """The cluster as secret-free text, for reprs, errors and logs."""
+        scheme = urlsplit(self.startup_urls[0]).scheme
+        hosts = ",".join(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            for host, port in self.startup_nodes
+        )
+        return f"{scheme}+cluster://{hosts}"
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisClusterOptions(address={self.address!r}, namespace={self.namespace!r}, "
+            f"max_connections={self.max_connections}, connect_timeout={self.connect_timeout}, "
+            f"socket_timeout={self.socket_timeout}, pool_timeout={self.pool_timeout}, "
+            f"tls_ca_file={self.tls_ca_file!r}, batching={self.batching})"
         )

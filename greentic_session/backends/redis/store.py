@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, Self, Unpack, cast
 
 try:
@@ -38,7 +38,9 @@ from ...errors import (
     InternalError,
     InvalidInputError,
     NotFoundError,
+    SessionError,
     StoreClosedError,
+    UnknownOutcomeError,
 )
 from ...expiry import Expiry
 from ...fence import (
@@ -59,14 +61,16 @@ from ...fence import (
     wait_ttl_millis,
 )
 from ...limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
-from ...schema import ReplyScope, SessionData, SessionKey, TenantCtx, new_session_key
+from ...schema import ReplyScope, SessionData, SessionKey, TenantCtx
 from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, resolve
 from . import scripts
 from .client import PrimaryPool, RedisCaller
+from .cluster import ClusterCaller, Node
 from .keys import RedisKeys
 from .options import (
     DEFAULT_NAMESPACE,
     DEFAULT_POOL_TIMEOUT,
+    RedisClusterOptions,
     RedisOptions,
     RedisPoolOptions,
     RedisSentinelOptions,
@@ -113,6 +117,38 @@ def _retries_of(client: aioredis.Redis) -> int:
     return 1 if kwargs.get("retry_on_error") or kwargs.get("retry_on_timeout") else 0
 
 
+def _client_parts(
+    options: RedisOptions,
+) -> tuple[aioredis.Redis, Callable[[], BatchingPool] | None]:
+    """The redis-py client (pool) `options` describe, and the batching pool factory (one per
+    event loop, built on first use there) when `options.batching`."""
+    extra: dict[str, Any] = {}
+    if options.tls_ca_file is not None:
+        extra["ssl_ca_certs"] = options.tls_ca_file
+    try:
+        pool = aioredis.ConnectionPool.from_url(
+            options.url,
+            max_connections=options.max_connections,
+            socket_connect_timeout=options.connect_timeout,
+            socket_timeout=None,  # enforced per call by the store, see the module docstring
+            retry=Retry(NoBackoff(), 0),
+            **extra,
+        )
+    except ValueError:  # RedisOptions checked the URL; redis-py refused an option's value
+        raise InvalidInputError("malformed Redis URL: redis-py refused its options") from None
+
+    def batching() -> BatchingPool:
+        return BatchingPool.from_url(
+            options.url,
+            connect_timeout=options.connect_timeout,
+            socket_timeout=options.socket_timeout,
+            ssl_ca_certs=options.tls_ca_file,
+            queue_timeout=options.pool_timeout,
+        )
+
+    return aioredis.Redis(connection_pool=pool), batching if options.batching else None
+
+
 class _SeenBytes(NamedTuple):
     """The stored bytes update_with read: its compare-and-set token."""
 
@@ -150,21 +186,50 @@ class RedisSessionStore(SessionStore):
                 "(Redis(..., retry=Retry(NoBackoff(), 0))): redis-py re-sends commands whose "
                 "reply was lost, which could apply a write twice; the store retries reads itself"
             )
-        self._expiry = Expiry(idle_ttl, max_lifetime)
-        self._ttl_args = self._expiry.as_millis()
-        self._max_blob_bytes = check_max_blob_bytes(max_blob_bytes)
-        self.client = client
-        self.keys = RedisKeys(namespace)
-        self._owns_client = _owns_client
-        self._closed = False
-        self._where = _where or self._describe(client.connection_pool)
-        self._redis = RedisCaller(
+        where = _where or self._describe(client.connection_pool)
+        caller = RedisCaller(
             client,
-            where=self._where,
+            where=where,
             pool_timeout=pool_timeout,
             socket_timeout=socket_timeout,
             batching=_batching,
         )
+        self._setup(
+            caller,
+            RedisKeys(namespace),
+            where=where,
+            owns=_owns_client,
+            idle_ttl=idle_ttl,
+            max_lifetime=max_lifetime,
+            max_blob_bytes=max_blob_bytes,
+        )
+        self.client: aioredis.Redis | None = client
+
+    def _setup(
+        self,
+        caller: RedisCaller | ClusterCaller,
+        keys: RedisKeys,
+        *,
+        where: str,
+        owns: bool,
+        idle_ttl: float | None,
+        max_lifetime: float | None,
+        max_blob_bytes: int | None,
+    ) -> None:
+        self._expiry = Expiry(idle_ttl, max_lifetime)
+        self._ttl_args = self._expiry.as_millis()
+        # A new session's TTL in ms (min of the two options), '' without expiry: the pointer's
+        # when a cluster create writes it in a step of its own.
+        ttls = [int(ms) for ms in self._ttl_args if ms]
+        self._pointer_ttl = str(min(ttls)) if ttls else ""
+        self._max_blob_bytes = check_max_blob_bytes(max_blob_bytes)
+        self.keys = keys
+        self._scripts = scripts.CLUSTER if keys.cluster else scripts.SINGLE_NODE
+        # On a cluster, find.lua and create_for_user.lua get the pointer's tag (see keys.py).
+        self._owns_client = owns
+        self._closed = False
+        self._where = where
+        self._redis: RedisCaller | ClusterCaller = caller
 
     @staticmethod
     def _describe(pool: Any) -> str:
@@ -183,36 +248,16 @@ class RedisSessionStore(SessionStore):
 
     @classmethod
     def from_options(
-        cls, options: RedisOptions | RedisSentinelOptions, **store: Unpack[StoreOptions]
+        cls,
+        options: RedisOptions | RedisSentinelOptions | RedisClusterOptions,
+        **store: Unpack[StoreOptions],
     ) -> Self:
         """A store that owns a new client and pool built from `options`."""
         if isinstance(options, RedisSentinelOptions):
             return cls._from_sentinel_options(options, **store)
-        extra: dict[str, Any] = {}
-        if options.tls_ca_file is not None:
-            extra["ssl_ca_certs"] = options.tls_ca_file
-        try:
-            pool = aioredis.ConnectionPool.from_url(
-                options.url,
-                max_connections=options.max_connections,
-                socket_connect_timeout=options.connect_timeout,
-                socket_timeout=None,  # enforced per call by the store, see the module docstring
-                retry=Retry(NoBackoff(), 0),
-                **extra,
-            )
-        except ValueError:  # RedisOptions checked the URL; redis-py refused an option's value
-            raise InvalidInputError("malformed Redis URL: redis-py refused its options") from None
-        client = aioredis.Redis(connection_pool=pool)
-
-        def batching() -> BatchingPool:  # one pool per event loop, built on first use there
-            return BatchingPool.from_url(
-                options.url,
-                connect_timeout=options.connect_timeout,
-                socket_timeout=options.socket_timeout,
-                ssl_ca_certs=options.tls_ca_file,
-                queue_timeout=options.pool_timeout,
-            )
-
+        if isinstance(options, RedisClusterOptions):
+            return cls._from_cluster_options(options, **store)
+        client, batching = _client_parts(options)
         return cls(
             client,
             namespace=options.namespace,
@@ -220,9 +265,74 @@ class RedisSessionStore(SessionStore):
             socket_timeout=options.socket_timeout,
             _owns_client=True,
             _where=redact_url(options.url),
-            _batching=batching if options.batching else None,
+            _batching=batching,
             **store,
         )
+
+    @classmethod
+    def from_cluster(
+        cls,
+        startup_urls: Sequence[str],
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        idle_ttl: float | None = None,
+        max_lifetime: float | None = None,
+        max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
+        **options: Unpack[RedisPoolOptions],
+    ) -> Self:
+        """A store on the Redis Cluster one of `startup_urls` (`redis://` or `rediss://` node
+        URLs, same credentials) belongs to; see `SessionBackendConfig.redis_cluster`."""
+        parsed = RedisClusterOptions(tuple(startup_urls), namespace=namespace, **options)
+        return cls._from_cluster_options(
+            parsed, idle_ttl=idle_ttl, max_lifetime=max_lifetime, max_blob_bytes=max_blob_bytes
+        )
+
+    @classmethod
+    def _from_cluster_options(
+        cls, options: RedisClusterOptions, **store: Unpack[StoreOptions]
+    ) -> Self:
+        """A store routing each call to its slot's master (cluster.ClusterCaller), each master
+        reached through its own caller built as a single-node store's; connected lazily."""
+
+        def node(address: Node) -> RedisCaller:
+            node_options = RedisOptions(
+                url=options.node_url(*address),
+                namespace=options.namespace,
+                max_connections=options.max_connections,
+                connect_timeout=options.connect_timeout,
+                socket_timeout=options.socket_timeout,
+                pool_timeout=options.pool_timeout,
+                tls_ca_file=options.tls_ca_file,
+                batching=options.batching,
+            )
+            client, batching = _client_parts(node_options)
+            return RedisCaller(
+                client,
+                where=f"{address[0]}:{address[1]}",
+                pool_timeout=options.pool_timeout,
+                socket_timeout=options.socket_timeout,
+                batching=batching,
+                cluster=True,
+            )
+
+        caller = ClusterCaller(
+            options.startup_nodes,
+            node,
+            where=options.address,
+            busy_timeout=options.socket_timeout,
+        )
+        self = cls.__new__(cls)
+        self._setup(
+            caller,
+            RedisKeys(options.namespace, cluster=True),
+            where=options.address,
+            owns=True,
+            idle_ttl=store.get("idle_ttl"),
+            max_lifetime=store.get("max_lifetime"),
+            max_blob_bytes=store.get("max_blob_bytes", DEFAULT_MAX_BLOB_BYTES),
+        )
+        self.client = None
+        return self
 
     @classmethod
     def from_url(
@@ -336,6 +446,11 @@ class RedisSessionStore(SessionStore):
     def __repr__(self) -> str:
         return f"RedisSessionStore(url={self._where!r}, namespace={self.keys.namespace!r})"
 
+    @property
+    def is_cluster(self) -> bool:
+        """Whether this store talks to a Redis Cluster (and uses its tagged key layout)."""
+        return self.keys.cluster
+
     # -- the SessionStore API ------------------------------------------------------------------
 
     async def create_session(
@@ -346,7 +461,20 @@ class RedisSessionStore(SessionStore):
             check_key(key)
         blob = self._encode(data)  # first: the fence reads fields this checks
         _, slot = check_create(ctx, data)
-        new_key = new_session_key() if key is None else SessionKey(key)
+        new_key = self.keys.mint(slot) if key is None else SessionKey(key)
+        # On a cluster, a caller's untagged key may hash to another slot than its pointer: the
+        # pointer is then written in a second step, after the session exists.
+        split = slot is not None and key is not None and self.keys.local_only(key)
+        if (
+            slot is not None
+            and key is not None
+            and not split
+            and not key.startswith(self.keys.tag(slot))
+        ):
+            raise InvalidInputError(
+                "this session key carries another user's cluster hash tag: build it with "
+                "session_key_for(ctx, user_id, key)"
+            )
         if key is None and not self._expiry.enabled:
             # A fresh random key cannot be taken: a plain MULTI is enough (and cheapest).
             writes: list[tuple[str, str, bytes | str]] = [("SET", self.keys.session(new_key), blob)]
@@ -357,13 +485,45 @@ class RedisSessionStore(SessionStore):
         keys: tuple[str, ...] = (self.keys.session(new_key), self.keys.meta(new_key))
         suffix = ""
         if slot is not None:
-            keys, suffix = (*keys, self.keys.user(slot)), self.keys.slot_suffix(slot)
+            suffix = self.keys.slot_suffix(slot)
+            if not split:
+                keys = (*keys, self.keys.user(slot))
         userless = "1" if data.tenant_ctx.normalized_user is None else "0"
         args = (blob, new_key, suffix, *self._ttl_args, userless)
-        created = await self._redis.eval(scripts.CREATE, keys, args, write=True, key=new_key)
+        created = await self._redis.eval(self._scripts.CREATE, keys, args, write=True, key=new_key)
         if created != 1:
             raise ConflictError(f"a session with key {new_key!r} already exists")
+        if split:
+            assert slot is not None
+            ttl = ("PX", self._pointer_ttl) if self._pointer_ttl else ()
+            await self._second_step(
+                "created",
+                new_key,
+                self._redis.execute("SET", self.keys.user(slot), new_key, *ttl, write=True),
+            )
         return new_key
+
+    async def _second_step(self, done: str, key: str, step: Awaitable[object]) -> None:
+        """The index step of a call on a cluster whose key lives in another slot than its
+        user's indexes, after the session step succeeded: a failure here is an unknown outcome
+        for the call as a whole (the session was `done`), never a plain refusal."""
+        failure: SessionError | None = None
+        try:
+            await step
+        except SessionError as exc:
+            failure = exc
+        if failure is not None:
+            raise UnknownOutcomeError(
+                f"session {key!r} was {done}, but updating its user pointer in another cluster "
+                f"slot failed ({failure.code.value}); the pointer may be missing or outdated"
+            )
+
+    def session_key_for(self, ctx: TenantCtx, user_id: str, key: str) -> SessionKey:
+        """`key` for a session of `user_id` (in `ctx`'s env, tenant and team): on a Redis
+        Cluster led by the user's hash tag, so the session and its pointer and waits share one
+        slot and every call on it is one atomic script; unchanged on a single node."""
+        check_key(key)
+        return self.keys.tagged_key(lookup_slot(ctx, user_id), key)
 
     async def get_session(self, key: str) -> SessionData | None:
         raw = await self._get_raw(key)
@@ -418,17 +578,22 @@ class RedisSessionStore(SessionStore):
         want = scope_of(data.tenant_ctx)
         prefix = owner_prefix_length(data.tenant_ctx)
         slot = owner_slot(want) if self._expiry.enabled else None
+        split = self.keys.local_only(key)
         args = (
             *(want.env, want.tenant_id, want.team or "", want.user or "", blob, prefix),
             check,
             *self._ttl_args,
-            *(self.keys.user_prefix, key, "" if slot is None else self.keys.slot_suffix(slot)),
+            *(self._index_prefixes(split)[0], key),
+            "" if slot is None else self.keys.slot_suffix(slot),
             mode,
-            *(self.keys.wait_scope_prefix, self.keys.wait_user_prefix),
+            *self._index_prefixes(split)[1:],
         )
         keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
-        result = await self._redis.eval(scripts.UPDATE, keys, args, write=True, key=key)
+        result = await self._redis.eval(self._scripts.UPDATE, keys, args, write=True, key=key)
         if result == 1:
+            return blob
+        if split and isinstance(result, list) and len(result) == 2 and isinstance(result[0], bytes):
+            await self._refresh_pointer(key, result, "written")
             return blob
         if result == 0:
             raise NotFoundError(f"session {key!r} not found")
@@ -443,20 +608,53 @@ class RedisSessionStore(SessionStore):
     async def touch_session(self, key: str) -> None:
         self._check_open()
         check_key(key)
+        split = self.keys.local_only(key)
+        user_prefix, scope_prefix, set_prefix = self._index_prefixes(split)
         keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
-        args = (
-            *(*self._ttl_args, self.keys.user_prefix, key),
-            *(self.keys.wait_scope_prefix, self.keys.wait_user_prefix),
-        )
-        if await self._redis.eval(scripts.TOUCH, keys, args, write=True, key=key) != 1:
+        args = (*self._ttl_args, user_prefix, key, scope_prefix, set_prefix)
+        result = await self._redis.eval(self._scripts.TOUCH, keys, args, write=True, key=key)
+        if split and isinstance(result, list):
+            await self._refresh_pointer(key, result, "touched")
+        elif result != 1:
             raise NotFoundError(f"session {key!r} not found")
+
+    def _index_prefixes(self, split: bool) -> tuple[str, str, str]:
+        """The user pointer, scope pointer and user SET prefixes update.lua, touch.lua and
+        remove.lua read and write; '' for a key whose indexes live in another cluster slot."""
+        if split:
+            return "", "", ""
+        return self.keys.user_prefix, self.keys.wait_scope_prefix, self.keys.wait_user_prefix
+
+    async def _refresh_pointer(self, key: str, plan: list[Any], done: str) -> None:
+        """The second step of an update or touch of a key whose pointer lives in another cluster
+        slot: the pointer gets the session's new TTL if it still names the session."""
+        suffix, ttl = _text(plan[0]), plan[1]
+        if suffix and isinstance(ttl, int) and ttl > 0:
+            pointer = self.keys.user_prefix + suffix
+            step = self._redis.eval(
+                self._scripts.REFRESH_POINTER, (pointer,), (key, ttl), write=True, key=key
+            )
+            await self._second_step(done, key, step)
 
     async def remove_session(self, key: str) -> None:
         self._check_open()
         check_key(key)
+        split = self.keys.local_only(key)
         keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
-        args = (key, self.keys.user_prefix, self.keys.wait_scope_prefix, self.keys.wait_user_prefix)
-        removed = await self._redis.eval(scripts.REMOVE, keys, args, write=True, key=key)
+        args = (key, *self._index_prefixes(split))
+        removed = await self._redis.eval(self._scripts.REMOVE, keys, args, write=True, key=key)
+        if split and isinstance(removed, bytes):
+            # The session is gone; its pointer in another slot goes next. Should that fail, the
+            # pointer names a missing session, which the next lookup clears.
+            if removed:
+                pointer = self.keys.user_prefix + _text(removed)
+                try:
+                    await self._redis.eval(
+                        self._scripts.CLEAR_POINTER, (pointer,), (key,), write=True, key=key
+                    )
+                except SessionError as exc:
+                    _log.info("left a user pointer for the next lookup to clear (%s)", exc.code)
+            return
         if removed != 1:
             raise NotFoundError(f"session {key!r} not found")
 
@@ -472,10 +670,26 @@ class RedisSessionStore(SessionStore):
         found = await self._find(lookup_slot(ctx, user))
         return None if found is None else SessionEntry(found[0], found[2], revision_of(found[1]))
 
+    async def _follow(
+        self, script: scripts.Script, slot: UserSlot, keys: tuple[str, ...], args: tuple[Any, ...]
+    ) -> Any:
+        """Run find.lua or create_for_user.lua; a session they name in another cluster slot
+        (their -2) is read there, as a second step: the reply then holds its blob."""
+        if self.keys.cluster:
+            args = (*args, self.keys.tag(slot))
+        write = script is self._scripts.CREATE_FOR_USER
+        found = await self._redis.eval(script, keys, args, write=write)
+        if isinstance(found, list) and found[1] == -2:
+            key = _text(found[0])
+            found[1] = await self._redis.execute("GET", self.keys.session(key), key=key)
+        return found
+
     async def _find(self, slot: UserSlot) -> tuple[SessionKey, bytes, SessionData] | None:
         """Follow `slot`'s pointer (find.lua); a stale pointer costs a compare-and-delete trip."""
         pointer = self.keys.user(slot)
-        found = await self._redis.eval(scripts.FIND, (pointer,), (self.keys.session_prefix,))
+        found = await self._follow(
+            self._scripts.FIND, slot, (pointer,), (self.keys.session_prefix,)
+        )
         if found is None:
             return None
         key, raw = SessionKey(_text(found[0])), found[1]
@@ -483,7 +697,7 @@ class RedisSessionStore(SessionStore):
         if data is not None:
             return key, raw, data
         # Missing or foreign blob: drop the pointer, but only if nobody re-pointed it meanwhile.
-        await self._redis.eval(scripts.CLEAR_POINTER, (pointer,), (key,), write=True, key=key)
+        await self._redis.eval(self._scripts.CLEAR_POINTER, (pointer,), (key,), write=True, key=key)
         _log.info("cleared a user pointer that named a missing or foreign session")
         return None
 
@@ -493,29 +707,31 @@ class RedisSessionStore(SessionStore):
         self._check_open()
         slot = own_slot(ctx, user)
         pointer = self.keys.user(slot)
-        found = await self._redis.eval(scripts.FIND, (pointer,), (self.keys.session_prefix,))
+        found = await self._follow(
+            self._scripts.FIND, slot, (pointer,), (self.keys.session_prefix,)
+        )
         seen, foreign = "", False
         if found is not None:
             key, raw = SessionKey(_text(found[0])), found[1]
             data = self._visible(slot, key, raw)
             if data is not None:
                 return SessionEntry(key, data, revision_of(raw)), False
-            seen, foreign = key, raw is not None
+            # (A key in another cluster slot cannot be re-checked by the create step: replaceable.)
+            seen, foreign = key, raw is not None or self.keys.local_only(key)
         data = await resolve(build())
         blob = self._encode(data)
         check_find_or_create(ctx, slot, data)
-        key = new_session_key()
+        key = self.keys.mint(slot)
         keys = (pointer, self.keys.session(key), self.keys.meta(key))
         suffix = self.keys.slot_suffix(slot)
         userless = "1" if data.tenant_ctx.normalized_user is None else "0"
         for _ in range(_CREATE_ATTEMPTS):
             args = (seen, "1" if foreign else "0", blob, key, suffix, *self._ttl_args)
-            result = await self._redis.eval(
-                scripts.CREATE_FOR_USER,
+            result = await self._follow(
+                self._scripts.CREATE_FOR_USER,
+                slot,
                 keys,
                 (*args, self.keys.session_prefix, userless),
-                write=True,
-                key=key,
             )
             if result == 1:
                 return SessionEntry(key, data, revision_of(blob)), True
@@ -543,6 +759,11 @@ class RedisSessionStore(SessionStore):
         scope_hash = scope_hash_of(scope)
         blob = self._encode(data)  # first: the fence reads fields this checks
         owner, slot = check_register_wait(ctx, user_id, data)
+        if self.keys.cluster and not key.startswith(self.keys.tag(slot)):
+            raise InvalidInputError(
+                "on a Redis Cluster a wait's session key must carry its user's hash tag, so that "
+                "the wait's keys share one slot: build it with session_key_for(ctx, user_id, key)"
+            )
         ttl_ms = wait_ttl_millis(ttl, self._expiry.idle_ttl)
         suffix = self.keys.slot_suffix(slot)
         hint = f"{'' if ttl_ms is None else ttl_ms}:{suffix}:{scope_hash}"
@@ -555,7 +776,8 @@ class RedisSessionStore(SessionStore):
             *(self._ttl_args[1], hint, suffix, self.keys.session_prefix),
             *(self.keys.wait_hint_prefix, self.keys.wait_scope_prefix, self.keys.user_prefix),
         )
-        result = await self._redis.eval(scripts.REGISTER_WAIT, keys, args, write=True, key=key)
+        script = self._scripts.REGISTER_WAIT
+        result = await self._redis.eval(script, keys, args, write=True, key=key)
         if result == 1:
             return
         if result == -1:
@@ -581,7 +803,7 @@ class RedisSessionStore(SessionStore):
             *self._wait_lookup(slot),
             *(self.keys.wait_hint_prefix, f"{self.keys.slot_suffix(slot)}:{scope_hash}"),
         )
-        found = await self._redis.eval(scripts.FIND_WAIT, keys, args)
+        found = await self._redis.eval(self._scripts.FIND_WAIT, keys, args)
         if found is None:
             return None
         if found == -1:
@@ -595,7 +817,7 @@ class RedisSessionStore(SessionStore):
             *self._wait_lookup(slot),
             *(self.keys.wait_hint_prefix, self.keys.slot_suffix(slot)),
         )
-        found = await self._redis.eval(scripts.LIST_WAITS, (self.keys.wait_user(slot),), args)
+        found = await self._redis.eval(self._scripts.LIST_WAITS, (self.keys.wait_user(slot),), args)
         if found == -1:
             raise InternalError("a wait names a session that is not SessionData JSON")
         if found == -3:
@@ -612,7 +834,7 @@ class RedisSessionStore(SessionStore):
             *(self.keys.wait_hint_prefix, f"{self.keys.slot_suffix(slot)}:{scope_hash}"),
             *(self.keys.meta_prefix, self.keys.user_prefix, self.keys.wait_scope_prefix),
         )
-        if await self._redis.eval(scripts.CLEAR_WAIT, keys, args, write=True) == -1:
+        if await self._redis.eval(self._scripts.CLEAR_WAIT, keys, args, write=True) == -1:
             raise InternalError("a wait names a session that is not SessionData JSON")
 
     async def aclose(self) -> None:
@@ -620,10 +842,7 @@ class RedisSessionStore(SessionStore):
             return
         self._closed = True
         if self._owns_client:
-            await self._redis.adopt_running_loop()  # never awaits another loop's connections
-            if self._redis.batch is not None:
-                await self._redis.batch.aclose()
-            await self.client.aclose(close_connection_pool=True)
+            await self._redis.aclose()
 
     # -- plumbing ------------------------------------------------------------------------------
 

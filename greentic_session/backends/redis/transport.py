@@ -69,6 +69,7 @@ _BYTES_PER_LOAD = 14  # log2 of the request bytes that weigh as much as one unan
 
 _MULTI = pack(("MULTI",))
 _EXEC = pack(("EXEC",))
+_ASKING = pack(("ASKING",))
 
 
 class BatchingPool:
@@ -174,6 +175,19 @@ class BatchingPool:
             connection = await self._acquire(len(payload))
         replies: list[Any] = await connection.submit(payload, replies=len(packed) + 2, write=write)
         return _exec_result(replies)
+
+    async def execute_asking(self, *args: Any, write: bool = False) -> Any:
+        """ASKING then one command, written as one unit (a cluster slot mid-migration: the
+        target node serves the command only right after ASKING on the same connection)."""
+        payload = _ASKING + pack(args)
+        connection = self._choose(len(payload))
+        if connection is None:
+            connection = await self._acquire(len(payload))
+        replies: list[Any] = await connection.submit(payload, replies=2, write=write)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[1]
 
     # -- choosing a connection -----------------------------------------------------------------
 

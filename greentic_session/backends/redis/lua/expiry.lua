@@ -51,7 +51,9 @@ local function expiry_plan(meta_key, fallback, idle, life, user_prefix, session_
   end
   -- The user pointer is refreshed only if it still names this session: a newer session's pointer
   -- keeps the newer session's expiry.
-  plan.pointer_ours = plan.suffix ~= '' and get_string(user_prefix .. plan.suffix) == session_key
+  -- (A user_prefix of '' means the pointer lives in another cluster slot: the caller does it.)
+  plan.pointer_ours = plan.suffix ~= '' and user_prefix ~= ''
+    and get_string(user_prefix .. plan.suffix) == session_key
   return plan
 end
 

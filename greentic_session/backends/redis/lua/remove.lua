@@ -8,6 +8,8 @@
 -- KEYS[1] session blob key; KEYS[2] meta key; KEYS[3] wait hint key
 -- ARGV[1] session key; ARGV[2] user pointer key prefix ('{namespace}:user:', keys.RedisKeys);
 -- ARGV[3] scope pointer prefix; ARGV[4] user SET prefix
+-- ARGV[2..4] '': the indexes live in another cluster slot (keys.RedisKeys.local_only): only the
+-- blob, meta and hint keys go, and the pointer suffix to clear ('' for none) is returned.
 -- Returns 1 when the blob was deleted, 0 when it was already gone.
 -- A corrupt blob is still deleted; its pointer, if any, is cleared at the next lookup.
 local head = redis.call('GETRANGE', KEYS[1], 0, 4095)
@@ -22,6 +24,10 @@ end
 local own_suffix = owner and pointer_suffix(owner) or ''
 local suffix = get_string(KEYS[2])
 if not suffix or suffix == '' then suffix = own_suffix end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  return suffix
+end
 local pointer_is_ours = suffix ~= '' and get_string(ARGV[2] .. suffix) == ARGV[1]
 
 -- The wait helpers only when this may be a wait: it has our hint, or its owner has a wait SET.

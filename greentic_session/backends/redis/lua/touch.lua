@@ -3,7 +3,9 @@
 -- KEYS[1] session blob key; KEYS[2] meta key; KEYS[3] wait hint key
 -- ARGV[1] idle ms; ARGV[2] lifetime ms; ARGV[3] user pointer key prefix; ARGV[4] session key;
 -- ARGV[5] scope pointer prefix; ARGV[6] user SET prefix (a wait: see update.lua)
--- Returns 1 when the session exists, 0 when it does not.
+-- ARGV[3], ARGV[5], ARGV[6] '': the indexes live in another cluster slot (see update.lua).
+-- Returns 1 when the session exists (with '' prefixes: {pointer suffix to refresh, its TTL ms},
+-- as update.lua), 0 when it does not.
 local head = redis.call('GETRANGE', KEYS[1], 0, 4095)
 if head == '' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local fallback = ''
@@ -11,7 +13,7 @@ local owner = owner_of_head(head)
 if owner then fallback = pointer_suffix(owner) end
 local W, wait = nil, nil
 -- The wait helpers only when this may be a wait: our hint, or a wait SET of its owner.
-if (ARGV[1] ~= '' or ARGV[2] ~= '') and (get_string(KEYS[3])
+if (ARGV[1] ~= '' or ARGV[2] ~= '') and ARGV[6] ~= '' and (get_string(KEYS[3])
     or (fallback ~= '' and redis.call('EXISTS', ARGV[6] .. fallback) == 1)) then
   W = wait_keys()
   wait = W.wait_of(KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[1], ARGV[2], fallback)
@@ -24,4 +26,5 @@ if plan then
   expiry_apply(plan, KEYS[2], ARGV[3])
   if wait then W.wait_apply(wait, plan.ttl) end
 end
+if ARGV[3] == '' then return plan and {plan.suffix, plan.ttl} or {'', -1} end
 return 1

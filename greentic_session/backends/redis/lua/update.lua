@@ -15,6 +15,9 @@
 -- blob; Lua interns strings, so equal bytes compare in constant time once both are read.)
 -- ARGV[14] scope pointer prefix; ARGV[15] user SET prefix (a wait's ttl stands in for idle_ttl,
 -- and its scope pointer, hint and SET get the blob's new TTL: wait_keys.lua)
+-- On a cluster, for a key whose indexes live in another slot (keys.RedisKeys.local_only),
+-- ARGV[10], ARGV[14] and ARGV[15] are '': no pointer or wait key is read or written, and success
+-- returns {pointer suffix to refresh ('' for none), its TTL ms (-1 for none)} instead of 1.
 -- Returns 1 when written, 0 when the session is missing, -1 when the stored blob is not
 -- SessionData JSON, -2 when the revision differs, or {env, tenant_id, team, user} of the stored
 -- owner when it differs.
@@ -66,7 +69,7 @@ end
 
 local W, wait = nil, nil
 -- The wait helpers only when this may be a wait: our hint, or a wait SET of its owner.
-if (ARGV[8] ~= '' or ARGV[9] ~= '') and (get_string(KEYS[3])
+if (ARGV[8] ~= '' or ARGV[9] ~= '') and ARGV[15] ~= '' and (get_string(KEYS[3])
     or (ARGV[12] ~= '' and redis.call('EXISTS', ARGV[15] .. ARGV[12]) == 1)) then
   W = wait_keys()
   wait = W.wait_of(KEYS[3], ARGV[11], ARGV[14], ARGV[15], ARGV[8], ARGV[9], ARGV[12])
@@ -81,4 +84,5 @@ if plan then
 else
   redis.call('SET', KEYS[1], new, 'KEEPTTL')
 end
+if ARGV[10] == '' then return plan and {plan.suffix, plan.ttl} or {'', -1} end
 return 1
