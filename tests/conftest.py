@@ -240,3 +240,4 @@ def tls_server(tls_dir: Path) -> Iterator[RedisServer]:
     )
     with RedisServer(tls=files) as server:
         yield server
+

@@ -119,13 +119,19 @@ class ClusterCaller:
         *,
         write: bool = False,
         key: str | None = None,
+        moving: str = "wait",
     ) -> Any:
-        """Run `script` on the master of `keys[0]`'s slot (every key in it shares that slot)."""
+        """Run `script` on the master of `keys[0]`'s slot (every key in it shares that slot).
+
+        While that slot is mid-migration the script waits for it to settle (`moving="wait"`),
+        or, with `moving="raise"` (a read the caller can do key by key instead), the
+        `ClusterRedirect` is raised to the caller at once.
+        """
 
         def run(node: RedisCaller, asking: bool) -> Awaitable[Any]:
             return node.eval(script, keys, args, write=write, key=key)
 
-        return await self._route(_slot(keys[0]), run, follow_ask=False)
+        return await self._route(_slot(keys[0]), run, follow_ask=False, moving=moving)
 
     async def execute(self, *args: Any, write: bool = False, key: str | None = None) -> Any:
         """One single-key command (`args[1]` is its key) on the master of that key's slot."""
@@ -146,7 +152,12 @@ class ClusterCaller:
         return await self._route(_slot(commands[0][1]), run, follow_ask=False)
 
     async def _route(
-        self, slot: int, run: Callable[[RedisCaller, bool], Awaitable[T]], *, follow_ask: bool
+        self,
+        slot: int,
+        run: Callable[[RedisCaller, bool], Awaitable[T]],
+        *,
+        follow_ask: bool,
+        moving: str = "wait",
     ) -> T:
         hops = 0
         pauses = 0
@@ -174,7 +185,9 @@ class ClusterCaller:
                     asking = redirect.address
                 continue
             # Mid-migration (TRYAGAIN, a script's ASK, a script meeting a moved key): nothing
-            # ran; wait for the slot to settle.
+            # ran; wait for the slot to settle, or let the caller read key by key.
+            if moving == "raise":
+                raise redirect
             now = asyncio.get_running_loop().time()
             if busy_since is None:
                 busy_since = now

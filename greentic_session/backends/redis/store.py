@@ -40,6 +40,7 @@ from ...errors import (
     NotFoundError,
     SessionError,
     StoreClosedError,
+    UnavailableError,
     UnknownOutcomeError,
 )
 from ...expiry import Expiry
@@ -66,6 +67,7 @@ from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, r
 from . import scripts
 from .client import PrimaryPool, RedisCaller
 from .cluster import ClusterCaller, Node
+from .errors import ClusterRedirect
 from .keys import RedisKeys
 from .options import (
     DEFAULT_NAMESPACE,
@@ -675,10 +677,22 @@ class RedisSessionStore(SessionStore):
     ) -> Any:
         """Run find.lua or create_for_user.lua; a session they name in another cluster slot
         (their -2) is read there, as a second step: the reply then holds its blob."""
-        if self.keys.cluster:
+        redis = self._redis
+        if isinstance(redis, ClusterCaller):
             args = (*args, self.keys.tag(slot))
-        write = script is self._scripts.CREATE_FOR_USER
-        found = await self._redis.eval(script, keys, args, write=write)
+            if script is self._scripts.FIND:
+                try:
+                    found = await redis.eval(script, keys, args, moving="raise")
+                except ClusterRedirect:
+                    # The slot is mid-migration: a script could see half its keys. Single-key
+                    # reads follow the keys wherever they are (ASK), so read one by one.
+                    found = await redis.execute("GET", keys[0])
+                    found = None if found is None else [found, -2]
+            else:
+                found = await redis.eval(script, keys, args, write=True)
+        else:
+            write = script is self._scripts.CREATE_FOR_USER
+            found = await redis.eval(script, keys, args, write=write)
         if isinstance(found, list) and found[1] == -2:
             key = _text(found[0])
             found[1] = await self._redis.execute("GET", self.keys.session(key), key=key)
@@ -697,7 +711,17 @@ class RedisSessionStore(SessionStore):
         if data is not None:
             return key, raw, data
         # Missing or foreign blob: drop the pointer, but only if nobody re-pointed it meanwhile.
-        await self._redis.eval(self._scripts.CLEAR_POINTER, (pointer,), (key,), write=True, key=key)
+        clear = self._redis.eval(
+            self._scripts.CLEAR_POINTER, (pointer,), (key,), write=True, key=key
+        )
+        if not self.keys.cluster:
+            await clear
+        else:
+            # A slot stuck mid-migration must not fail a read: the next lookup clears it.
+            try:
+                await clear
+            except UnavailableError:
+                return None
         _log.info("cleared a user pointer that named a missing or foreign session")
         return None
 
