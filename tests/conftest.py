@@ -1,4 +1,5 @@
-"""Shared fixtures: the backend table, a private redis-server, and data builders."""
+"""Shared fixtures: the backend table, a private redis-server, a Sentinel topology, a Redis
+Cluster, and data builders."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from greentic_session import SessionCursor, SessionData, SessionStore, TenantCtx
 from greentic_session.testing import (
     BACKENDS,
     Backend,
+    LocalCluster,
     RedisServer,
     SentinelCluster,
     TLSFiles,
@@ -86,6 +88,18 @@ def sentinel_cluster() -> Iterator[SentinelCluster]:
             pytest.fail("CI must run the Redis tests: install redis-server or set REDIS_SERVER")
         pytest.skip("no redis-server on PATH or in $REDIS_SERVER")
     with SentinelCluster(await_peers=False) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A Redis Cluster of three masters (no replicas) for the whole run; tests share it, each in
+    its own namespace, and never move its slots or fail it over (those tests start their own)."""
+    if find_redis_server() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the Redis tests: install redis-server or set REDIS_SERVER")
+        pytest.skip("no redis-server on PATH or in $REDIS_SERVER")
+    with LocalCluster(masters=3) as cluster:
         yield cluster
 
 
