@@ -21,7 +21,7 @@ from greentic_session import (
 )
 from greentic_session.backends.redis.store import RedisSessionStore
 from greentic_session.testing import Backend
-from tests.conftest import BACKEND_PARAMS, drop_namespace
+from tests.conftest import BACKEND_PARAMS, backend_urls, drop_namespace
 
 USERS = 12
 
@@ -75,7 +75,7 @@ async def converse(client: httpx.AsyncClient, user: str, texts: list[str]) -> li
 def _opener(backend: Backend, request: pytest.FixtureRequest) -> Callable[[], SessionStore]:
     if not backend.needs_redis:
         return lambda: backend.open(namespace="unused")
-    url = request.getfixturevalue("redis_url")
+    url, _ = backend_urls(request, backend)
     namespace = request.getfixturevalue("namespace")
     return lambda: backend.open(redis_url=url, namespace=namespace)
 
@@ -117,8 +117,9 @@ async def test_concurrent_users_each_advance_their_own_form(
     assert restart == [{"reply": "Hello! What is your name?", "step": "name"}]
     with pytest.raises(SessionError):  # the lifespan closed it on shutdown
         await store.get_session("any")
-    if isinstance(store, RedisSessionStore):
-        await drop_namespace(request.getfixturevalue("redis_url"), store.keys.namespace)
+    _, raw_url = backend_urls(request, backend)
+    if raw_url is not None:
+        await drop_namespace(raw_url, request.getfixturevalue("namespace"))
 
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
@@ -146,8 +147,9 @@ async def test_concurrent_messages_of_one_user_all_count(
     assert read_form(found[1]) == Form(step="done", tickets=2)
     kinds = sorted(reply["reply"].split(" ")[0] for reply in replies)
     assert kinds == ["Got", "Got", "Hello!", "Hello!", "Thanks,", "Thanks,", "Ticket", "Ticket"]
-    if isinstance(store, RedisSessionStore):
-        await drop_namespace(request.getfixturevalue("redis_url"), store.keys.namespace)
+    _, raw_url = backend_urls(request, backend)
+    if raw_url is not None:
+        await drop_namespace(raw_url, request.getfixturevalue("namespace"))
 
 
 async def test_bad_requests_get_a_400_that_does_not_echo_the_user() -> None:

@@ -36,7 +36,14 @@ from greentic_session import (
     TenantCtx,
 )
 from greentic_session.testing import Backend
-from tests.conftest import BACKEND_PARAMS, ManualClock, drop_namespace, make_data, shift_ttls
+from tests.conftest import (
+    BACKEND_PARAMS,
+    ManualClock,
+    backend_urls,
+    drop_namespace,
+    make_data,
+    shift_ttls,
+)
 
 T = TypeVar("T")
 
@@ -161,8 +168,12 @@ class Model:
 
 
 def build_machine(
-    backend: Backend, redis_url: str | None, expiry: bool
+    backend: Backend, redis_url: str | None, expiry: bool, raw_url: str | None = None
 ) -> type[RuleBasedStateMachine]:
+    """The state machine for stores of `backend` opened on `redis_url`; `raw_url` is a plain URL
+    of the server holding their keys (a cluster's masters, comma-separated), default `redis_url`."""
+    raw_url = raw_url or redis_url
+
     class StoreMachine(RuleBasedStateMachine):
         keys = Bundle("keys")
         revisions = Bundle("revisions")
@@ -195,8 +206,8 @@ def build_machine(
 
         def teardown(self) -> None:
             self.run(self.store.aclose())
-            if redis_url is not None:
-                self.run(drop_namespace(redis_url, self.namespace))
+            if raw_url is not None:
+                self.run(drop_namespace(raw_url, self.namespace))
             self.runner.close()
 
         @rule(
@@ -367,11 +378,14 @@ def build_machine(
             if aligned:  # most registrations are well-formed, so waits pile up
                 ctx = owner = ctx.with_user(user)
             data = self.fresh(owner, state, node="node.wait")
+            # The key of `user`'s session in the caller's tenant and team (on a cluster led by
+            # that user's hash tag, which a wait's key must carry); `named` elsewhere.
+            key = self.store.session_key_for(ctx, user, named)
             call = self.store.register_wait(
-                ctx, user, ReplyScope(conversation=where), named, data, ttl=ttl
+                ctx, user, ReplyScope(conversation=where), key, data, ttl=ttl
             )
             mine, theirs = owner_of(ctx), owner_of(owner)
-            existing = self.model.sessions.get(named)
+            existing = self.model.sessions.get(key)
             if (
                 mine[:3] != theirs[:3]
                 or not mine[3] == theirs[3] == user
@@ -379,16 +393,16 @@ def build_machine(
             ):
                 with pytest.raises(InvalidInputError):
                     self.run(call)
-                return named
+                return key
             self.run(call)
             model = self.model
             at = (wait_segments(ctx, user), where)
             if existing is not None and existing.wait not in (None, at):
                 assert existing.wait is not None
-                if model.waits.get(existing.wait) == named:
+                if model.waits.get(existing.wait) == key:
                     del model.waits[existing.wait]
             previous = model.waits.get(at)
-            if previous is not None and previous != named:
+            if previous is not None and previous != key:
                 model.sessions[previous].wait = None  # superseded: a session, not a wait
             wait_ttl: float | None = ttl if ttl is not None else (IDLE_TTL if expiry else None)
             created = model.now if existing is None else existing.created
@@ -396,13 +410,11 @@ def build_machine(
             if expiry:
                 assert expires is not None
                 expires = min(expires, created + MAX_LIFETIME)
-            model.sessions[named] = Stored(
-                data, created, expires, next(model.versions), at, wait_ttl
-            )
-            model.waits[at] = named
-            self.used.add(named)
+            model.sessions[key] = Stored(data, created, expires, next(model.versions), at, wait_ttl)
+            model.waits[at] = key
+            self.used.add(key)
             self.waited.append((ctx, user, where))
-            return named
+            return key
 
         def _lookup(
             self, ctx: TenantCtx, user: str, where: str, pick: int | None, swap: bool
@@ -481,8 +493,8 @@ def build_machine(
         def time_passes(self, tens: int) -> None:
             seconds = 10 * tens
             self.clock.now += seconds
-            if redis_url is not None:
-                self.run(shift_ttls(redis_url, self.namespace, seconds))
+            if raw_url is not None:
+                self.run(shift_ttls(raw_url, self.namespace, seconds))
             self.model.advance(seconds)
 
         @invariant()
@@ -502,8 +514,8 @@ def test_store_matches_the_model(
     backend: Backend, expiry: bool, request: pytest.FixtureRequest
 ) -> None:
     """Any sequence of operations leaves the store agreeing with the plain model."""
-    url = request.getfixturevalue("redis_url") if backend.needs_redis else None
-    machine = build_machine(backend, url, expiry)
+    url, raw_url = backend_urls(request, backend)
+    machine = build_machine(backend, url, expiry, raw_url)
     run_state_machine_as_test(
         machine,
         settings=settings(
