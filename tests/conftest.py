@@ -254,4 +254,3 @@ def tls_server(tls_dir: Path) -> Iterator[RedisServer]:
     )
     with RedisServer(tls=files) as server:
         yield server
-

@@ -18,7 +18,8 @@ nowhere move it:
 - `TRYAGAIN`, or a script's "non local key" error (it met a key that already moved; every
   script reads before it writes, so it wrote nothing): retried after short pauses for at most
   `socket_timeout`, then `UnavailableError`.
-- `CLUSTERDOWN` (a master failed and no replica took over yet): `UnavailableError` at once.
+- `CLUSTERDOWN` (the cluster state is `fail`: for a moment during a failover's switch, or until
+  a replica takes over a lost master's slots): waited out the same way, then `UnavailableError`.
 A call whose node cannot be reached raises what the node caller raises (`UnavailableError`, or
 `UnknownOutcomeError` for a write whose reply was lost) and makes the table be re-read, so calls
 find a promoted replica as soon as the cluster reports it.
@@ -186,14 +187,15 @@ class ClusterCaller:
                 continue
             # Mid-migration (TRYAGAIN, a script's ASK, a script meeting a moved key): nothing
             # ran; wait for the slot to settle, or let the caller read key by key.
-            if moving == "raise":
+            if moving == "raise" and redirect.kind != "down":
                 raise redirect
             now = asyncio.get_running_loop().time()
             if busy_since is None:
                 busy_since = now
             elif now - busy_since >= self._busy_timeout:
+                state = "down" if redirect.kind == "down" else "mid-migration"
                 raise UnavailableError(
-                    f"a slot of the Redis Cluster at {self.where} stayed mid-migration for "
+                    f"a slot of the Redis Cluster at {self.where} stayed {state} for "
                     f"{self._busy_timeout}s; nothing was written"
                 )
             await asyncio.sleep(_BUSY_PAUSES[min(pauses, len(_BUSY_PAUSES) - 1)])

@@ -103,8 +103,8 @@ class ClusterRedirect(Exception):
     """A cluster node's answer that a call ran nowhere and where to take it instead.
 
     `kind` is "moved" (the slot lives at `address` now), "ask" (the slot is migrating and the key
-    is at `address`: ask there once) or "busy" (the slot is mid-migration: TRYAGAIN, or a script
-    met a key that already moved; try again shortly). Internal: `cluster.ClusterCaller` catches
+    is at `address`: ask there once), "busy" (the slot is mid-migration: TRYAGAIN, or a script
+    met a key that already moved; try again shortly) or "down" (CLUSTERDOWN: try again shortly). Internal: `cluster.ClusterCaller` catches
     it; it carries no key and no reply text.
     """
 
@@ -122,6 +122,12 @@ def cluster_redirect(exc: BaseException) -> ClusterRedirect | None:
         return ClusterRedirect(kind, exc.slot_id, (exc.host, exc.port))
     if isinstance(exc, redis_errors.TryAgainError):
         return ClusterRedirect("busy")
+    if isinstance(exc, redis_errors.ClusterDownError) and not isinstance(
+        exc, redis_errors.MasterDownError
+    ):
+        # The cluster state is `fail` for a moment (a failover's switch, a master lost until a
+        # replica takes over): refused before running, so it is waited out like a migration.
+        return ClusterRedirect("down")
     if isinstance(exc, redis_errors.ResponseError) and _SCRIPT_SLOT_MOVING in str(exc):
         return ClusterRedirect("busy")
     return None
