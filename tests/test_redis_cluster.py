@@ -139,7 +139,7 @@ async def test_a_wait_key_must_carry_its_users_tag(
     builds, whose session, pointer and wait keys then share one slot."""
     from greentic_session import ReplyScope
 
-    ctx = ctx_of("user-1")
+    ctx, chat = ctx_of("user-1"), ReplyScope(conversation="c-1")
     async with open_store(redis_cluster, namespace) as store:
         with pytest.raises(InvalidInputError, match="session_key_for"):
             await store.register_wait(

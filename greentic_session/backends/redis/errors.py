@@ -104,8 +104,8 @@ class ClusterRedirect(Exception):
 
     `kind` is "moved" (the slot lives at `address` now), "ask" (the slot is migrating and the key
     is at `address`: ask there once), "busy" (the slot is mid-migration: TRYAGAIN, or a script
-    met a key that already moved; try again shortly) or "down" (CLUSTERDOWN: try again shortly). Internal: `cluster.ClusterCaller` catches
-    it; it carries no key and no reply text.
+    met a key that already moved; try again shortly) or "down" (CLUSTERDOWN: try again
+    shortly). Internal: `cluster.ClusterCaller` catches it; it carries no key and no reply text.
     """
 
     __slots__ = ("address", "kind", "slot")
