@@ -148,6 +148,7 @@ async def exercise(store: SessionStore) -> None:
 async def exercise_waits(store: SessionStore, ctx: TenantCtx) -> None:
     """Every wait call: register (new, superseding), find, list, clear, and a removed wait."""
     chat, thread = ReplyScope(conversation="chat-1"), ReplyScope(conversation="chat-2")
+    assert store.session_key_for(ctx, "user-1", "wait-1") == "wait-1"  # no command on one node
     await store.register_wait(ctx, "user-1", chat, "wait-1", paused(ctx), ttl=60)
     await store.register_wait(ctx, "user-1", chat, "wait-2", paused(ctx))  # supersedes wait-1
     await store.register_wait(ctx, "user-1", thread, "wait-3", paused(ctx), ttl=30)
@@ -183,6 +184,7 @@ async def run_whole_api(url: str) -> set[str]:
         "find_wait_by_scope",
         "list_waits_for_user",
         "clear_wait",
+        "session_key_for",
         "aclose",
     }
 

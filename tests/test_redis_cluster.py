@@ -142,9 +142,7 @@ async def test_a_wait_key_must_carry_its_users_tag(
     ctx, chat = ctx_of("user-1"), ReplyScope(conversation="c-1")
     async with open_store(redis_cluster, namespace) as store:
         with pytest.raises(InvalidInputError, match="session_key_for"):
-            await store.register_wait(
-                ctx, "user-1", ReplyScope(conversation="c-1"), "plain", make_data(ctx)
-            )
+            await store.register_wait(ctx, "user-1", chat, "plain", make_data(ctx))
         key = store.session_key_for(ctx, "user-1", "plain")
         assert key != "plain"
         assert store.session_key_for(ctx, "user-1", key) == key  # already tagged: unchanged
