@@ -13,20 +13,24 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..backends.redis.errors import scrub
 from ..backends.redis.options import DEFAULT_NAMESPACE
+from ..backends.redis.store import RedisSessionStore
 from ..errors import SessionError
 from . import commands
 from .commands import Context, ExitCode, Report
+from .copy import copy_to_cluster
 from .layout import Layout
 from .walk import Progress, Stop, connect
 
 __all__ = ["main"]
 
 URL_VARIABLES = ("GREENTIC_SESSION_REDIS_URL", "REDIS_URL")
+CLUSTER_VARIABLE = "GREENTIC_SESSION_CLUSTER_URLS"
 
 DESCRIPTION = """\
 Look at and look after the sessions of a greentic-session Redis: read one, find a user's,
-count, check and repair, purge, export and import. Every command walks keys with SCAN in
-bounded batches (never KEYS or FLUSHALL) and touches only keys under --namespace.
+count, check and repair, purge, export and import, copy into a Redis Cluster. Every command
+walks keys with SCAN in bounded batches (never KEYS or FLUSHALL) and touches only keys under
+--namespace.
 """
 
 EPILOG = """\
@@ -34,8 +38,9 @@ exit codes: 0 ok; 1 problems found (check found problems, records skipped or ref
 2 usage or invalid input (nothing written); 3 cannot connect or authenticate, or Redis failed;
 4 not found (get, find); 130 interrupted by Ctrl-C (the summary so far is printed).
 
-The URL's password is never printed; prefer GREENTIC_SESSION_REDIS_URL over --url, which other
-users of the machine can see in the process list. See docs/cli.md.
+The URL's password is never printed; prefer GREENTIC_SESSION_REDIS_URL over --url (and
+GREENTIC_SESSION_CLUSTER_URLS over copy-to-cluster's --to), which other users of the machine
+can see in the process list. See docs/cli.md.
 """
 
 EXPORT_HELP = """\
@@ -53,6 +58,18 @@ Read export records (JSON Lines) from stdin and write them under --namespace: ea
 meta key and the keys naming it, with the remaining expiries of the file. Every line is
 validated before anything is written. Existing keys are overwritten, so importing the same
 file twice leaves the same state, and a failed import can simply be run again.
+"""
+
+
+COPY_HELP = """\
+Copy every session of --namespace on the --url Redis into a Redis Cluster, in the cluster key
+layout (hash tags): each blob byte for byte with its remaining expiry, its meta key, and its
+user pointer if that names it. A plain session keeps its key; a wait gets the key
+session_key_for builds (its user's hash tag, then the key) with its wait keys rebuilt, and the
+new keys are listed (rekeyed in --json). Nothing in the cluster is overwritten: a session
+already there with the same bytes counts as copied before, one with other data is a conflict
+(exit 1), a user pointer already naming another session is left alone. A dry run (checking
+the cluster, writing nothing) unless --yes. Running it again is safe. See docs/cli.md.
 """
 
 
@@ -121,6 +138,22 @@ def build_parser() -> Parser:
         description=IMPORT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    copy = sub.add_parser(
+        "copy-to-cluster",
+        help="copy the sessions into a Redis Cluster (the cluster key layout)",
+        description=COPY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    copy.add_argument(
+        "--to",
+        metavar="URLS",
+        help=f"comma-separated redis:// or rediss:// node URLs (default: ${CLUSTER_VARIABLE})",
+    )
+    copy.add_argument(
+        "--to-namespace", metavar="NS", help="the cluster's namespace (default: --namespace)"
+    )
+    copy.add_argument("--to-tls-ca-file", metavar="PATH", help="CA bundle for rediss:// nodes")
+    copy.add_argument("--yes", action="store_true", help="write (without it: a dry run)")
     return parser
 
 
@@ -164,11 +197,33 @@ async def _run(
                 return await commands.export(ctx, sink, err)
             case "import":
                 return await commands.import_(ctx, inp)
+            case "copy-to-cluster":
+                target = _cluster_store(args)
+                try:
+                    return await copy_to_cluster(ctx, target, yes=args.yes)
+                finally:
+                    await target.aclose()
             case _:  # pragma: no cover - argparse allows no other
                 raise AssertionError(args.command)
     finally:
         stop.uninstall()
         await conn.aclose()
+
+
+def _cluster_urls(args: argparse.Namespace) -> list[str]:
+    urls: str = args.to or os.environ.get(CLUSTER_VARIABLE) or ""
+    return [url.strip() for url in urls.split(",") if url.strip()]
+
+
+def _cluster_store(args: argparse.Namespace) -> RedisSessionStore:
+    """The cluster store copy-to-cluster writes through (nothing connects yet)."""
+    return RedisSessionStore.from_cluster(
+        _cluster_urls(args),
+        namespace=args.to_namespace or args.namespace,
+        connect_timeout=args.timeout,
+        socket_timeout=args.timeout,
+        tls_ca_file=args.to_tls_ca_file,
+    )
 
 
 def _print(report: Report, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
@@ -208,6 +263,9 @@ def main(
     if not url:
         err.write("greentic-session: no Redis URL: set GREENTIC_SESSION_REDIS_URL or pass --url\n")
         return ExitCode.USAGE
+    if args.command == "copy-to-cluster" and not _cluster_urls(args):
+        err.write(f"greentic-session: no cluster URLs: set ${CLUSTER_VARIABLE} or pass --to\n")
+        return ExitCode.USAGE
     try:
         report = asyncio.run(_run(args, url, inp, out, err))
     except SessionError as exc:
@@ -222,8 +280,11 @@ def main(
     except OSError as exc:  # e.g. an unreadable --tls-ca-file
         err.write(f"greentic-session: {exc.strerror or type(exc).__name__}\n")
         return ExitCode.UNAVAILABLE
-    except Exception as exc:  # a bug: one line, no traceback, the password scrubbed
-        text = scrub(f"unexpected {type(exc).__name__}: {exc}", _password(url))
+    except Exception as exc:  # a bug: one line, no traceback, the passwords scrubbed
+        text = f"unexpected {type(exc).__name__}: {exc}"
+        cluster = _cluster_urls(args) if args.command == "copy-to-cluster" else []
+        for secret_of in [url, *cluster]:
+            text = scrub(text, _password(secret_of))
         err.write(f"greentic-session: {text}\n")
         return ExitCode.PROBLEMS
     _print(report, args, out, err)

@@ -642,23 +642,37 @@ class ReferenceIndex:
             target = entry.value.decode(errors="replace")
             self.refs[target].append(RefRecord(entry.name, entry.pttl))
 
-    def record(self, entry: Entry) -> bytes | None:
-        """The export line for a blob entry, or None (and a note in `skipped`)."""
+    def blob(self, entry: Entry) -> tuple[str, bytes, SessionData] | None:
+        """A blob entry's session key, bytes and data, or None (and a note in `skipped`) when it
+        is of the wrong type or corrupt."""
         key = entry.parsed.session_key
         if entry.wrong_type or entry.value is None or key is None:
             self.skipped.append(f"wrong-type key {entry.name} ({entry.type_name})")
             return None
-        problem = _try_decode(entry.value)[1]
-        if problem is not None:
+        data, problem = _try_decode(entry.value)
+        if data is None:
             self.skipped.append(f"corrupt blob {entry.name}: {problem}")
             return None
+        return key, entry.value, data
+
+    def take(self, key: str) -> tuple[MetaRecord | None, MetaRecord | None, list[RefRecord]]:
+        """Session `key`'s meta key, wait hint and references, removed from the index."""
+        return self.metas.pop(key, None), self.hints.pop(key, None), self.refs.pop(key, [])
+
+    def record(self, entry: Entry) -> bytes | None:
+        """The export line for a blob entry, or None (and a note in `skipped`)."""
+        found = self.blob(entry)
+        if found is None:
+            return None
+        key, blob, _ = found
+        meta, wait_hint, refs = self.take(key)
         record = SessionRecord(
             key=key,
             pttl=entry.pttl,
-            data=embed_blob(entry.value),
-            meta=self.metas.pop(key, None),
-            wait_hint=self.hints.pop(key, None),
-            refs=self.refs.pop(key, []),
+            data=embed_blob(blob),
+            meta=meta,
+            wait_hint=wait_hint,
+            refs=refs,
         )
         return encode_record(record)
 
@@ -668,15 +682,22 @@ class ReferenceIndex:
         return companions + sum(len(refs) for refs in self.refs.values())
 
 
-async def export(ctx: Context, sink: IO[bytes], err: IO[str]) -> Report:
-    """Two walks: the references (small, indexed in memory), then the blobs (streamed out)."""
+async def index_references(ctx: Context, label: str) -> tuple[ReferenceIndex, Walker]:
+    """The first walk of `export` and `copy-to-cluster`: every meta key, wait hint, pointer and
+    wait key, indexed by the session it names."""
     index = ReferenceIndex()
-    first = ctx.walker("export: indexing")
-    async for batch in first.batches(
+    walker = ctx.walker(label)
+    async for batch in walker.batches(
         frozenset({*COMPANION_KINDS, Kind.POINTER, Kind.WAIT_SCOPE, Kind.WAIT_SET})
     ):
         for entry in batch:
             index.add(entry)
+    return index, walker
+
+
+async def export(ctx: Context, sink: IO[bytes], err: IO[str]) -> Report:
+    """Two walks: the references (small, indexed in memory), then the blobs (streamed out)."""
+    index, first = await index_references(ctx, "export: indexing")
     exported = 0
     second = ctx.walker("export: sessions")
     if not first.interrupted:
