@@ -142,8 +142,7 @@ def sweep_row(
     rows: list[dict[str, Any]], op: str, concurrency: int, label: str
 ) -> dict[str, Any] | None:
     for row in rows:
-        if (row["section"], row["op"], row["concurrency"], row["label"]) == (
-            "batching",
+        if row["section"] == "batching" and (row["op"], row["concurrency"], row["label"]) == (
             op,
             concurrency,
             label,
