@@ -28,7 +28,7 @@ from typing import Any
 import greentic_session
 from greentic_session.testing import RedisServer
 
-from .harness import Contender, Summary, latency, throughput
+from .harness import Contender, Summary, latency, rates
 
 OPS = ("create", "get", "update", "find_by_user", "remove")
 USERS = 64
@@ -121,11 +121,13 @@ async def compare(
         for op in OPS:
             pair = [new.contenders(op, "new"), base.contenders(op, "base")]
             lat = await latency(pair, rounds=rounds, ops=ops_n, seconds=2.0, warmup=50)
-            tput = await throughput(
+            tput = await rates(
                 pair, rounds=rounds, ops=ops_n * 4, seconds=2.0, concurrency=64, warmup=50
             )
             c1 = Summary.of(lat.samples["new"]).median / Summary.of(lat.samples["base"]).median
-            c64 = Summary.of(tput["base"]).median / Summary.of(tput["new"]).median
+            c64 = (
+                Summary.of(tput.ops_per_s["base"]).median / Summary.of(tput.ops_per_s["new"]).median
+            )
             out.append((op, c1, c64))
     finally:
         await new.store.aclose()

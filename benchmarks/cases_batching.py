@@ -1,149 +1,202 @@
-"""Issue 13: the store with batching on, beside the same store without it and the raw redis-py
-pool, at several concurrencies, interleaved in one run.
+"""Case 6 (issue 13): the batched store at concurrency 1 to 256 beside redis-py and aiogram.
 
-`python -m benchmarks.cases_batching [--quick]` starts a private redis-server (pinned apart from
-this process, as the main runner does) and prints, per operation and concurrency, ops/s of
-each contender, the cost ratios ours/floor (floor ops/s over ours: below 1 ours is cheaper),
-client CPU per call and the transport's mean batch size. A report, never a test.
+The store with batching on, beside itself unbatched, the raw redis-py pool and aiogram,
+interleaved in one run.
+
+For get, update, find_by_user and create, 4 KiB payload, 256 users, at every concurrency of
+the profile (the full run: 1, 16, 64 and 256), these contenders run in interleaved rounds (the
+case's contenders are `cases_redis.BUILDERS`', so every row means what it means there):
+
+- ours:            the store as the backend table's `redis` row opens it (batched, the default);
+- ours unbatched:  the `redis-unbatched` row, redis-py's pool (`batching=False`);
+- floor:           raw redis-py on the store's own pool (GET, SET, MULTI SET+SET), payload
+                   pre-encoded; at concurrency 1 update and create also run `floor: GET`,
+                   which the issue holds every operation to there;
+- aiogram:         aiogram 3's `RedisStorage` (`get_data` / `set_data`).
+
+Every redis-py pool (the floor's, the unbatched store's, aiogram's) has as many connections as
+the largest concurrency, so no task waits for one; the batched store ignores `max_connections`
+and writes on its own two shared connections.
+
+Reported per contender and concurrency: ops/s (median of rounds) and the cost ratio ours / x
+(x's ops/s over ours: below 1 ours is cheaper), this process's CPU per call
+(`time.process_time`), the redis-server's CPU per call (`INFO cpu` used_cpu_user+sys, before
+and after each timed loop) and, for ours, the mean batch (requests per socket write,
+`BatchingPool.stats()`).
+
+Part of `python -m benchmarks`; also runs alone: `python -m benchmarks.cases_batching [--quick]
+[--redis-url URL]` (a private, pinned redis-server unless a URL is given).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import gc
-import time
-import uuid
+import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
+from .cases_redis import BUILDERS, Rig, open_redis_store
+from .harness import Contender, Summary, rates
+from .payloads import HEADLINE_SIZE, Population, size_label
+from .settings import Profile
+from .wire import server_cpu_seconds
 
-from greentic_session.backends.redis.store import RedisSessionStore
-from greentic_session.fence import lookup_slot
-from greentic_session.testing import BACKENDS, RedisServer
+__all__ = ["SWEEP_OPS", "batching_ticks", "render_batching_table", "run_batching_cases"]
 
-from .harness import Budget, Contender, Summary, gc_paused, rotations, run_concurrently
-from .payloads import HEADLINE_SIZE, Population
-from .runner import pin_cpus
-
-OPS = ("get", "find_by_user", "update", "create")
+SWEEP_OPS: tuple[str, ...] = ("get", "update", "find_by_user", "create")
 USERS = 256
+OURS = "ours"
+UNBATCHED = "ours unbatched"
+GET_FLOOR = "floor: GET"
 
 
-def _open(url: str, namespace: str, backend_id: str) -> RedisSessionStore:
-    backend = next(b for b in BACKENDS if b.id == backend_id)
-    store = backend.open(redis_url=url, namespace=namespace, max_connections=256)
-    assert isinstance(store, RedisSessionStore)
-    return store
+def batching_ticks(profile: Profile) -> int:
+    return len(SWEEP_OPS) * (len(profile.sweep_concurrency) * profile.sweep_rounds + 1)
 
 
-class Rig:
-    def __init__(self, url: str, pop: Population) -> None:
-        namespace = f"bench-batching-{uuid.uuid4().hex}"
-        self.pop = pop
-        self.batched = _open(url, namespace, "redis")
-        self.plain = _open(url, namespace, "redis-unbatched")
-        self.raw = aioredis.Redis.from_url(url, max_connections=256)
-        self.keys: list[str] = []
-        self.blob_keys: list[str] = []
-        self.pointers: list[str] = []
+def _writes(rig: Rig) -> Callable[[], tuple[int, int]]:
+    """The batched store's (socket writes, requests written) so far."""
 
-    async def populate(self) -> None:
-        for ctx, data, user in zip(self.pop.ctxs, self.pop.datas, self.pop.users, strict=True):
-            key = await self.plain.create_session(ctx, data)
-            self.keys.append(key)
-            self.blob_keys.append(self.plain.keys.session(key))
-            self.pointers.append(self.plain.keys.user(lookup_slot(ctx, user)))
+    def writes() -> tuple[int, int]:
+        pool = rig.store._redis.batch
+        if pool is None:
+            return 0, 0
+        stats = pool.stats()
+        return stats.batches, stats.requests
 
-    def contenders(self, op: str) -> list[Contender]:
-        pop, n = self.pop, self.pop.count
-
-        def ours(store: RedisSessionStore) -> Callable[[int], Any]:
-            if op == "get":
-                return lambda i: store.get_session(self.keys[i % n])
-            if op == "find_by_user":
-                return lambda i: store.find_by_user(pop.ctxs[i % n], pop.users[i % n])
-            if op == "update":
-                return lambda i: store.update_session(self.keys[i % n], pop.datas[i % n])
-            return lambda i: store.create_session(pop.ctxs[i % n], pop.datas[i % n])
-
-        raw = self.raw
-
-        async def floor(i: int) -> None:
-            j = i % n
-            if op in ("get", "find_by_user"):
-                await raw.get(self.blob_keys[j])
-            elif op == "update":
-                await raw.set(self.blob_keys[j], pop.blobs[j])
-            else:
-                pipe = raw.pipeline(transaction=True)
-                pipe.set(f"{self.plain.keys.session_prefix}{uuid.uuid4()}", pop.blobs[j])
-                pipe.set(self.pointers[j], "x")
-                await pipe.execute()
-
-        label = {"get": "GET", "find_by_user": "GET", "update": "SET", "create": "MULTI SET+SET"}
-        return [
-            Contender("ours batched", "ours", ours(self.batched)),
-            Contender("ours unbatched", "peer", ours(self.plain)),
-            Contender(f"floor: redis-py pool {label[op]}", "floor", floor),
-        ]
-
-    async def close(self) -> None:
-        for store in (self.batched, self.plain):
-            await store.aclose()
-        await self.raw.aclose()
+    return writes
 
 
-async def measure(url: str, rounds: int, ops: int, concurrencies: tuple[int, ...]) -> None:
+def sweep_contenders(rig: Rig, unbatched: Rig, op: str, concurrency: int) -> list[Contender]:
+    """Ours (batched), ours unbatched, the floor and aiogram for `op`; at concurrency 1 also the
+    raw GET every operation is held to there."""
+    ours, floor, peer = (c for c in BUILDERS[op](rig) if c.role != "seed")
+    plain = BUILDERS[op](unbatched)[0]
+    out = [
+        dataclasses.replace(ours, writes=_writes(rig)),
+        dataclasses.replace(plain, label=UNBATCHED, role="peer"),
+        floor,
+        peer,
+    ]
+    if concurrency == 1 and floor.label != GET_FLOOR:
+        out.append(next(c for c in BUILDERS["get"](rig) if c.label == GET_FLOOR))
+    return out
+
+
+async def run_batching_cases(
+    url: str, profile: Profile, *, run_id: str = "alone", tick: Callable[[], None] = lambda: None
+) -> list[dict[str, Any]]:
+    """Every operation of `SWEEP_OPS` at every concurrency of the profile; a row per contender
+    and concurrency."""
+    rows: list[dict[str, Any]] = []
     pop = Population(HEADLINE_SIZE, USERS)
-    rig = Rig(url, pop)
-    await rig.populate()
-    print(f"{'op':13} {'c':>4} {'contender':34} {'ops/s':>9} {'cpu us':>7} {'ratio':>6}")
-    try:
-        for op in OPS:
-            contenders = rig.contenders(op)
-            for concurrency in concurrencies:
-                rates: dict[str, list[float]] = {c.label: [] for c in contenders}
-                cpu: dict[str, list[float]] = {c.label: [] for c in contenders}
-                for c in contenders:  # warm-up: pools and batch connections full
-                    await run_concurrently(c.op, Budget(200, 30.0), concurrency)
-                for order in rotations(contenders, rounds):
-                    for c in order:
-                        with gc_paused():
-                            started = time.process_time()
-                            done, elapsed = await run_concurrently(
-                                c.op, Budget(ops, 2.0), concurrency
-                            )
-                            cpu[c.label].append((time.process_time() - started) / done * 1e6)
-                        rates[c.label].append(done / (elapsed / 1e9))
-                floor = Summary.of(rates[contenders[-1].label]).median
-                for c in contenders:
-                    rate = Summary.of(rates[c.label]).median
-                    print(
-                        f"{op:13} {concurrency:>4} {c.label:34} {rate:>9.0f} "
-                        f"{Summary.of(cpu[c.label]).median:>7.1f} {floor / rate:>6.2f}"
-                    )
-        batch = rig.batched._redis.batch
-        if batch is not None:
-            stats = batch.stats()
-            print(f"batched store transport: {stats}")
-    finally:
-        await rig.close()
+    pool_size = max(profile.sweep_concurrency)
+    for op in SWEEP_OPS:
+        namespace = f"bench:{run_id}:batching:{op}"
+        rig = await Rig.open(url, namespace, pop, max_connections=pool_size)
+        plain = open_redis_store(url, namespace, "redis-unbatched", max_connections=pool_size)
+        tick()
+        try:
+            for concurrency in profile.sweep_concurrency:
+                contenders = sweep_contenders(
+                    rig, dataclasses.replace(rig, store=plain), op, concurrency
+                )
+                measured = await rates(
+                    contenders,
+                    rounds=profile.sweep_rounds,
+                    ops=profile.sweep_ops,
+                    seconds=profile.sweep_seconds,
+                    concurrency=concurrency,
+                    warmup=max(profile.redis_warmup, 2 * concurrency),
+                    server_cpu=functools.partial(server_cpu_seconds, rig.client),
+                    tick=tick,
+                )
+                rows += [
+                    {
+                        "section": "batching",
+                        "op": op,
+                        "size": HEADLINE_SIZE,
+                        "blob_bytes": pop.blob_size,
+                        "label": c.label,
+                        "role": c.role,
+                        "concurrency": concurrency,
+                        "pool_size": pool_size,
+                        "ops_per_s": Summary.of(measured.ops_per_s[c.label]).as_dict(),
+                        "client_cpu_ns": Summary.of(measured.client_cpu_ns[c.label]).median,
+                        "server_cpu_ns": Summary.of(measured.server_cpu_ns[c.label]).median,
+                        "mean_batch": (
+                            Summary.of(measured.batch[c.label]).median
+                            if measured.batch[c.label]
+                            else None
+                        ),
+                    }
+                    for c in contenders
+                ]
+        finally:
+            await plain.aclose()
+            await rig.close()
+    return rows
+
+
+def sweep_row(
+    rows: list[dict[str, Any]], op: str, concurrency: int, label: str
+) -> dict[str, Any] | None:
+    for row in rows:
+        if row["section"] == "batching" and (row["op"], row["concurrency"], row["label"]) == (
+            op,
+            concurrency,
+            label,
+        ):
+            return row
+    return None
+
+
+def cost(ours: dict[str, Any], other: dict[str, Any]) -> float:
+    """Their ops/s over ours: time per operation, ours / theirs (below 1 ours is cheaper)."""
+    return float(other["ops_per_s"]["median"]) / float(ours["ops_per_s"]["median"])
+
+
+def render_batching_table(rows: list[dict[str, Any]]) -> str:
+    """Per operation and concurrency: every contender's ops/s, ours/x, CPU per call, batch."""
+    sweep = [r for r in rows if r["section"] == "batching"]
+    if not sweep:
+        return ""
+    lines = [
+        "",
+        f"Batching (issue 13), payload {size_label(HEADLINE_SIZE)}: ops/s with c tasks; ours/x ="
+        " x's ops/s over ours (below 1.00 ours is cheaper); cpu/srv us = client/server CPU per "
+        f"call; batch = requests per socket write; redis-py pools of {sweep[0]['pool_size']}",
+        f"{'op':<13} {'c':>4} {'contender':<22} {'ops/s':>9} {'ours/x':>7} {'cpu us':>7} "
+        f"{'srv us':>7} {'batch':>6}",
+    ]
+    for op in SWEEP_OPS:
+        for concurrency in sorted({r["concurrency"] for r in sweep if r["op"] == op}):
+            ours = sweep_row(sweep, op, concurrency, OURS)
+            group = [r for r in sweep if r["op"] == op and r["concurrency"] == concurrency]
+            if ours is None:
+                continue
+            for i, row in enumerate(group):
+                ratio = "" if row is ours else f"{cost(ours, row):.2f}"
+                batch = "" if row["mean_batch"] is None else f"{row['mean_batch']:.1f}"
+                lines.append(
+                    f"{op if i == 0 else '':<13} {concurrency if i == 0 else '':>4} "
+                    f"{row['label']:<22} {row['ops_per_s']['median']:>9,.0f} {ratio:>7} "
+                    f"{row['client_cpu_ns'] / 1e3:>7.1f} {row['server_cpu_ns'] / 1e3:>7.1f} "
+                    f"{batch:>6}"
+                )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.cases_batching", description=__doc__
+    from .server import run_alone  # here: the runner (which imports this module) uses it too
+
+    return run_alone(
+        argv,
+        prog="python -m benchmarks.cases_batching",
+        doc=__doc__,
+        run=lambda target, profile: run_batching_cases(target.url, profile),
+        render=render_batching_table,
     )
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and calls")
-    args = parser.parse_args(argv)
-    gc.freeze()
-    rounds, ops = (3, 1500) if args.quick else (6, 4000)
-    with RedisServer() as server:
-        print(pin_cpus(server.pid))
-        asyncio.run(measure(server.url, rounds, ops, (1, 16, 64, 256)))
-    return 0
 
 
 if __name__ == "__main__":

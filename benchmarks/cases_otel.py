@@ -28,9 +28,6 @@ Part of `python -m benchmarks`; also runs alone: `python -m benchmarks.cases_ote
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import gc
 import time
 import uuid
 from collections.abc import Callable
@@ -44,12 +41,12 @@ from opentelemetry.trace import SpanKind
 from greentic_session import SessionKey, SessionStore
 from greentic_session.backends.redis.store import RedisSessionStore
 from greentic_session.otel import SessionStoreInstrumentor, _memory_calls, _redis_calls
-from greentic_session.testing import BACKENDS, RedisServer
+from greentic_session.testing import BACKENDS
 
 from .cases_redis import delete_namespace, open_redis_store
 from .harness import Contender, Summary, batched_async_latency, latency
 from .payloads import HEADLINE_SIZE, Population, size_label
-from .settings import FULL, QUICK, Profile
+from .settings import Profile
 
 __all__ = ["OTEL_OPS", "TARGET", "otel_ticks", "render_otel_table", "run_otel_cases"]
 
@@ -232,25 +229,15 @@ def render_otel_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.cases_otel", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="the short profile")
-    parser.add_argument("--redis-url", metavar="URL", help="use this Redis (own namespace only)")
-    args = parser.parse_args(argv)
-    profile = QUICK if args.quick else FULL
-    gc.collect()
-    gc.freeze()  # as the runner does: the imports' objects are never garbage
-    if args.redis_url:
-        rows = asyncio.run(run_otel_cases(args.redis_url, profile))
-    else:
-        from .runner import pin_cpus  # here: the runner imports this module
+    from .server import run_alone  # here: the runner (which imports this module) uses it too
 
-        with RedisServer() as server:
-            print(f"pinning: {pin_cpus(server.pid)}")
-            rows = asyncio.run(run_otel_cases(server.url, profile))
-    print(render_otel_table(rows).lstrip("\n"))
-    return 0
+    return run_alone(
+        argv,
+        prog="python -m benchmarks.cases_otel",
+        doc=__doc__,
+        run=lambda target, profile: run_otel_cases(target.url, profile),
+        render=render_otel_table,
+    )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from greentic_session.backends.redis import RedisSessionStore
 from greentic_session.fence import lookup_slot
 from greentic_session.testing import BACKENDS
 
-from .harness import Contender, Summary, latency, throughput
+from .harness import Contender, Summary, latency, rates
 from .payloads import Population
 from .seed_store import SeedPatternStore
 from .settings import Profile
@@ -72,9 +72,12 @@ USERS = 64  # distinct users (and sessions) each case cycles through
 WIRE_OPS = 21  # one call for round trips, then 20 for command counts
 
 
-def open_redis_store(url: str, namespace: str, **options: Any) -> RedisSessionStore:
-    """A Redis store exactly as the tests open it: the shared backend table."""
-    backend = next(b for b in BACKENDS if b.id == "redis")
+def open_redis_store(
+    url: str, namespace: str, backend_id: str = "redis", **options: Any
+) -> RedisSessionStore:
+    """A Redis store exactly as the tests open it: a row of the shared backend table ("redis",
+    batched, the default; "redis-unbatched", redis-py's pool)."""
+    backend = next(b for b in BACKENDS if b.id == backend_id)
     store = backend.open(redis_url=url, namespace=namespace, **options)
     if not isinstance(store, RedisSessionStore):
         raise TypeError(f"backend table gave {type(store).__name__}, not RedisSessionStore")
@@ -125,11 +128,15 @@ class Rig:
         return self.store.client
 
     @classmethod
-    async def open(cls, url: str, namespace: str, pop: Population) -> Rig:
-        store = open_redis_store(url, namespace)
+    async def open(
+        cls, url: str, namespace: str, pop: Population, *, max_connections: int = 64
+    ) -> Rig:
+        """`max_connections`: the pool size of the store's redis-py pool (which the floors
+        share; the batched store itself writes on its own few connections) and of aiogram's."""
+        store = open_redis_store(url, namespace, max_connections=max_connections)
         storage = RedisStorage.from_url(
             url,
-            connection_kwargs={"max_connections": 64},
+            connection_kwargs={"max_connections": max_connections},
             key_builder=DefaultKeyBuilder(prefix=f"{namespace}:aiogram"),
         )
         seed = SeedPatternStore(url, namespace=namespace)
@@ -607,7 +614,7 @@ async def run_redis_op(
             server_cpu=lambda: server_cpu_seconds(rig.client),
             tick=tick,
         )
-        tput = await throughput(
+        tput = await rates(
             contenders,
             rounds=profile.rounds,
             ops=profile.redis_throughput_ops,
@@ -632,7 +639,7 @@ async def run_redis_op(
             "client_cpu_ns": round(lat.client_cpu_ns[c.label]),
             "server_cpu_ns": lat.server_cpu_ns[c.label],
             "concurrency": profile.concurrency,
-            "ops_per_s": Summary.of(tput[c.label]).as_dict(),
+            "ops_per_s": Summary.of(tput.ops_per_s[c.label]).as_dict(),
             **wire[c.label],
         }
         for c in contenders

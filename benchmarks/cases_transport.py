@@ -9,22 +9,22 @@ SETs a 4 KiB argument, like the store's update) at concurrency 1, 16, 64 and 256
 - redis-py:  `redis.asyncio.Redis` on its own pool with one connection per task (its best case),
              redis-py's retries off, as the store builds it.
 
-Contenders run in interleaved rounds (order alternates each round). Reported per operation and
-concurrency: ops/s (median of rounds), the transport's ratio to redis-py, client CPU per call
-(`time.process_time`), server CPU per call (INFO used_cpu_*) and the transport's mean batch size
-(requests per socket write). The cyclic collector is off inside timed loops.
+Contenders run in interleaved rounds (order alternates each round), measured by `harness.rates`
+as every concurrency sweep is. Reported per operation and concurrency: ops/s (median of rounds),
+the transport's ratio to redis-py, client CPU per call (`time.process_time`), server CPU per call
+(INFO used_cpu_*) and the transport's mean batch size (requests per socket write). The cyclic
+collector is off inside timed loops.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
+import functools
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,6 +34,9 @@ from redis.backoff import NoBackoff
 from greentic_session.backends.redis.transport import BatchingPool
 from greentic_session.testing import RedisServer
 
+from .harness import Contender, Rates, rates
+from .wire import server_cpu_seconds
+
 VALUE = b"v" * 4096
 KEYS = 64
 SCRIPT = "redis.call('SET', KEYS[1], ARGV[1]) return 1"
@@ -41,37 +44,6 @@ CONCURRENCY = (1, 16, 64, 256)
 OPS = ("get", "set", "evalsha")
 
 Call = Callable[[int], Awaitable[Any]]
-
-
-@dataclass
-class Sample:
-    ops_per_s: list[float] = field(default_factory=list)
-    cpu_us: list[float] = field(default_factory=list)
-    server_us: list[float] = field(default_factory=list)
-    batch: list[float] = field(default_factory=list)
-
-
-async def server_cpu(admin: aioredis.Redis) -> float:
-    info = await admin.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-async def run_round(call: Call, concurrency: int, total: int) -> tuple[float, float]:
-    """Wall seconds and client CPU seconds for `total` calls spread over `concurrency` tasks."""
-    per_task = total // concurrency
-
-    async def worker(offset: int) -> None:
-        for i in range(per_task):
-            await call(offset + i)
-
-    gc.collect()
-    gc.disable()
-    try:
-        wall, cpu = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(worker(n * per_task) for n in range(concurrency)))
-        return time.perf_counter() - wall, time.process_time() - cpu
-    finally:
-        gc.enable()
 
 
 def calls(client: Any, op: str, sha: str, *, batched: bool) -> Call:
@@ -91,42 +63,42 @@ def calls(client: Any, op: str, sha: str, *, batched: bool) -> Call:
     return lambda i: redis.execute_command("EVALSHA", sha, 1, keys[i % KEYS], VALUE)  # type: ignore[no-untyped-call]
 
 
-async def bench(url: str, args: argparse.Namespace) -> dict[tuple[str, int, str], Sample]:
+def _writes(pool: BatchingPool) -> Callable[[], tuple[int, int]]:
+    def writes() -> tuple[int, int]:
+        stats = pool.stats()
+        return stats.batches, stats.requests
+
+    return writes
+
+
+async def bench(url: str, args: argparse.Namespace) -> dict[tuple[str, int], Rates]:
+    """Per (operation, concurrency): both contenders' figures, one per round (`harness.rates`)."""
     admin = aioredis.Redis.from_url(url)
     sha: str = await admin.script_load(SCRIPT)
     await admin.mset({f"bench:{i}": VALUE for i in range(KEYS)})
-    results: dict[tuple[str, int, str], Sample] = {}
+    results: dict[tuple[str, int], Rates] = {}
     for concurrency in args.concurrency:
         pool = BatchingPool.from_url(url, connections=args.connections, socket_timeout=5.0)
         raw = aioredis.Redis.from_url(
             url, max_connections=concurrency, retry=Retry(NoBackoff(), 0), socket_timeout=None
         )
-        contenders = {"transport": pool, "redis-py": raw}
-        total = max(args.ops, concurrency) // concurrency * concurrency
-        if concurrency == 1:
-            total = max(concurrency, args.ops // 4)  # sequential calls: fewer suffice
+        ops = args.ops // 4 if concurrency == 1 else args.ops  # sequential calls: fewer suffice
         for op in args.ops_list:
-            funcs = {
-                name: calls(client, op, sha, batched=name == "transport")
-                for name, client in contenders.items()
-            }
-            for func in funcs.values():  # warm up: open connections, fill caches
-                await run_round(func, concurrency, max(concurrency, 200))
-            for round_no in range(args.rounds):
-                order = list(funcs) if round_no % 2 == 0 else list(reversed(funcs))
-                for name in order:
-                    sample = results.setdefault((op, concurrency, name), Sample())
-                    before_stats = pool.stats()
-                    before_server = await server_cpu(admin)
-                    wall, cpu = await run_round(funcs[name], concurrency, total)
-                    sample.server_us.append((await server_cpu(admin) - before_server) / total * 1e6)
-                    sample.ops_per_s.append(total / wall)
-                    sample.cpu_us.append(cpu / total * 1e6)
-                    if name == "transport":
-                        after = pool.stats()
-                        batches = after.batches - before_stats.batches
-                        requests = after.requests - before_stats.requests
-                        sample.batch.append(requests / batches if batches else 0.0)
+            contenders = [
+                Contender(
+                    "transport", "ours", calls(pool, op, sha, batched=True), writes=_writes(pool)
+                ),
+                Contender("redis-py", "floor", calls(raw, op, sha, batched=False)),
+            ]
+            results[(op, concurrency)] = await rates(
+                contenders,
+                rounds=args.rounds,
+                ops=max(ops, concurrency),
+                seconds=60.0,
+                concurrency=concurrency,
+                warmup=max(concurrency, 200),
+                server_cpu=functools.partial(server_cpu_seconds, admin),
+            )
         await pool.aclose()
         await raw.aclose()
     await admin.aclose()
@@ -189,7 +161,7 @@ async def head_of_line_report(url: str, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def report(results: dict[tuple[str, int, str], Sample], args: argparse.Namespace) -> str:
+def report(results: dict[tuple[str, int], Rates], args: argparse.Namespace) -> str:
     lines = [
         f"transport (connections={args.connections}) vs redis-py pool (one connection per task),"
         f" 4 KiB values, {args.rounds} interleaved rounds, medians",
@@ -198,19 +170,17 @@ def report(results: dict[tuple[str, int, str], Sample], args: argparse.Namespace
         "| server CPU/call us (t / r) | mean batch |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    med = statistics.median
     for op in args.ops_list:
         for concurrency in args.concurrency:
-            ours = results[(op, concurrency, "transport")]
-            raw = results[(op, concurrency, "redis-py")]
-            ours_ops = statistics.median(ours.ops_per_s)
-            raw_ops = statistics.median(raw.ops_per_s)
+            got = results[(op, concurrency)]
+            ours_ops, raw_ops = (med(got.ops_per_s[k]) for k in ("transport", "redis-py"))
+            cpu_t, cpu_r = (med(got.client_cpu_ns[k]) / 1e3 for k in ("transport", "redis-py"))
+            srv_t, srv_r = (med(got.server_cpu_ns[k]) / 1e3 for k in ("transport", "redis-py"))
             lines.append(
                 f"| {op} | {concurrency} | {ours_ops:,.0f} | {raw_ops:,.0f} "
-                f"| {ours_ops / raw_ops:.2f}x "
-                f"| {statistics.median(ours.cpu_us):.1f} / {statistics.median(raw.cpu_us):.1f} "
-                f"| {statistics.median(ours.server_us):.1f} / "
-                f"{statistics.median(raw.server_us):.1f} "
-                f"| {statistics.median(ours.batch):.1f} |"
+                f"| {ours_ops / raw_ops:.2f}x | {cpu_t:.1f} / {cpu_r:.1f} "
+                f"| {srv_t:.1f} / {srv_r:.1f} | {med(got.batch['transport']):.1f} |"
             )
     return "\n".join(lines)
 

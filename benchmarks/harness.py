@@ -25,15 +25,16 @@ __all__ = [
     "Budget",
     "Contender",
     "Latency",
+    "Rates",
     "Role",
     "Summary",
     "SyncContender",
     "batched_async_latency",
     "batched_sync_latency",
     "latency",
+    "rates",
     "rotations",
     "run_concurrently",
-    "throughput",
 ]
 
 Role = Literal["ours", "floor", "peer", "seed"]
@@ -50,7 +51,9 @@ class Contender:
     """One implementation of one operation.
 
     `op(i)` is the timed call for index `i` of a batch; `prepare(n)` readies indices `0..n-1`
-    (untimed) and `finish()` cleans up after the batch (untimed).
+    (untimed) and `finish()` cleans up after the batch (untimed). `writes()`, for a contender on
+    an auto-pipelining transport, returns its (socket writes, requests written) so far, from
+    which `rates` reports the mean batch size.
     """
 
     label: str
@@ -58,6 +61,7 @@ class Contender:
     op: AsyncOp
     prepare: Callable[[int], Awaitable[None]] = _nothing
     finish: Callable[[], Awaitable[None]] = _nothing
+    writes: Callable[[], tuple[int, int]] | None = None
 
 
 @dataclass
@@ -303,7 +307,19 @@ async def run_concurrently(op: AsyncOp, budget: Budget, concurrency: int) -> tup
     return next_index, elapsed
 
 
-async def throughput(
+@dataclass
+class Rates:
+    """Per contender, one figure per round: ops/s, this process's CPU per call (ns), the server's
+    CPU per call (ns, when a probe was given) and requests per socket write (contenders with
+    `writes` only)."""
+
+    ops_per_s: dict[str, list[float]]
+    client_cpu_ns: dict[str, list[float]]
+    server_cpu_ns: dict[str, list[float]]
+    batch: dict[str, list[float]]
+
+
+async def rates(
     contenders: Sequence[Contender],
     *,
     rounds: int,
@@ -311,26 +327,41 @@ async def throughput(
     seconds: float,
     concurrency: int,
     warmup: int,
+    server_cpu: Callable[[], Awaitable[float]] | None = None,
     tick: Callable[[], None] = lambda: None,
-) -> dict[str, list[float]]:
-    """Operations per second with `concurrency` tasks sharing each contender; one figure a round.
+) -> Rates:
+    """`concurrency` tasks share each contender for up to `ops` calls or `seconds` a round.
 
     The warm-up runs at full concurrency too, so connection pools are full before timing.
+    Client CPU is `time.process_time_ns` around the timed loop (the whole process: event loop,
+    transport, codec); `server_cpu()` (seconds of server CPU so far) is read just before and
+    after it, so the server's figure includes one probe call per round.
     """
     for c in contenders:
         await c.prepare(warmup)
         await run_concurrently(c.op, Budget(warmup, 60.0), concurrency)
         await c.finish()
-    result: dict[str, list[float]] = {c.label: [] for c in contenders}
+    labels = [c.label for c in contenders]
+    out = Rates(*({label: list[float]() for label in labels} for _ in range(4)))
     for order in rotations(contenders, rounds):
         for c in order:
             await c.prepare(ops)
+            srv0 = await server_cpu() if server_cpu else 0.0
+            writes0 = c.writes() if c.writes else (0, 0)
             with gc_paused():
+                cpu0 = time.process_time_ns()
                 done, elapsed = await run_concurrently(c.op, Budget(ops, seconds), concurrency)
+                cpu = time.process_time_ns() - cpu0
+            if server_cpu:
+                out.server_cpu_ns[c.label].append((await server_cpu() - srv0) * 1e9 / done)
+            if c.writes:
+                writes, requests = (b - a for a, b in zip(writes0, c.writes(), strict=True))
+                out.batch[c.label].append(requests / writes if writes else 0.0)
             await c.finish()
-            result[c.label].append(done / (elapsed / 1e9))
+            out.ops_per_s[c.label].append(done / (elapsed / 1e9))
+            out.client_cpu_ns[c.label].append(cpu / done)
         tick()
-    return result
+    return out
 
 
 def latency_rows(

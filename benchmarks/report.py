@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .cases_batching import render_batching_table
+from .cases_cclient import render_c_client_table
 from .payloads import HEADLINE_SIZE, size_label
 from .targets import OURS_LABEL, Target, cost_ratio, find_row
 
@@ -132,7 +134,7 @@ def _targets_table(targets: list[Target]) -> list[str]:
     for t in targets:
         verdict = "met" if t.met else "MISSED"
         lines.append(
-            f"  {verdict:<6} {t.section:<6} {t.op:<13} vs {t.against:<24} "
+            f"  {verdict:<6} {t.section:<8} {t.op:<13} vs {t.against:<24} "
             f"{t.metric:<19} {t.ratio:>6.3f} <= {t.limit:.2f}"
         )
     met = sum(t.met for t in targets)
@@ -170,6 +172,7 @@ def render_table(doc: dict[str, Any], targets: list[Target]) -> str:
         + _latency_table(rows, "memory", "In-memory backend, per-call latency")
         + _latency_table(rows, "codec", "Codec, one SessionData")
         + _footprint_table(rows)
+        + [text for text in (render_batching_table(rows), render_c_client_table(rows)) if text]
         + _targets_table(targets)
     )
     return "\n".join(head + body)

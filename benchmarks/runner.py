@@ -6,13 +6,10 @@ import argparse
 import asyncio
 import datetime as dt
 import gc
-import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +17,9 @@ import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from greentic_session.backends.redis.options import redact_url
-from greentic_session.testing import RedisServer
 
+from .cases_batching import batching_ticks, run_batching_cases
+from .cases_cclient import C_CASES, run_c_client
 from .cases_codec import CODEC_OPS, run_codec_size
 from .cases_memory import MEMORY_OPS, run_memory_op
 from .cases_otel import otel_ticks, render_otel_table, run_otel_cases
@@ -29,6 +27,7 @@ from .cases_redis import REDIS_OPS, run_redis_op
 from .machine import CpuAccount, git_state, machine_info, package_versions
 from .memory_usage import memory_footprint, redis_footprint
 from .report import render_table, write_json, write_plot
+from .server import RedisTarget, redis_target
 from .settings import FULL, QUICK, Profile
 from .targets import check_targets
 
@@ -46,6 +45,7 @@ PACKAGES = (
     "matplotlib",
     "tqdm",
 )
+SECTIONS = ("codec", "memory", "redis", "footprint", "otel", "batching", "c-client")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,6 +73,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-plot", action="store_true", help="skip latency.png (matplotlib not needed)"
     )
     parser.add_argument(
+        "--sections",
+        metavar="NAME,...",
+        type=_sections,
+        default=SECTIONS,
+        help=f"run only these sections, in this order (default: all: {','.join(SECTIONS)}); "
+        "a partial run writes latest-<sections>.json and no plot",
+    )
+    parser.add_argument(
         "--no-pin",
         action="store_true",
         help="do not pin the benchmark and the private redis-server to separate CPUs",
@@ -80,42 +88,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@dataclass(frozen=True)
-class RedisTarget:
-    url: str
-    private: bool
-    pinning: str
-    pid: int | None  # the private server's
-
-
-@contextmanager
-def redis_target(url: str | None, *, pin: bool) -> Iterator[RedisTarget]:
-    """The given server, or a private one for the length of the run."""
-    if url is not None:
-        yield RedisTarget(url, False, "none (server given by --redis-url)", None)
-        return
-    with RedisServer() as server:
-        pinning = pin_cpus(server.pid) if pin else "none (--no-pin)"
-        yield RedisTarget(server.url, True, pinning, server.pid)
-
-
-def pin_cpus(server_pid: int | None) -> str:
-    """Pin this process to one CPU and the private redis-server (all its threads) to another.
-
-    Unpinned, the scheduler moves the two between cores and a call's latency flips between two
-    levels (on the 2-core reference machine: about 95 and 125 us for the same GET), which no
-    amount of interleaving fully evens out. Pinned, each contender sees the same placement.
-    """
-    if server_pid is None or not hasattr(os, "sched_setaffinity"):
-        return "none (unsupported)"
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return "none (one CPU)"
-    mine, theirs = cpus[0], cpus[1]
-    os.sched_setaffinity(0, {mine})
-    for task in Path(f"/proc/{server_pid}/task").iterdir():
-        os.sched_setaffinity(int(task.name), {theirs})
-    return f"benchmark on CPU {mine}, redis-server on CPU {theirs}"
+def _sections(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown section(s) {', '.join(unknown) or '(none)'}; have: {', '.join(SECTIONS)}"
+        )
+    return names
 
 
 async def _redis_version(url: str) -> str:
@@ -127,58 +107,65 @@ async def _redis_version(url: str) -> str:
         await client.aclose()
 
 
-def plan_ticks(profile: Profile) -> int:
-    codec = len(profile.codec_sizes) * len(CODEC_OPS) * profile.rounds
-    memory = len(profile.memory_sizes) * len(MEMORY_OPS) * profile.rounds
-    redis = len(profile.redis_sizes) * len(REDIS_OPS) * (2 * profile.rounds + 1)
-    footprint = len(profile.footprint_sizes) * 2
-    return codec + memory + redis + footprint + otel_ticks(profile)
+def plan_ticks(profile: Profile, sections: tuple[str, ...] = SECTIONS) -> int:
+    ticks = {
+        "codec": len(profile.codec_sizes) * len(CODEC_OPS) * profile.rounds,
+        "memory": len(profile.memory_sizes) * len(MEMORY_OPS) * profile.rounds,
+        "redis": len(profile.redis_sizes) * len(REDIS_OPS) * (2 * profile.rounds + 1),
+        "footprint": len(profile.footprint_sizes) * 2,
+        "otel": otel_ticks(profile),
+        "batching": batching_ticks(profile),
+        "c-client": len(C_CASES),
+    }
+    return sum(ticks[section] for section in sections)
 
 
 async def run_cases(
-    url: str,
+    target: RedisTarget,
     profile: Profile,
     *,
     run_id: str,
     tick: Callable[[], None],
     status: Callable[[str], None],
     seconds: dict[str, float],
+    sections: tuple[str, ...] = SECTIONS,
 ) -> list[dict[str, Any]]:
-    """Every case, in order; `seconds` gets each section's wall time."""
+    """The cases of `sections`, in that order; `seconds` gets each section's wall time."""
     rows: list[dict[str, Any]] = []
-    mark = time.perf_counter()
-
-    def lap(section: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        seconds[section] = round(now - mark, 1)
-        mark = now
-
-    for size in profile.codec_sizes:
-        status(f"codec {size} B")
-        rows += run_codec_size(size, profile, tick=tick)
-    lap("codec")
-    for size in profile.memory_sizes:
-        for op in MEMORY_OPS:
-            status(f"memory {op} {size} B")
-            rows += await run_memory_op(op, size, profile, tick=tick)
-    lap("memory")
-    for size in profile.redis_sizes:
-        for op in REDIS_OPS:
-            status(f"redis {op} {size} B")
-            rows += await run_redis_op(url, op, size, profile, run_id=run_id, tick=tick)
-    lap("redis")
-    for size in profile.footprint_sizes:
-        status(f"footprint {size} B")
-        rows.append(await memory_footprint(size, profile.footprint_sessions))
-        tick()
-        rows.append(
-            await redis_footprint(url, size, profile.footprint_sessions, run_id=run_id, tick=tick)
-        )
-    lap("footprint")
-    status("otel overhead")
-    rows += await run_otel_cases(url, profile, tick=tick)
-    lap("otel")
+    url = target.url
+    for section in sections:
+        started = time.perf_counter()
+        if section == "codec":
+            for size in profile.codec_sizes:
+                status(f"codec {size} B")
+                rows += run_codec_size(size, profile, tick=tick)
+        elif section == "memory":
+            for size in profile.memory_sizes:
+                for op in MEMORY_OPS:
+                    status(f"memory {op} {size} B")
+                    rows += await run_memory_op(op, size, profile, tick=tick)
+        elif section == "redis":
+            for size in profile.redis_sizes:
+                for op in REDIS_OPS:
+                    status(f"redis {op} {size} B")
+                    rows += await run_redis_op(url, op, size, profile, run_id=run_id, tick=tick)
+        elif section == "footprint":
+            for size in profile.footprint_sizes:
+                status(f"footprint {size} B")
+                rows.append(await memory_footprint(size, profile.footprint_sessions))
+                tick()
+                sessions = profile.footprint_sessions
+                rows.append(await redis_footprint(url, size, sessions, run_id=run_id, tick=tick))
+        elif section == "otel":
+            status("otel overhead")
+            rows += await run_otel_cases(url, profile, tick=tick)
+        elif section == "batching":
+            status("batching sweep")
+            rows += await run_batching_cases(url, profile, run_id=run_id, tick=tick)
+        elif section == "c-client":
+            status("redis-benchmark")
+            rows += await run_c_client(url, profile, private=target.private, tick=tick)
+        seconds[section] = round(time.perf_counter() - started, 1)
     return rows
 
 
@@ -189,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     section_seconds: dict[str, float] = {}
+    sections: tuple[str, ...] = args.sections
+    partial = set(sections) != set(SECTIONS)
     bar = tqdm(
-        total=plan_ticks(profile),
+        total=plan_ticks(profile, sections),
         desc=f"bench ({profile.name})",
         unit="step",
         file=sys.stderr,
@@ -207,12 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         url = target.url
         rows = asyncio.run(
             run_cases(
-                url,
+                target,
                 profile,
                 run_id=run_id,
                 tick=bar.update,
                 status=bar.set_postfix_str,
                 seconds=section_seconds,
+                sections=sections,
             )
         )
         redis_version = asyncio.run(_redis_version(url))
@@ -225,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(wall, 1),
         "section_seconds": section_seconds,
         "profile": profile.as_dict(),
+        "sections": list(sections),
         "machine": {**machine_info(), "pinning": target.pinning, "contention": contention},
         "versions": package_versions(PACKAGES),
         "git": git_state(REPO),
@@ -239,17 +230,20 @@ def main(argv: list[str] | None = None) -> int:
             "gc": "cyclic GC disabled inside timed loops, collected before each",
             "latency": "per call for Redis; per-call mean of batches for in-memory and codec",
             "ratios": "cost ratios ours/theirs: latency medians; their ops/s over ours",
+            "cpu": "client: time.process_time per call; server: INFO cpu user+sys delta per call",
         },
         "rows": rows,
         "targets": [t.as_dict() for t in targets],
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(doc, args.out / "latest.json")
-    if not args.no_plot:
+    name = f"latest-{'+'.join(sections)}.json" if partial else "latest.json"
+    write_json(doc, args.out / name)
+    plot = not (args.no_plot or partial)
+    if plot:
         write_plot(doc, args.out / "latency.png")
     print(render_table(doc, targets))
     print(render_otel_table(rows))
-    print(f"\nwrote {args.out / 'latest.json'}" + ("" if args.no_plot else " and latency.png"))
+    print(f"\nwrote {args.out / name}" + (" and latency.png" if plot else ""))
     sections = ", ".join(f"{name} {secs:.1f} s" for name, secs in section_seconds.items())
     print(f"wall time {wall:.1f} s ({sections})")
     return 0

@@ -1,4 +1,4 @@
-"""How much to measure: the quick profile (< 60 s on 2 cores) and the full one (< 10 min)."""
+"""How much to measure: the quick profile (< 60 s on 2 cores) and the full one (< 15 min)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,13 @@ class Profile:
     # Bytes per session: how many sessions, at which payload sizes.
     footprint_sessions: int
     footprint_sizes: tuple[int, ...]
+    # Batching (issue 13): concurrencies swept; per round and contender, calls or seconds.
+    sweep_concurrency: tuple[int, ...]
+    sweep_rounds: int
+    sweep_ops: int
+    sweep_seconds: float
+    # redis-benchmark (the C client): requests per case (a quarter of them at -c 1).
+    c_client_requests: int
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +66,11 @@ QUICK = Profile(
     codec_seconds=0.05,
     footprint_sessions=10_000,
     footprint_sizes=(HEADLINE_SIZE,),
+    sweep_concurrency=(1, 64),
+    sweep_rounds=3,
+    sweep_ops=3000,
+    sweep_seconds=0.1,
+    c_client_requests=40_000,
 )
 
 FULL = Profile(
@@ -81,4 +93,9 @@ FULL = Profile(
     codec_seconds=0.15,
     footprint_sessions=100_000,
     footprint_sizes=(256, HEADLINE_SIZE),
+    sweep_concurrency=(1, 16, 64, 256),
+    sweep_rounds=6,
+    sweep_ops=8000,
+    sweep_seconds=0.3,
+    c_client_requests=200_000,
 )

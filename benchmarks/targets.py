@@ -3,6 +3,9 @@
 Every ratio is a cost ratio, ours / theirs: below 1 ours is cheaper. For latency it is the ratio
 of medians at concurrency 1; for throughput it is their ops/s over ours at concurrency 64 (the
 ratio of time per operation). Targets are judged at the headline payload (4 KiB).
+
+Issue 13's targets (the `batching` section) are speed-ups, written here as the same cost ratios:
+"at least 2.5x the raw pool's ops/s" is a limit of 1 / 2.5 = 0.40 on floor ops/s over ours.
 """
 
 from __future__ import annotations
@@ -41,7 +44,25 @@ REDIS_AIOGRAM: dict[str, str] = {
     "find_by_user": "aiogram get_data",
     "remove": "aiogram set_data({})",
 }
-OURS_LABEL: dict[str, str] = {"redis": "ours", "memory": "ours", "codec": "ours (msgspec)"}
+# Issue 13: (operation, the floor it is held to, concurrency, the limit). At concurrency 64 the
+# batched store against the raw redis-py pool's floor; at concurrency 1 every operation against
+# a raw GET (get no slower, the others within 1.1x).
+BATCHING: tuple[tuple[str, str, int, float], ...] = (
+    ("get", "floor: GET", 64, 1 / 2.5),
+    ("update", "floor: SET", 64, 1 / 2.5),
+    ("find_by_user", "floor: GET", 64, 1 / 2),
+    ("create", "floor: MULTI SET+SET", 64, 1 / 4),
+    ("get", "floor: GET", 1, 1.0),
+    ("update", "floor: GET", 1, 1.1),
+    ("find_by_user", "floor: GET", 1, 1.1),
+    ("create", "floor: GET", 1, 1.1),
+)
+OURS_LABEL: dict[str, str] = {
+    "redis": "ours",
+    "memory": "ours",
+    "codec": "ours (msgspec)",
+    "batching": "ours",
+}
 MEMORY_FLOOR = ("floor: dict+decode", 1.5)
 CODEC_PEER = ("pydantic v2", 1 / 5)
 
@@ -106,6 +127,32 @@ def _pair(
     ]
 
 
+def _batching(rows: list[dict[str, Any]]) -> list[Target]:
+    """Issue 13's targets, on the concurrency sweep's rows (ops/s at each concurrency)."""
+    out: list[Target] = []
+    for op, against, concurrency, limit in BATCHING:
+        pair = [
+            next(
+                (
+                    r
+                    for r in rows
+                    if r["section"] == "batching"
+                    and (r["op"], r["size"], r["concurrency"], r["label"])
+                    == (op, HEADLINE_SIZE, concurrency, label)
+                ),
+                None,
+            )
+            for label in (OURS_LABEL["batching"], against)
+        ]
+        ours, other = pair
+        if ours is None or other is None:
+            continue
+        ratio = cost_ratio(ours, other, "throughput")
+        metric = f"throughput c={concurrency}"
+        out.append(Target("batching", op, HEADLINE_SIZE, against, metric, ratio, limit))
+    return out
+
+
 def check_targets(rows: list[dict[str, Any]]) -> list[Target]:
     out: list[Target] = []
     for op, floor, limit in REDIS_FLOORS + REDIS_LIFECYCLE:
@@ -117,4 +164,5 @@ def check_targets(rows: list[dict[str, Any]]) -> list[Target]:
     for op in ("create", "get", "update", "find_by_user", "remove"):
         out += _pair(rows, "memory", op, *MEMORY_FLOOR)
     out += _pair(rows, "codec", "encode+decode", *CODEC_PEER)
+    out += _batching(rows)
     return out

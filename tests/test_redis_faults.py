@@ -3,6 +3,11 @@
 Every fault is real: a killed redis-server, a proxy that delays, holds or drops real replies, or
 keys overwritten with a raw client. Each store call is bounded, so a hang fails instead of stalling.
 Section numbers follow issue 3's list; 5 and 6 (ACL, TLS, secrets) are in test_redis_security.py.
+
+Every test runs on both transports, the two rows of the backend table that open a Redis store on
+a plain URL: `redis` (batched, the default: a few shared auto-pipelined connections) and
+`redis-unbatched` (redis-py's pool). Where the two differ by design (what bounds the
+connections, what a saturated pool is), the test checks each one's own bound.
 """
 
 from __future__ import annotations
@@ -36,10 +41,16 @@ from greentic_session import (
     UnknownOutcomeError,
     decode_session_data,
 )
+from greentic_session.backends.redis.connection import pack
 from greentic_session.backends.redis.keys import RedisKeys
+from greentic_session.backends.redis.transport import (
+    DEFAULT_CONNECTIONS,
+    DEFAULT_MAX_IN_FLIGHT,
+    BatchingPool,
+)
 from greentic_session.fence import UserSlot, scope_of
-from greentic_session.testing import RedisServer, free_port
-from tests.conftest import drop_namespace, make_data
+from greentic_session.testing import Backend, RedisServer, free_port
+from tests.conftest import STORE_PARAMS, drop_namespace, make_data
 from tests.faultproxy import FaultProxy
 
 T = TypeVar("T")
@@ -72,9 +83,29 @@ async def bounded(call: Awaitable[T]) -> T:
         pytest.fail(f"a store call hung for more than {CALL_BOUND}s")
 
 
+# The backend table's rows that open a Redis store on a plain URL: batched and redis-py's pool.
+TRANSPORTS = [
+    param
+    for param in STORE_PARAMS
+    if param.values[0].needs_redis and not param.values[0].via_sentinel
+]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> Backend:
+    """The backend row a test opens its stores with: each fault runs on both transports."""
+    backend: Backend = request.param
+    return backend
+
+
 @asynccontextmanager
-async def open_store(url: str, namespace: str, **options: Any) -> AsyncIterator[RedisSessionStore]:
-    async with RedisSessionStore.from_url(url, namespace=namespace, **options) as store:
+async def open_store(
+    url: str, namespace: str, transport: Backend, **options: Any
+) -> AsyncIterator[RedisSessionStore]:
+    """A store of `transport`'s row with `options` (max_connections, timeouts...)."""
+    store = transport.open(redis_url=url, namespace=namespace, **options)
+    assert isinstance(store, RedisSessionStore)
+    async with store:
         yield store
 
 
@@ -93,6 +124,25 @@ def pool_counts(store: RedisSessionStore) -> tuple[int, int]:
     pool = store.client.connection_pool
     in_use = len(pool._in_use_connections)
     return in_use, in_use + len(pool._available_connections)
+
+
+def batching_pool(store: RedisSessionStore) -> BatchingPool:
+    """The batched store's transport (built on the store's first call)."""
+    pool = store._redis.batch
+    assert pool is not None, "a batched store made no call yet, or is not batched"
+    return pool
+
+
+async def assert_nothing_left_in_flight(store: RedisSessionStore) -> None:
+    """The batched transport kept every shared connection (none dropped) and, once a PING has
+    gone through each (replies come in order), none has a request still waiting for a reply."""
+    pool = batching_pool(store)
+    stats = pool.stats()
+    assert stats.opened == stats.live, "a shared connection was dropped"
+    assert stats.live <= DEFAULT_CONNECTIONS
+    for connection in pool._live:
+        assert await bounded(connection.submit(pack(("PING",)), write=False)) == b"PONG"
+        assert connection.outstanding == 0, "a request was left waiting for its reply"
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +280,9 @@ async def churn(store: RedisSessionStore, outage: Outage, worker: int, stop: asy
             raise
 
 
-async def test_server_killed_mid_load_then_restarted_same_store_recovers(namespace: str) -> None:
+async def test_server_killed_mid_load_then_restarted_same_store_recovers(
+    transport: Backend, namespace: str
+) -> None:
     """A crash mid-load fails calls fast with UnavailableError, the same store recovers by
     itself after a restart on the same port, and no pointer or blob is left dangling."""
     workers = 4
@@ -238,7 +290,12 @@ async def test_server_killed_mid_load_then_restarted_same_store_recovers(namespa
     with RedisServer(extra_args=["--appendonly", "yes", "--appendfsync", "always"]) as server:
         outage, stop = Outage(), asyncio.Event()
         async with open_store(
-            server.url, namespace, max_connections=8, connect_timeout=1, socket_timeout=1
+            server.url,
+            namespace,
+            transport,
+            max_connections=8,
+            connect_timeout=1,
+            socket_timeout=1,
         ) as store:
             tasks = [asyncio.create_task(churn(store, outage, w, stop)) for w in range(workers)]
             try:
@@ -374,14 +431,14 @@ class CancelDrill:
 
 
 async def test_a_thousand_random_cancellations_leave_no_crosstalk_or_leaks(
-    fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
+    transport: Backend, fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
 ) -> None:
     """Cancelling 1,000 calls (lifecycle calls included) at random points never hands a reply
     to the wrong request and leaves no connection or permit behind."""
     max_connections = 8
     async with (
         FaultProxy(fault_server.port, max_delay=0.002, seed=7) as proxy,
-        open_store(proxy.url, namespace, max_connections=max_connections) as store,
+        open_store(proxy.url, namespace, transport, max_connections=max_connections) as store,
     ):
         owners: dict[SessionKey, str] = {}
         for n in range(16):
@@ -417,6 +474,9 @@ async def test_a_thousand_random_cancellations_leave_no_crosstalk_or_leaks(
         assert in_use == 0, "a cancelled call leaked a pooled connection"
         assert total <= max_connections
         assert store._redis.in_use == 0, "a cancelled call kept a gate permit"
+        if transport.batching:  # cancelled calls share connections: none may be dropped or stuck
+            assert total == 0, "a batched store used redis-py's pool"
+            await assert_nothing_left_in_flight(store)
         assert await bounded(store.get_session(next(iter(owners)))) is not None
 
 
@@ -430,37 +490,43 @@ async def create_and_read_back(store: RedisSessionStore, user: str) -> None:
 
 
 async def test_ten_times_more_calls_than_connections_all_complete(
-    fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
+    transport: Backend, fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
 ) -> None:
-    """40 concurrent callers on 4 connections all complete correctly when the wait is generous."""
+    """40 concurrent callers all complete correctly when the wait is generous, on exactly 4
+    pooled connections unbatched, on at most the transport's 2 shared ones batched."""
     async with (
         FaultProxy(fault_server.port, max_delay=0.002, seed=3) as proxy,
-        open_store(
-            proxy.url, namespace, max_connections=4, pool_timeout=10, batching=False
-        ) as store,
+        open_store(proxy.url, namespace, transport, max_connections=4, pool_timeout=10) as store,
     ):
         users = [f"crowd-{n}" for n in range(40)]
         await bounded(asyncio.gather(*(create_and_read_back(store, user) for user in users)))
-        assert pool_counts(store) == (0, 4), "the crowd should have used exactly 4 connections"
+        if transport.batching:
+            assert pool_counts(store) == (0, 0), "a batched store used redis-py's pool"
+            await assert_nothing_left_in_flight(store)
+        else:
+            assert pool_counts(store) == (0, 4), "the crowd should have used exactly 4 connections"
     assert await assert_pointers_consistent(fault_raw, namespace) == 40
 
 
 async def test_saturated_pool_raises_pool_exhausted_not_server_down(
-    fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
+    transport: Backend, fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
 ) -> None:
     """With every connection stuck on a slow server, waiting callers get PoolExhaustedError
-    (code rate_limited) after pool_timeout, and the stuck calls still complete afterwards."""
+    (code rate_limited) after pool_timeout, and the stuck calls still complete afterwards.
+    Unbatched, 4 calls fill the pool's 4 connections; batched, the transport's in-flight bound
+    (max_in_flight unanswered requests on each of its shared connections) does."""
+    held = DEFAULT_CONNECTIONS * DEFAULT_MAX_IN_FLIGHT if transport.batching else 4
     async with (
         FaultProxy(fault_server.port) as proxy,
         open_store(
-            proxy.url, namespace, max_connections=4, pool_timeout=0.2, batching=False
+            proxy.url, namespace, transport, max_connections=4, pool_timeout=0.2, socket_timeout=10
         ) as store,
     ):
         key = await store.create_session(ALICE, marked("alice", "slow"))
         proxy.hold_replies()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        calls = [asyncio.create_task(store.get_session(key)) for _ in range(40)]
+        calls = [asyncio.create_task(store.get_session(key)) for _ in range(held + 36)]
         async with asyncio.timeout(CALL_BOUND):
             for finished in itertools.islice(asyncio.as_completed(calls), 36):
                 with pytest.raises(PoolExhaustedError) as raised:
@@ -469,7 +535,7 @@ async def test_saturated_pool_raises_pool_exhausted_not_server_down(
                 assert not isinstance(raised.value, UnknownOutcomeError)
         assert 0.19 <= loop.time() - started < 0.2 + 1.5
         stuck = [call for call in calls if not call.done()]
-        assert len(stuck) == 4, "only the 4 calls holding connections should still be waiting"
+        assert len(stuck) == held, f"only the {held} calls holding connections should still wait"
         proxy.release_replies()
         for data in await bounded(asyncio.gather(*stuck)):
             assert data is not None
@@ -477,13 +543,13 @@ async def test_saturated_pool_raises_pool_exhausted_not_server_down(
 
 
 async def test_a_silent_server_times_out_after_socket_timeout(
-    fault_server: RedisServer, namespace: str
+    transport: Backend, fault_server: RedisServer, namespace: str
 ) -> None:
     """A server that stops replying fails reads with code timeout and writes with an unknown
     outcome after socket_timeout, and the store works again once replies flow."""
     async with (
         FaultProxy(fault_server.port) as proxy,
-        open_store(proxy.url, namespace, max_connections=2, socket_timeout=0.3) as store,
+        open_store(proxy.url, namespace, transport, max_connections=2, socket_timeout=0.3) as store,
     ):
         key = await store.create_session(ALICE, marked("alice", "before"))
         proxy.hold_replies()
@@ -505,9 +571,11 @@ async def test_a_silent_server_times_out_after_socket_timeout(
         assert await bounded(store.find_by_user(ALICE, "alice")) == (key, marked("alice", "again"))
 
 
-async def test_server_down_is_unavailable_not_pool_exhausted(namespace: str) -> None:
+async def test_server_down_is_unavailable_not_pool_exhausted(
+    transport: Backend, namespace: str
+) -> None:
     """A server that refuses connections gives UnavailableError (code unavailable), quickly."""
-    async with open_store(f"redis://127.0.0.1:{free_port()}/0", namespace) as store:
+    async with open_store(f"redis://127.0.0.1:{free_port()}/0", namespace, transport) as store:
         with pytest.raises(UnavailableError) as raised:
             await bounded(store.get_session("any"))
     assert not isinstance(raised.value, PoolExhaustedError)
@@ -559,11 +627,11 @@ async def assert_store_works(store: RedisSessionStore, user: str) -> None:
 
 @pytest.mark.parametrize("corrupt", list(BAD_BLOBS))
 async def test_corrupt_blob_raises_internal_error_naming_the_key(
-    corrupt: str, redis_url: str, redis_raw: aioredis.Redis, namespace: str
+    corrupt: str, transport: Backend, redis_url: str, redis_raw: aioredis.Redis, namespace: str
 ) -> None:
     """A blob that is not SessionData makes get, update and find raise InternalError naming the
     session key, while other sessions keep working."""
-    async with open_store(redis_url, namespace) as store:
+    async with open_store(redis_url, namespace, transport) as store:
         key = await store.create_session(ctx_of("victim"), marked("victim", "victim"))
         await plant(redis_raw, store.keys.session(key), BAD_BLOBS[corrupt])
         calls: dict[str, Callable[[], Awaitable[object]]] = {
@@ -580,11 +648,11 @@ async def test_corrupt_blob_raises_internal_error_naming_the_key(
 
 
 async def test_wrong_type_user_pointer_raises_internal_error(
-    redis_url: str, redis_raw: aioredis.Redis, namespace: str
+    transport: Backend, redis_url: str, redis_raw: aioredis.Redis, namespace: str
 ) -> None:
     """A user pointer holding a list makes find_by_user raise InternalError without naming the
     user, other users keep working, and a new create repairs the pointer."""
-    async with open_store(redis_url, namespace) as store:
+    async with open_store(redis_url, namespace, transport) as store:
         pointer = store.keys.user(UserSlot("dev", "tenant-42", "support", "victim"))
         await redis_raw.lpush(pointer, b"x")
         with pytest.raises(InternalError, match="pointer") as raised:
@@ -611,7 +679,7 @@ async def keep_updating(store: RedisSessionStore, key: SessionKey, user: str) ->
 
 
 async def test_updates_racing_a_remove_never_resurrect_the_session(
-    fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
+    transport: Backend, fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
 ) -> None:
     """When updaters race a remove, the remove wins for good: once an update raised
     NotFoundError no later one lands, and afterwards neither blob nor pointer exists."""
@@ -619,7 +687,7 @@ async def test_updates_racing_a_remove_never_resurrect_the_session(
     tally: Counter[str] = Counter()
     async with (
         FaultProxy(fault_server.port, max_delay=0.001, seed=5) as proxy,
-        open_store(proxy.url, namespace, max_connections=16) as store,
+        open_store(proxy.url, namespace, transport, max_connections=16) as store,
     ):
         for round_ in range(40):
             user = f"racer-{round_ % 3}"
@@ -648,12 +716,13 @@ async def test_updates_racing_a_remove_never_resurrect_the_session(
 
 @asynccontextmanager
 async def lossy_store(
-    fault_server: RedisServer, namespace: str
+    fault_server: RedisServer, namespace: str, transport: Backend
 ) -> AsyncIterator[tuple[FaultProxy, RedisSessionStore]]:
-    """A one-connection store behind a proxy, warmed up (connected, scripts loaded)."""
+    """A one-connection store behind a proxy, warmed up (connected, scripts loaded); batched,
+    the lone sequential caller keeps to one shared connection."""
     async with (
         FaultProxy(fault_server.port) as proxy,
-        open_store(proxy.url, namespace, max_connections=1) as store,
+        open_store(proxy.url, namespace, transport, max_connections=1) as store,
     ):
         await assert_store_works(store, "warm-up")
         yield proxy, store
@@ -679,11 +748,15 @@ WRITES = {
 
 @pytest.mark.parametrize("write", list(WRITES))
 async def test_write_whose_reply_is_lost_raises_unknown_outcome(
-    write: str, fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
+    write: str,
+    transport: Backend,
+    fault_server: RedisServer,
+    fault_raw: aioredis.Redis,
+    namespace: str,
 ) -> None:
     """A write whose reply is lost raises UnknownOutcomeError, is not re-sent, and did apply."""
     lost = WRITES[write]
-    async with lossy_store(fault_server, namespace) as (proxy, store):
+    async with lossy_store(fault_server, namespace, transport) as (proxy, store):
         key = await store.create_session(ALICE, marked("alice", "before"))
         await fault_raw.config_resetstat()
         proxy.lose_replies(1, skip=lost.skip)
@@ -704,12 +777,16 @@ READS: dict[str, tuple[str, Call]] = {
 
 @pytest.mark.parametrize("read", list(READS))
 async def test_read_whose_reply_is_lost_is_retried(
-    read: str, fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
+    read: str,
+    transport: Backend,
+    fault_server: RedisServer,
+    fault_raw: aioredis.Redis,
+    namespace: str,
 ) -> None:
     """A read whose reply is lost is sent again and succeeds; when every reply is lost it raises
     plain UnavailableError after a bounded number of tries, and the store then recovers."""
     command, call = READS[read]
-    async with lossy_store(fault_server, namespace) as (proxy, store):
+    async with lossy_store(fault_server, namespace, transport) as (proxy, store):
         key = await store.create_session(ctx_of("alice"), marked("alice", "kept"))
 
         await fault_raw.config_resetstat()
