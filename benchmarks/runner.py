@@ -20,6 +20,7 @@ from greentic_session.backends.redis.options import redact_url
 
 from .cases_batching import batching_ticks, run_batching_cases
 from .cases_cclient import C_CASES, run_c_client
+from .cases_cluster import cluster_ticks, render_cluster_table, run_cluster_cases
 from .cases_codec import CODEC_OPS, run_codec_size
 from .cases_memory import MEMORY_OPS, run_memory_op
 from .cases_otel import otel_ticks, render_otel_table, run_otel_cases
@@ -45,7 +46,7 @@ PACKAGES = (
     "matplotlib",
     "tqdm",
 )
-SECTIONS = ("codec", "memory", "redis", "footprint", "otel", "batching", "c-client")
+SECTIONS = ("codec", "memory", "redis", "footprint", "otel", "batching", "c-client", "cluster")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -116,6 +117,7 @@ def plan_ticks(profile: Profile, sections: tuple[str, ...] = SECTIONS) -> int:
         "otel": otel_ticks(profile),
         "batching": batching_ticks(profile),
         "c-client": len(C_CASES),
+        "cluster": cluster_ticks(),
     }
     return sum(ticks[section] for section in sections)
 
@@ -165,6 +167,10 @@ async def run_cases(
         elif section == "c-client":
             status("redis-benchmark")
             rows += await run_c_client(url, profile, private=target.private, tick=tick)
+        elif section == "cluster":
+            status("redis cluster")
+            rounds, ops = profile.sweep_rounds, profile.sweep_ops
+            rows += await run_cluster_cases(url, rounds, ops, tick=tick)
         seconds[section] = round(time.perf_counter() - started, 1)
     return rows
 
@@ -243,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         write_plot(doc, args.out / "latency.png")
     print(render_table(doc, targets))
     print(render_otel_table(rows))
+    print(render_cluster_table(rows))
     print(f"\nwrote {args.out / name}" + (" and latency.png" if plot else ""))
     sections = ", ".join(f"{name} {secs:.1f} s" for name, secs in section_seconds.items())
     print(f"wall time {wall:.1f} s ({sections})")

@@ -165,7 +165,10 @@ class ClusterCaller:
         busy_since: float | None = None
         asking: Node | None = None
         while True:
-            node = self._node(asking) if asking is not None else await self._owner(slot)
+            if asking is not None:
+                node = self._node(asking)
+            else:  # the common case (a known owner) awaits nothing
+                node = self._known_owner(slot) or await self._owner(slot)
             try:
                 return await run(node, asking is not None)
             except ClusterRedirect as exc:
@@ -189,21 +192,24 @@ class ClusterCaller:
             # ran; wait for the slot to settle, or let the caller read key by key.
             if moving == "raise" and redirect.kind != "down":
                 raise redirect
-            now = asyncio.get_running_loop().time()
-            if busy_since is None:
-                busy_since = now
-            elif now - busy_since >= self._busy_timeout:
-                state = "down" if redirect.kind == "down" else "mid-migration"
-                raise UnavailableError(
-                    f"a slot of the Redis Cluster at {self.where} stayed {state} for "
-                    f"{self._busy_timeout}s; nothing was written"
-                )
-            await asyncio.sleep(_BUSY_PAUSES[min(pauses, len(_BUSY_PAUSES) - 1)])
+            busy_since = busy_since or asyncio.get_running_loop().time()
+            await self._wait_out(redirect, busy_since, pauses)
             pauses += 1
         raise UnavailableError(
             f"the Redis Cluster at {self.where} redirected a call {_MAX_REDIRECTS} times; "
             "nothing was written"
         )
+
+    async def _wait_out(self, redirect: ClusterRedirect, since: float, pauses: int) -> None:
+        """Pause before calling a busy slot again, or give up once it stayed busy for
+        `busy_timeout` since `since`."""
+        if asyncio.get_running_loop().time() - since >= self._busy_timeout:
+            state = "down" if redirect.kind == "down" else "mid-migration"
+            raise UnavailableError(
+                f"a slot of the Redis Cluster at {self.where} stayed {state} for "
+                f"{self._busy_timeout}s; nothing was written"
+            )
+        await asyncio.sleep(_BUSY_PAUSES[min(pauses, len(_BUSY_PAUSES) - 1)])
 
     # -- the slot table ------------------------------------------------------------------------
 
@@ -212,6 +218,10 @@ class ClusterCaller:
         if node is None:
             node = self._nodes[address] = self._new_node(address)
         return node
+
+    def _known_owner(self, slot: int) -> RedisCaller | None:
+        address = self._slots[slot]
+        return None if address is None else self._nodes.get(address)
 
     async def _owner(self, slot: int) -> RedisCaller:
         address = self._slots[slot]
