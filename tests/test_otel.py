@@ -326,16 +326,16 @@ async def test_an_unsampled_call_still_counts_in_metrics(store: SessionStore) ->
 async def test_redis_connections_in_use_are_observed(
     recorded: Recorded, redis_url: str, namespace: str
 ) -> None:
-    """`db.client.connection.count` (state used) reads the Redis store's gate: one while a call
-    holds a connection, none once it returned."""
+    """`db.client.connection.count` (state used) counts the Redis store's connections awaiting
+    replies: one while a call is in flight, none once it returned."""
     backend = next(b for b in BACKENDS if b.needs_redis)
     store = backend.open(redis_url=redis_url, namespace=namespace)
     assert isinstance(store, RedisSessionStore)
     try:
         await store.get_session("warm-up")  # the store is observed from its first call on
         call = asyncio.create_task(store.get_session("in-flight"))
-        # One loop turn runs the task to its first suspension, the socket read: the gate permit
-        # is taken without suspending, so the call now holds its connection (deterministic).
+        # One loop turn runs the task to its first suspension, the reply: its request is queued
+        # on the connection without suspending, so the connection is busy (deterministic).
         await asyncio.sleep(0)
         (during,) = recorded.points("db.client.connection.count")
         await call

@@ -31,6 +31,7 @@ from greentic_session import (
     create_session_store,
 )
 from greentic_session.backends.redis.keys import RedisKeys
+from greentic_session.backends.redis.store import RedisSessionStore
 from greentic_session.fence import lookup_slot
 from greentic_session.testing import LocalCluster
 from tests.conftest import make_data
@@ -489,3 +490,46 @@ async def test_a_dead_cluster_is_a_typed_error(namespace: str) -> None:
     async with store:
         with pytest.raises(UnavailableError, match="no master"):
             await store.get_session("some-key")
+
+
+async def test_random_cancellations_during_a_migration_leave_the_store_sound(
+    namespace: str,
+) -> None:
+    """Cancelling 400 calls at random points while 2,000 slots move between masters never hands
+    a reply to the wrong request, and every session reads back its own data afterwards."""
+    from tests.test_redis_faults import CancelDrill, bounded, marked
+    from tests.test_redis_faults import ctx_of as drill_ctx
+
+    with LocalCluster(masters=2) as cluster:
+        store = open_store(cluster, namespace)
+        assert isinstance(store, RedisSessionStore)
+        async with store:
+            owners = {}
+            for n in range(16):
+                user = f"base-{n}"
+                key = await store.create_session(drill_ctx(user), marked(user, "pending"))
+                await store.update_session(key, marked(user, key))
+                owners[key] = user
+            drill = CancelDrill(store, owners)
+            creates = (
+                store.create_session(drill_ctx(f"doomed-{n}"), marked(f"doomed-{n}", "x"))
+                for n in range(100)
+            )
+            drill.removable = list(await bounded(asyncio.gather(*creates)))
+            src, dst = cluster.master_ports()
+            moving = asyncio.create_task(
+                asyncio.to_thread(cluster.migrate_slots, slots_of(cluster, src)[:2000], src, dst)
+            )
+            for _ in range(50):  # 50 waves of 8 cancelled calls, each followed by checked reads
+                wave = [
+                    drill.cancelled(drill.random_call(), drill.rng.uniform(0, 0.004))
+                    for _ in range(8)
+                ]
+                await bounded(asyncio.gather(*wave))
+                await drill.verify()
+            await moving
+            await drill.verify_all()
+            assert drill.outcomes["cancelled"] >= 20, drill.outcomes
+            assert drill.outcomes["completed"] >= 20, drill.outcomes
+            for node in store._redis.nodes().values():  # type: ignore[union-attr]
+                assert node.in_use == 0

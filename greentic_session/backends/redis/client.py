@@ -337,7 +337,10 @@ class RedisCaller:
 
     @property
     def in_use(self) -> int:
-        """Calls holding a connection now: the gate's taken permits."""
+        """Connections in use now: batched, those awaiting replies; else the calls holding a
+        connection (the gate's taken permits)."""
+        if self.batch is not None:
+            return self.batch.busy_connections
         return max(0, self._permits - self.gate._value)  # asyncio.Semaphore's free permits
 
     async def eval(

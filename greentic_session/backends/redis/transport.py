@@ -383,6 +383,13 @@ class BatchingPool:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    @property
+    def busy_connections(self) -> int:
+        """Open connections with requests awaiting replies."""
+        return sum(
+            1 for connection in self._live if connection.outstanding and not connection.closed
+        )
+
     def stats(self) -> PoolStats:
         """Connections and writes since the pool was built (`written`: requests written by each
         live connection, in the order they opened)."""
