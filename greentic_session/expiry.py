@@ -67,5 +67,11 @@ class Expiry:
         """(idle_ttl, max_lifetime) as whole milliseconds for the Lua scripts; '' when off."""
         return _millis(self.idle_ttl), _millis(self.max_lifetime)
 
+    def first_ttl_millis(self) -> str:
+        """A new session's TTL in whole milliseconds, '' when off: the shorter option, as
+        expiry.lua's `expiry_start` gives the keys it writes."""
+        ttls = [seconds for seconds in (self.idle_ttl, self.max_lifetime) if seconds is not None]
+        return _millis(min(ttls)) if ttls else ""
+
 
 NO_EXPIRY = Expiry()

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import redis as sync_redis
@@ -25,11 +26,13 @@ from greentic_session import (
     SessionData,
     SessionError,
     SessionStore,
+    StoreClosedError,
     TenantCtx,
     UnavailableError,
     UnknownOutcomeError,
     create_session_store,
 )
+from greentic_session.backends.redis.cluster import ClusterCaller
 from greentic_session.backends.redis.keys import RedisKeys
 from greentic_session.backends.redis.store import RedisSessionStore
 from greentic_session.fence import lookup_slot
@@ -533,3 +536,72 @@ async def test_random_cancellations_during_a_migration_leave_the_store_sound(
             assert drill.outcomes["completed"] >= 20, drill.outcomes
             for node in store._redis.nodes().values():  # type: ignore[union-attr]
                 assert node.in_use == 0
+
+
+@pytest.mark.parametrize("key", ["}abc", "{x}y", "a{b}c", "{}", "{0123abcd"])
+async def test_caller_keys_holding_braces_keep_their_keys_in_one_slot(
+    redis_cluster: LocalCluster, namespace: str, key: str
+) -> None:
+    """A caller's key holding braces (a hash tag of its own, an empty one, a lone brace) gets its
+    blob, meta and hint keys in one slot, and every call on it works."""
+    ctx = ctx_of("user-braces")
+    layout = RedisKeys(namespace, cluster=True)
+    own = {
+        LocalCluster.slot_of(name(key)) for name in (layout.session, layout.meta, layout.wait_hint)
+    }
+    assert len(own) == 1
+    async with open_store(redis_cluster, namespace, idle_ttl=60, max_lifetime=600) as store:
+        await store.create_session(ctx, make_data(ctx), key=key)
+        await store.update_session(key, make_data(ctx, node="node.next"))
+        await store.touch_session(key)
+        assert await store.find_by_user(ctx, "user-braces") == (
+            key,
+            make_data(ctx, node="node.next"),
+        )
+        await store.remove_session(key)
+        assert await store.get_session(key) is None
+        assert await store.find_by_user(ctx, "user-braces") is None  # clears the pointer
+    assert keys_by_master(redis_cluster, namespace) == {
+        port: [] for port in redis_cluster.master_ports()
+    }
+
+
+async def test_aclose_stops_a_call_waiting_out_a_migration(
+    two_masters: LocalCluster, namespace: str
+) -> None:
+    """An update waiting for a half-moved slot when the store closes raises StoreClosedError,
+    writes nothing once the slot settles, and leaves no connection open."""
+    cluster = two_masters
+    ctx = ctx_of("closing")
+    layout = RedisKeys(namespace, cluster=True)
+    store = open_store(cluster, namespace, socket_timeout=10.0)
+    assert isinstance(store, RedisSessionStore)
+    key = await store.create_session(ctx, make_data(ctx))
+    blob = layout.session(key)
+    slot = LocalCluster.slot_of(blob)
+    src = cluster.owner_of_slot(slot)
+    (dst,) = (port for port in cluster.master_ports() if port != src)
+    router = store._redis
+    assert isinstance(router, ClusterCaller)
+    waiting = asyncio.Event()
+    wait_out = router._wait_out
+
+    async def spy(*args: Any) -> None:  # tells the test the call is waiting; changes nothing
+        waiting.set()
+        await wait_out(*args)
+
+    router._wait_out = spy  # type: ignore[method-assign]
+    await asyncio.to_thread(cluster.begin_migration, slot, src, dst)
+    try:
+        await asyncio.to_thread(cluster.migrate_keys, src, dst, [blob])  # blob moved, rest not
+        update = asyncio.create_task(store.update_session(key, make_data(ctx, node="late")))
+        await waiting.wait()
+        await store.aclose()
+    finally:
+        await asyncio.to_thread(cluster.finish_migration, slot, src, dst)
+    with pytest.raises(StoreClosedError):
+        await update
+    assert router.nodes() == {}
+    async with open_store(cluster, namespace) as reader:
+        assert await reader.get_session(key) == make_data(ctx)
+        await reader.remove_session(key)

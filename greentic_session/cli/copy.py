@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..backends.redis.cluster import ClusterCaller
-from ..backends.redis.keys import RedisKeys, is_tagged
+from ..backends.redis.keys import RedisKeys, is_tagged, key_tag
 from ..backends.redis.scripts import Script
 from ..backends.redis.store import RedisSessionStore
 from ..fence import UserSlot, scope_of
@@ -124,7 +124,7 @@ def plan(found: Source, source: Layout, target: RedisKeys) -> Copy:
     none that the cluster store could use."""
     refs = [(source.parse(ref.key), ref) for ref in found.refs]
     target_key = _target_key(found, [p for p, _ in refs], target)
-    tagged, tag = is_tagged(target_key), target_key[:10]
+    tagged, tag = is_tagged(target_key), key_tag(target_key)
 
     def same_slot(slot: UserSlot, what: str) -> None:
         # A tagged key's scripts read its pointer and wait keys on its own node.

@@ -48,7 +48,7 @@ from .errors import cluster_redirect, is_connection_failure, is_pool_full, to_se
 from .scripts import Script
 from .transport import BatchingPool
 
-__all__ = ["PrimaryPool", "RedisCaller"]
+__all__ = ["PrimaryPool", "RedisCaller", "cancel_idle"]
 
 T = TypeVar("T")
 
@@ -99,6 +99,17 @@ def _running_loop() -> asyncio.AbstractEventLoop:
     )
 
 
+def _retryable(exc: BaseException, write: bool) -> bool:
+    """Whether a failed call may be tried again: a read whose connection failed, unless the
+    server refused the credentials or no connection had room (a retry would only wait again)."""
+    return (
+        not write
+        and isinstance(exc, redis_errors.ConnectionError)
+        and not isinstance(exc, redis_errors.AuthenticationError)
+        and not is_pool_full(exc)
+    )
+
+
 def _loop_or_none() -> asyncio.AbstractEventLoop | None:
     """The running asyncio loop, or None (then `call` says what is wrong)."""
     try:
@@ -107,7 +118,7 @@ def _loop_or_none() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _cancel_idle(task: asyncio.Task[None]) -> None:
+def cancel_idle(task: asyncio.Task[None]) -> None:
     """Cancel a task of a loop that is not running (RedisCaller checks): it resumes, and closes
     its connections, if that loop runs again; a closed loop dropped it already."""
     if not task.get_loop().is_closed():
@@ -233,7 +244,7 @@ class PrimaryPool(SentinelConnectionPool):
         if watcher is None or watcher.done():
             return
         if watcher.get_loop() is not asyncio.get_running_loop():
-            _cancel_idle(watcher)
+            cancel_idle(watcher)
             return
         watcher.cancel()
         await asyncio.wait([watcher])  # let its pubsub close; our own cancellation propagates
@@ -269,7 +280,7 @@ class PrimaryPool(SentinelConnectionPool):
         super().reset()  # type: ignore[no-untyped-call]
         watcher = getattr(self, "_watcher", None)  # reset() runs inside __init__ too
         if watcher is not None:
-            _cancel_idle(watcher)
+            cancel_idle(watcher)
             self._watcher = None
 
     def loop_bound_pools(self) -> list[Any]:
@@ -369,11 +380,13 @@ class RedisCaller:
                 return result
             if self._fast_failure(failure, write):
                 raise self._raised(failure, write=write, key=key)
-            if not isinstance(failure, redis_errors.NoScriptError):
-                await asyncio.sleep(_READ_BACKOFF[0])
-                return await self.call(
-                    self._evalsha, script, keys, args, write, write=write, key=key, retry=1
-                )
+            if isinstance(failure, redis_errors.NoScriptError):  # EVAL (which also caches it)
+                source = ("EVAL", script.source, len(keys), *keys, *args)
+                return await self.call(self._send, write, *source, write=write, key=key)
+            await asyncio.sleep(_READ_BACKOFF[0])
+            return await self.call(
+                self._evalsha, script, keys, args, write, write=write, key=key, retry=1
+            )
         return await self.call(self._evalsha, script, keys, args, write, write=write, key=key)
 
     async def _evalsha(
@@ -428,11 +441,7 @@ class RedisCaller:
         those layers goes through `call` again: a read whose connection failed (its retries) and
         a script the server lacks (NOSCRIPT: EVAL next). Both ran nowhere, so a second try is safe.
         """
-        if isinstance(exc, redis_errors.NoScriptError):
-            return False
-        if not isinstance(exc, redis_errors.ConnectionError) or write:
-            return True
-        return isinstance(exc, redis_errors.AuthenticationError) or is_pool_full(exc)
+        return not (isinstance(exc, redis_errors.NoScriptError) or _retryable(exc, write))
 
     async def transaction(
         self, commands: Sequence[tuple[Any, ...]], *, key: str | None = None
@@ -494,13 +503,7 @@ class RedisCaller:
             except TimeoutError as exc:  # our socket_timeout (redis-py's own is a RedisError)
                 failure = exc
             except redis_errors.ConnectionError as exc:
-                retryable = not (
-                    write
-                    or attempt >= len(_READ_BACKOFF)
-                    or isinstance(exc, redis_errors.AuthenticationError)
-                    or is_pool_full(exc)
-                )
-                if not retryable:
+                if attempt >= len(_READ_BACKOFF) or not _retryable(exc, write):
                     failure = exc
             except redis_errors.RedisError as exc:
                 failure = exc

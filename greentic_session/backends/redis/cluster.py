@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from redis.crc import key_slot
 
-from ...errors import InternalError, SessionError, UnavailableError
-from .client import RedisCaller
+from ...errors import ErrorCode, InternalError, SessionError, StoreClosedError, UnavailableError
+from .client import RedisCaller, cancel_idle
 from .errors import ClusterRedirect
 from .scripts import Script
 
@@ -100,7 +101,8 @@ class ClusterCaller:
         self._slots: list[Node | None] = [None] * SLOTS
         self._busy_timeout = busy_timeout
         self._refresh: asyncio.Task[None] | None = None
-        self._refreshed_at = -1.0
+        self._refreshed_at = -1.0  # time.monotonic() of the last re-read's end
+        self._closed = False
 
     @property
     def in_use(self) -> int:
@@ -174,7 +176,7 @@ class ClusterCaller:
             except ClusterRedirect as exc:
                 redirect = exc
             except SessionError as exc:
-                if exc.code.value in ("unavailable", "timeout"):
+                if exc.code in (ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT):
                     self._schedule_refresh()  # a dead master: look for its promoted replica
                 raise
             asking = None
@@ -216,6 +218,8 @@ class ClusterCaller:
     def _node(self, address: Node) -> RedisCaller:
         node = self._nodes.get(address)
         if node is None:
+            if self._closed:  # a call that outlived aclose (waiting out a migration, say)
+                raise StoreClosedError("the session store is closed")
             node = self._nodes[address] = self._new_node(address)
         return node
 
@@ -235,18 +239,28 @@ class ClusterCaller:
         return self._node(address)
 
     async def _refreshed(self) -> None:
-        """Wait for a re-read of the slot table (starting one unless one is under way)."""
+        """Wait for a re-read of the slot table (starting one unless one is under way). The
+        re-read is shared: a cancelled waiter leaves it running, and its own end (cancelled by
+        `aclose`, say) is not the waiter's cancellation."""
         self._schedule_refresh(at_once=True)
         task = self._refresh
-        assert task is not None
-        await asyncio.shield(task)
+        if task is None:  # closed
+            raise StoreClosedError("the session store is closed")
+        await asyncio.wait([task])
+        if task.cancelled():
+            raise StoreClosedError("the session store is closed")
+        failure = task.exception()
+        if failure is not None:
+            raise failure
 
     def _schedule_refresh(self, *, at_once: bool = False) -> None:
+        if self._closed:
+            return
         task = self._refresh
         loop = asyncio.get_running_loop()
         if task is not None and not task.done() and task.get_loop() is loop:
             return
-        if not at_once and loop.time() - self._refreshed_at < _REFRESH_INTERVAL:
+        if not at_once and time.monotonic() - self._refreshed_at < _REFRESH_INTERVAL:
             return
         self._refresh = task = loop.create_task(self._read_table())
         task.add_done_callback(_retrieve)
@@ -279,22 +293,21 @@ class ClusterCaller:
                 return
             log.warning("no node of the Redis Cluster at %s answered CLUSTER SLOTS", self.where)
         finally:
-            self._refreshed_at = asyncio.get_running_loop().time()
+            self._refreshed_at = time.monotonic()
 
     # -- closing -------------------------------------------------------------------------------
 
-    async def adopt_running_loop(self) -> None:
-        for node in self._nodes.values():
-            await node.adopt_running_loop()
-
     async def aclose(self) -> None:
+        """Close every node's connections; calls still under way then raise StoreClosedError
+        (or their node's error) instead of opening new connections."""
+        self._closed = True
         task, self._refresh = self._refresh, None
         if task is not None and not task.done():
             if task.get_loop() is asyncio.get_running_loop():
                 task.cancel()
                 await asyncio.wait([task])
             else:
-                task.cancel()
-        for node in list(self._nodes.values()):
+                cancel_idle(task)  # another loop's: cancelled there, if that loop runs again
+        nodes, self._nodes = list(self._nodes.values()), {}
+        for node in nodes:
             await node.aclose()
-        self._nodes.clear()

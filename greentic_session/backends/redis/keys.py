@@ -17,9 +17,10 @@ share one slot, and every write stays one script on one node: the per-user suffi
 `{tag}:{env}:{tenant_id}:{team or "-"}:{user}`, where `tag` is the first 8 hex digits of the
 SHA-1 of the plain suffix (owner.lua's `pointer_suffix` computes the same with `redis.sha1hex`),
 and the keys the store mints for a user start with that `{tag}`. A caller's key carries no tag
-(unless built with `tagged_key`): its blob, meta and hint keys wrap it in braces
-(`{namespace}:session:{{key}}`) so they share the key's own slot, and the calls that also touch
-its user pointer take two ordered steps (see store.py); the pointer still holds the bare key.
+(unless built with `tagged_key`): its blob, meta and hint keys lead it with a tag of its own
+(`{namespace}:session:{8 hex digits of the key's SHA-1}{key}`) so they share one slot, and the
+calls that also touch its user pointer take two ordered steps (see store.py); the pointer still
+holds the bare key.
 The namespace may hold no brace there: its tag would put every key in one slot.
 """
 
@@ -32,7 +33,7 @@ from ...errors import InvalidInputError
 from ...fence import UserSlot
 from ...schema import SessionKey, new_session_key
 
-__all__ = ["RedisKeys", "is_tagged", "validate_namespace"]
+__all__ = ["RedisKeys", "is_tagged", "key_tag", "validate_namespace"]
 
 # Glob characters and whitespace are kept out so that `~{namespace}:*` ACL patterns and SCAN
 # matches mean what they say; braces are allowed for cluster hash tags.
@@ -46,6 +47,11 @@ _TAGGED = re.compile(r"\{[0-9a-f]{8}\}")
 def is_tagged(key: str) -> bool:
     """Whether `key` starts with a cluster layout tag (its indexes then share its slot)."""
     return _TAGGED.match(key) is not None
+
+
+def key_tag(key: str) -> str:
+    """The cluster layout tag `key` starts with (`{8 hex digits}`), or ''."""
+    return key[:10] if _TAGGED.match(key) is not None else ""
 
 
 def validate_namespace(namespace: object, *, cluster: bool = False) -> str:
@@ -96,9 +102,10 @@ class RedisKeys:
 
     def _own(self, key: str) -> str:
         """The part of a session's own keys (blob, meta, hint) after their prefix: the key; on a
-        cluster an untagged key in braces, so the three share a slot (the key's own)."""
+        cluster an untagged key led by a tag of its own (the SHA-1 of the key, as `_tag`), so the
+        three share a slot whatever braces the key holds."""
         if self.cluster and _TAGGED.match(key) is None:
-            return "{" + key + "}"
+            return _tag(key) + key
         return key
 
     def slot_suffix(self, slot: UserSlot) -> str:
@@ -133,6 +140,10 @@ class RedisKeys:
 
     def user(self, slot: UserSlot) -> str:
         return self.user_prefix + self.slot_suffix(slot)
+
+    def user_of_suffix(self, suffix: str) -> str:
+        """The user pointer whose `slot_suffix` a script returned (a meta key's value)."""
+        return self.user_prefix + suffix
 
     def wait_user(self, slot: UserSlot) -> str:
         return self.wait_user_prefix + self.slot_suffix(slot)

@@ -17,10 +17,12 @@ How calls are made (gate, time limit, retries, error mapping) lives in `client`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple, Self, Unpack, cast
+from typing import Any, NamedTuple, Self, TypeVar, Unpack, cast
 
 try:
     import redis.asyncio as aioredis
@@ -82,6 +84,8 @@ from .options import (
 from .transport import BatchingPool
 
 __all__ = ["RedisSessionStore", "revision_of"]
+
+T = TypeVar("T")
 
 # Operator events only, never a user id, session key, payload or secret (see client.py too).
 _log = logging.getLogger("greentic_session.redis")
@@ -220,10 +224,8 @@ class RedisSessionStore(SessionStore):
     ) -> None:
         self._expiry = Expiry(idle_ttl, max_lifetime)
         self._ttl_args = self._expiry.as_millis()
-        # A new session's TTL in ms (min of the two options), '' without expiry: the pointer's
-        # when a cluster create writes it in a step of its own.
-        ttls = [int(ms) for ms in self._ttl_args if ms]
-        self._pointer_ttl = str(min(ttls)) if ttls else ""
+        # The pointer's TTL when a cluster create writes it in a step of its own.
+        self._pointer_ttl = self._expiry.first_ttl_millis()
         self._max_blob_bytes = check_max_blob_bytes(max_blob_bytes)
         self.keys = keys
         self._scripts = scripts.CLUSTER if keys.cluster else scripts.SINGLE_NODE
@@ -492,18 +494,33 @@ class RedisSessionStore(SessionStore):
                 keys = (*keys, self.keys.user(slot))
         userless = "1" if data.tenant_ctx.normalized_user is None else "0"
         args = (blob, new_key, suffix, *self._ttl_args, userless)
-        created = await self._redis.eval(self._scripts.CREATE, keys, args, write=True, key=new_key)
-        if created != 1:
-            raise ConflictError(f"a session with key {new_key!r} already exists")
+        step = self._redis.eval(self._scripts.CREATE, keys, args, write=True, key=new_key)
         if split:
             assert slot is not None
-            ttl = ("PX", self._pointer_ttl) if self._pointer_ttl else ()
-            await self._second_step(
-                "created",
-                new_key,
-                self._redis.execute("SET", self.keys.user(slot), new_key, *ttl, write=True),
-            )
+            step = self._in_order(step, functools.partial(self._point, slot, new_key))
+        if await step != 1:
+            raise ConflictError(f"a session with key {new_key!r} already exists")
         return new_key
+
+    async def _point(self, slot: UserSlot, key: str, created: object) -> None:
+        """A split create's second step: the user pointer, once the session exists."""
+        if created == 1:
+            ttl = ("PX", self._pointer_ttl) if self._pointer_ttl else ()
+            step = self._redis.execute("SET", self.keys.user(slot), key, *ttl, write=True)
+            await self._second_step("created", key, step)
+
+    @staticmethod
+    async def _in_order(first: Awaitable[T], then: Callable[[T], Awaitable[None]]) -> T:
+        """A split call's session step, then (given its result) its index step, run as one task
+        that a cancelled caller does not stop half way: the index step always follows a session
+        step that ran (the caller still sees its cancellation)."""
+
+        async def both() -> T:
+            result = await first
+            await then(result)
+            return result
+
+        return await asyncio.shield(both())
 
     async def _second_step(self, done: str, key: str, step: Awaitable[object]) -> None:
         """The index step of a call on a cluster whose key lives in another slot than its
@@ -591,11 +608,11 @@ class RedisSessionStore(SessionStore):
             *self._index_prefixes(split)[1:],
         )
         keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
-        result = await self._redis.eval(self._scripts.UPDATE, keys, args, write=True, key=key)
-        if result == 1:
-            return blob
-        if split and isinstance(result, list) and len(result) == 2 and isinstance(result[0], bytes):
-            await self._refresh_pointer(key, result, "written")
+        step = self._redis.eval(self._scripts.UPDATE, keys, args, write=True, key=key)
+        if split:
+            step = self._in_order(step, functools.partial(self._refresh_pointer, key, "written"))
+        result = await step
+        if result == 1 or (split and isinstance(result, list) and len(result) == 2):
             return blob
         if result == 0:
             raise NotFoundError(f"session {key!r} not found")
@@ -614,10 +631,11 @@ class RedisSessionStore(SessionStore):
         user_prefix, scope_prefix, set_prefix = self._index_prefixes(split)
         keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
         args = (*self._ttl_args, user_prefix, key, scope_prefix, set_prefix)
-        result = await self._redis.eval(self._scripts.TOUCH, keys, args, write=True, key=key)
-        if split and isinstance(result, list):
-            await self._refresh_pointer(key, result, "touched")
-        elif result != 1:
+        step = self._redis.eval(self._scripts.TOUCH, keys, args, write=True, key=key)
+        if split:
+            step = self._in_order(step, functools.partial(self._refresh_pointer, key, "touched"))
+        result = await step
+        if result != 1 and not (split and isinstance(result, list)):
             raise NotFoundError(f"session {key!r} not found")
 
     def _index_prefixes(self, split: bool) -> tuple[str, str, str]:
@@ -627,12 +645,15 @@ class RedisSessionStore(SessionStore):
             return "", "", ""
         return self.keys.user_prefix, self.keys.wait_scope_prefix, self.keys.wait_user_prefix
 
-    async def _refresh_pointer(self, key: str, plan: list[Any], done: str) -> None:
+    async def _refresh_pointer(self, key: str, done: str, plan: object) -> None:
         """The second step of an update or touch of a key whose pointer lives in another cluster
-        slot: the pointer gets the session's new TTL if it still names the session."""
+        slot: the pointer gets the session's new TTL if it still names the session (`plan` is
+        the first step's {pointer suffix, TTL}, or its refusal code)."""
+        if not (isinstance(plan, list) and len(plan) == 2 and isinstance(plan[0], bytes)):
+            return
         suffix, ttl = _text(plan[0]), plan[1]
         if suffix and isinstance(ttl, int) and ttl > 0:
-            pointer = self.keys.user_prefix + suffix
+            pointer = self.keys.user_of_suffix(suffix)
             step = self._redis.eval(
                 self._scripts.REFRESH_POINTER, (pointer,), (key, ttl), write=True, key=key
             )
@@ -646,16 +667,9 @@ class RedisSessionStore(SessionStore):
         args = (key, *self._index_prefixes(split))
         removed = await self._redis.eval(self._scripts.REMOVE, keys, args, write=True, key=key)
         if split and isinstance(removed, bytes):
-            # The session is gone; its pointer in another slot goes next. Should that fail, the
-            # pointer names a missing session, which the next lookup clears.
-            if removed:
-                pointer = self.keys.user_prefix + _text(removed)
-                try:
-                    await self._redis.eval(
-                        self._scripts.CLEAR_POINTER, (pointer,), (key,), write=True, key=key
-                    )
-                except SessionError as exc:
-                    _log.info("left a user pointer for the next lookup to clear (%s)", exc.code)
+            # The session is gone; its user pointer, in another slot, is left for the next lookup
+            # to clear (find's stale-pointer repair): deleting it here by name could delete the
+            # pointer of a session re-created under this key meanwhile.
             return
         if removed != 1:
             raise NotFoundError(f"session {key!r} not found")

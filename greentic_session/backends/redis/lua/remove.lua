@@ -9,7 +9,8 @@
 -- ARGV[1] session key; ARGV[2] user pointer key prefix ('{namespace}:user:', keys.RedisKeys);
 -- ARGV[3] scope pointer prefix; ARGV[4] user SET prefix
 -- ARGV[2..4] '': the indexes live in another cluster slot (keys.RedisKeys.local_only): only the
--- blob, meta and hint keys go, and the pointer suffix to clear ('' for none) is returned.
+-- blob, meta and hint keys go (the store leaves the pointer to the next lookup's repair), and
+-- the pointer suffix ('' for none) is returned in place of 1.
 -- Returns 1 when the blob was deleted, 0 when it was already gone.
 -- A corrupt blob is still deleted; its pointer, if any, is cleared at the next lookup.
 local head = redis.call('GETRANGE', KEYS[1], 0, 4095)
