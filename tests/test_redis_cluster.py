@@ -271,9 +271,10 @@ class Load:
     acknowledged write is one step of a counter, so a write applied twice shows up as a conflict
     and a lost one as a counter behind its acknowledgement."""
 
-    def __init__(self, store: SessionStore, sessions: int) -> None:
+    def __init__(self, store: SessionStore, sessions: int, *, caller_keys: bool = False) -> None:
         self.store = store
         self.users = [f"load-{i}" for i in range(sessions)]
+        self.caller_keys = caller_keys  # untagged keys of the caller's: two-step calls
         self.keys: dict[str, str] = {}
         self.out = Outcomes()
         self.stop = asyncio.Event()
@@ -285,7 +286,9 @@ class Load:
     async def __aenter__(self) -> Load:
         for user in self.users:
             ctx = ctx_of(user)
-            key = await self.store.create_session(ctx, make_data(ctx, state='{"n": 0}'))
+            chosen = f"chat-{user}" if self.caller_keys else None
+            data = make_data(ctx, state='{"n": 0}')
+            key = await self.store.create_session(ctx, data, key=chosen)
             self.keys[user] = key
             self.out.acked[key] = 0
         for user in self.users:
@@ -395,17 +398,23 @@ async def assert_every_pointer_names_a_blob(cluster: LocalCluster, namespace: st
                     assert await store.get_session(value.decode()) is not None
 
 
-async def test_migrating_a_thousand_slots_under_load(namespace: str) -> None:
-    """While 1,000 slots move to another master under reads and compare-and-set writes, no read
-    fails, writes raise only typed errors, none applies twice, none acknowledged is lost, and no
-    pointer names a missing blob."""
+@pytest.mark.parametrize("caller_keys", [False, True], ids=["store-keys", "caller-keys"])
+async def test_migrating_a_thousand_slots_under_load(namespace: str, caller_keys: bool) -> None:
+    """While 1,000 slots move to another master under reads and compare-and-set writes (on
+    store-minted keys, or on caller keys whose pointer lives in another slot), no read fails,
+    writes raise only typed errors, none applies twice, none acknowledged is lost, and no pointer
+    names a missing blob."""
     with LocalCluster(masters=3) as cluster:
-        async with open_store(cluster, namespace, socket_timeout=2.0) as store:
+        async with open_store(cluster, namespace, socket_timeout=2.0, idle_ttl=600) as store:
             src, dst = cluster.master_ports()[:2]
-            async with Load(store, sessions=48) as load:
-                # The slots of every session on `src` move, with others up to 1,000.
+            async with Load(store, sessions=48, caller_keys=caller_keys) as load:
+                # The slots of every session (and pointer) on `src` move, with others up to 1,000.
                 layout = RedisKeys(namespace, cluster=True)
                 ours = {cluster.slot_of(layout.session(key)) for key in load.keys.values()}
+                ours |= {
+                    cluster.slot_of(layout.user(lookup_slot(ctx_of(user), user)))
+                    for user in load.users
+                }
                 owned = slots_of(cluster, src)
                 moving = [s for s in owned if s in ours]
                 assert len(moving) >= 5
