@@ -113,6 +113,7 @@ async def test_ten_thousand_sessions_spread_over_every_master(
     total = sum(counts.values())
     assert total == 20_000  # a blob and a user pointer each
     share = total / len(counts)
+    print(f"keys per master: {sorted(counts.values())} (share {share:.0f})")
     assert all(count <= 2 * share for count in counts.values()), counts
     assert all(count > 0 for count in counts.values()), counts
     # Each session's pointer lives on the master that holds its blob.
