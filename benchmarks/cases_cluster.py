@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from greentic_session import SessionBackendConfig, create_session_store
@@ -53,6 +55,25 @@ class Store:
         if name == "update":
             return lambda i: store.update_session(keys[i % n], pop.datas[i % n])
         return lambda i: store.create_session(pop.ctxs[i % n], pop.datas[i % n])
+
+
+def _pin_apart(servers: list[RedisServer]) -> str:
+    """Pin this process to one CPU and every server (all its threads) to the others, as
+    `server.pin_cpus` does for the bench's own server: servers started by a pinned process
+    would otherwise share its one CPU, and unpinned ones wander (two latency levels)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "none (unsupported)"
+    every = set(range(os.cpu_count() or 1))
+    mine = min(os.sched_getaffinity(0))
+    others = every - {mine}
+    if not others:
+        return "none (one CPU)"
+    os.sched_setaffinity(0, {mine})
+    for server in servers:
+        if server.pid is not None:
+            for task in Path(f"/proc/{server.pid}/task").iterdir():
+                os.sched_setaffinity(int(task.name), others)
+    return f"benchmark on CPU {mine}, redis-servers on CPUs {sorted(others)}"
 
 
 def _open(config: SessionBackendConfig) -> RedisSessionStore:
@@ -155,11 +176,21 @@ def cluster_ticks() -> int:
 
 
 async def run_cluster_cases(
-    url: str, rounds: int, ops: int, *, tick: Callable[[], None] = lambda: None
+    rounds: int, ops: int, *, tick: Callable[[], None] = lambda: None
 ) -> list[dict[str, Any]]:
-    """The cluster rows against the single node at `url` and two private clusters."""
-    with LocalCluster(masters=1) as one, LocalCluster(masters=3) as three:
-        urls = {SINGLE: [url], ONE_MASTER: one.startup_urls, THREE_MASTERS: three.startup_urls}
+    """The cluster rows: a private single node and two private clusters, every server pinned
+    apart from this process (`_pin_apart`), so the three differ only in being a cluster."""
+    with (
+        RedisServer() as single,
+        LocalCluster(masters=1) as one,
+        LocalCluster(masters=3) as three,
+    ):
+        _pin_apart([single, *one.nodes, *three.nodes])
+        urls = {
+            SINGLE: [single.url],
+            ONE_MASTER: one.startup_urls,
+            THREE_MASTERS: three.startup_urls,
+        }
         return await measure(urls, rounds, ops, tick=tick)
 
 
@@ -170,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     rounds, ops = (3, 2000) if args.quick else (5, 6000)
     started = time.monotonic()
-    with RedisServer() as server:
-        rows = asyncio.run(run_cluster_cases(server.url, rounds, ops))
+    rows = asyncio.run(run_cluster_cases(rounds, ops))
     print(render_cluster_table(rows))
     print(f"done in {time.monotonic() - started:.0f} s")
     return 0

@@ -170,7 +170,7 @@ async def run_cases(
         elif section == "cluster":
             status("redis cluster")
             rounds, ops = profile.sweep_rounds, profile.sweep_ops
-            rows += await run_cluster_cases(url, rounds, ops, tick=tick)
+            rows += await run_cluster_cases(rounds, ops, tick=tick)
         seconds[section] = round(time.perf_counter() - started, 1)
     return rows
 

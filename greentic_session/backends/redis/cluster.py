@@ -131,18 +131,44 @@ class ClusterCaller:
         `ClusterRedirect` is raised to the caller at once.
         """
 
+        slot = _slot(keys[0])
+        node = self._known_owner(slot)
+        if node is not None:  # the common case: straight to the owner, no routing frame
+            try:
+                return await node.eval(script, keys, args, write=write, key=key)
+            except ClusterRedirect as exc:
+                first: ClusterRedirect | None = exc
+            except SessionError as exc:
+                self._on_failure(exc)
+                raise
+        else:
+            first = None
+
         def run(node: RedisCaller, asking: bool) -> Awaitable[Any]:
             return node.eval(script, keys, args, write=write, key=key)
 
-        return await self._route(_slot(keys[0]), run, follow_ask=False, moving=moving)
+        return await self._route(slot, run, follow_ask=False, moving=moving, first=first)
 
     async def execute(self, *args: Any, write: bool = False, key: str | None = None) -> Any:
         """One single-key command (`args[1]` is its key) on the master of that key's slot."""
 
+        slot = _slot(args[1])
+        node = self._known_owner(slot)
+        if node is not None:  # the common case: straight to the owner, no routing frame
+            try:
+                return await node.execute(*args, write=write, key=key)
+            except ClusterRedirect as exc:
+                first: ClusterRedirect | None = exc
+            except SessionError as exc:
+                self._on_failure(exc)
+                raise
+        else:
+            first = None
+
         def run(node: RedisCaller, asking: bool) -> Awaitable[Any]:
             return node.execute(*args, write=write, key=key, asking=asking)
 
-        return await self._route(_slot(args[1]), run, follow_ask=True)
+        return await self._route(slot, run, follow_ask=True, first=first)
 
     async def transaction(
         self, commands: Sequence[tuple[Any, ...]], *, key: str | None = None
@@ -161,24 +187,29 @@ class ClusterCaller:
         *,
         follow_ask: bool,
         moving: str = "wait",
+        first: ClusterRedirect | None = None,
     ) -> T:
+        """Run `run` on `slot`'s master until it runs somewhere (see the module docstring);
+        `first` is the redirect a first try (the callers' fast path) already got."""
         hops = 0
         pauses = 0
         busy_since: float | None = None
         asking: Node | None = None
         while True:
-            if asking is not None:
-                node = self._node(asking)
-            else:  # the common case (a known owner) awaits nothing
-                node = self._known_owner(slot) or await self._owner(slot)
-            try:
-                return await run(node, asking is not None)
-            except ClusterRedirect as exc:
-                redirect = exc
-            except SessionError as exc:
-                if exc.code in (ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT):
-                    self._schedule_refresh()  # a dead master: look for its promoted replica
-                raise
+            if first is not None:
+                redirect, first = first, None
+            else:
+                if asking is not None:
+                    node = self._node(asking)
+                else:  # the common case (a known owner) awaits nothing
+                    node = self._known_owner(slot) or await self._owner(slot)
+                try:
+                    return await run(node, asking is not None)
+                except ClusterRedirect as exc:
+                    redirect = exc
+                except SessionError as exc:
+                    self._on_failure(exc)
+                    raise
             asking = None
             if redirect.kind == "moved" or (redirect.kind == "ask" and follow_ask):
                 hops += 1
@@ -222,6 +253,10 @@ class ClusterCaller:
                 raise StoreClosedError("the session store is closed")
             node = self._nodes[address] = self._new_node(address)
         return node
+
+    def _on_failure(self, exc: SessionError) -> None:
+        if exc.code in (ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT):
+            self._schedule_refresh()  # a dead master: look for its promoted replica
 
     def _known_owner(self, slot: int) -> RedisCaller | None:
         address = self._slots[slot]
