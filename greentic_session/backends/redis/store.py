@@ -95,6 +95,13 @@ _log = logging.getLogger("greentic_session.redis")
 _CREATE_ATTEMPTS = 5
 
 
+def _unawaited(task: asyncio.Future[Any]) -> None:
+    """Mark a finished two-step task's failure as retrieved: its caller got it, or was cancelled
+    and left (then asyncio would only log it, with its chain, at garbage collection)."""
+    if not task.cancelled():
+        task.exception()
+
+
 def revision_of(blob: bytes) -> str:
     """A stored blob's revision: the SHA-1 hex of its bytes, as update.lua's `redis.sha1hex`."""
     return hashlib.sha1(blob, usedforsecurity=False).hexdigest()
@@ -520,7 +527,9 @@ class RedisSessionStore(SessionStore):
             await then(result)
             return result
 
-        return await asyncio.shield(both())
+        task = asyncio.ensure_future(both())
+        task.add_done_callback(_unawaited)
+        return await asyncio.shield(task)
 
     async def _second_step(self, done: str, key: str, step: Awaitable[object]) -> None:
         """The index step of a call on a cluster whose key lives in another slot than its
@@ -598,14 +607,14 @@ class RedisSessionStore(SessionStore):
         prefix = owner_prefix_length(data.tenant_ctx)
         slot = owner_slot(want) if self._expiry.enabled else None
         split = self.keys.local_only(key)
+        user_prefix, scope_prefix, set_prefix = self._index_prefixes(split)
         args = (
             *(want.env, want.tenant_id, want.team or "", want.user or "", blob, prefix),
             check,
             *self._ttl_args,
-            *(self._index_prefixes(split)[0], key),
-            "" if slot is None else self.keys.slot_suffix(slot),
+            *(user_prefix, key, "" if slot is None else self.keys.slot_suffix(slot)),
             mode,
-            *self._index_prefixes(split)[1:],
+            *(scope_prefix, set_prefix),
         )
         keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
         step = self._redis.eval(self._scripts.UPDATE, keys, args, write=True, key=key)
