@@ -615,3 +615,48 @@ async def test_aclose_stops_a_call_waiting_out_a_migration(
     async with open_store(cluster, namespace) as reader:
         assert await reader.get_session(key) == make_data(ctx)
         await reader.remove_session(key)
+
+
+async def test_waits_under_a_slot_migration(namespace: str) -> None:
+    """While 1,000 slots move, registering, finding and listing waits raise nothing, and every
+    wait is found by its scope once they have moved."""
+    from greentic_session import ReplyScope
+
+    with LocalCluster(masters=2) as cluster:
+        async with open_store(cluster, namespace, socket_timeout=2.0) as store:
+            users = [f"waiter-{n}" for n in range(24)]
+            scopes = [ReplyScope(conversation=f"chat-{n}") for n in range(3)]
+            registered: dict[tuple[str, int], str] = {}
+            errors: list[BaseException] = []
+            stop = asyncio.Event()
+
+            async def churn(user: str) -> None:
+                ctx, turn = ctx_of(user), 0
+                while not stop.is_set() or turn < 3:
+                    n = turn % len(scopes)
+                    key = store.session_key_for(ctx, user, f"wait-{user}-{turn}")
+                    try:
+                        await store.register_wait(ctx, user, scopes[n], key, make_data(ctx))
+                        registered[(user, n)] = key
+                        assert await store.find_wait_by_scope(ctx, user, scopes[n]) == key
+                        assert key in await store.list_waits_for_user(ctx, user)
+                    except Exception as exc:  # recorded: asserted on below
+                        errors.append(exc)
+                    turn += 1
+
+            src, dst = cluster.master_ports()
+            layout = RedisKeys(namespace, cluster=True)
+            ours = {cluster.slot_of(layout.user(lookup_slot(ctx_of(u), u))) for u in users}
+            owned = slots_of(cluster, src)
+            moving = [slot for slot in owned if slot in ours]  # every user's slot on src
+            assert len(moving) >= 5
+            slots = moving + [slot for slot in owned if slot not in ours][: 1000 - len(moving)]
+            tasks = [asyncio.create_task(churn(user)) for user in users]
+            await asyncio.to_thread(cluster.migrate_slots, slots, src, dst)
+            during = len(registered)  # distinct (user, scope) pairs registered while moving
+            stop.set()
+            await asyncio.gather(*tasks)
+            assert errors == []
+            assert during >= len(users), "the waits did not churn while the slots moved"
+            for (user, n), key in registered.items():
+                assert await store.find_wait_by_scope(ctx_of(user), user, scopes[n]) == key
