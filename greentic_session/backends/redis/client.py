@@ -47,6 +47,7 @@ from .deadlines import Deadlines
 from .errors import cluster_redirect, is_connection_failure, is_pool_full, to_session_error
 from .scripts import Script
 from .transport import BatchingPool
+from .untyped import untyped
 
 __all__ = ["PrimaryPool", "RedisCaller", "cancel_idle"]
 
@@ -139,7 +140,7 @@ class _PrimaryConnection(SentinelManagedConnection):
 
     async def connect_to(self, address: Any) -> None:
         self.generation = self.connection_pool.generation
-        await super().connect_to(address)  # type: ignore[no-untyped-call]
+        await untyped(super()).connect_to(address)
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -174,7 +175,7 @@ class PrimaryPool(SentinelConnectionPool):
         **kwargs: Any,
     ):
         connection_class = _PrimarySSLConnection if tls else _PrimaryConnection
-        super().__init__(  # type: ignore[no-untyped-call]
+        untyped(super()).__init__(
             service_name,
             sentinel,
             is_master=True,
@@ -188,7 +189,7 @@ class PrimaryPool(SentinelConnectionPool):
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if self.watch_switches and (self._watcher is None or self._watcher.done()):
             self._watcher = asyncio.create_task(self._watch_switches())
-        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        return await untyped(super()).get_connection(*args, **kwargs)
 
     async def _watch_switches(self) -> None:
         """Forget the primary as soon as a sentinel announces `+switch-master` for this service.
@@ -257,7 +258,7 @@ class PrimaryPool(SentinelConnectionPool):
 
     async def get_master_address(self) -> Any:
         known = self.master_address
-        address = await super().get_master_address()  # type: ignore[no-untyped-call]
+        address = await untyped(super()).get_master_address()
         if known is not None and address != known:
             # Sentinel moved the service: busy connections still talk to the old primary.
             self.generation += 1
@@ -277,7 +278,7 @@ class PrimaryPool(SentinelConnectionPool):
                 await client.connection_pool.disconnect()
 
     def reset(self) -> None:
-        super().reset()  # type: ignore[no-untyped-call]
+        untyped(super()).reset()
         watcher = getattr(self, "_watcher", None)  # reset() runs inside __init__ too
         if watcher is not None:
             cancel_idle(watcher)
@@ -453,7 +454,7 @@ class RedisCaller:
         batch = self.batch
         if batch is not None:
             return await batch.execute(*args, write=write)
-        return await self.client.execute_command(*args)  # type: ignore[no-untyped-call]
+        return await untyped(self.client).execute_command(*args)
 
     async def _send_asking(self, write: bool, *args: Any) -> Any:
         batch = self.batch

@@ -82,6 +82,7 @@ from .options import (
     redact_url,
 )
 from .transport import BatchingPool
+from .untyped import untyped
 
 __all__ = ["RedisSessionStore", "revision_of"]
 
@@ -417,7 +418,7 @@ class RedisSessionStore(SessionStore):
             tls["ssl"] = True
             if options.tls_ca_file is not None:
                 tls["ssl_ca_certs"] = options.tls_ca_file
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = untyped(Sentinel)(
             list(options.sentinels),
             sentinel_kwargs={
                 "username": options.sentinel_username,
