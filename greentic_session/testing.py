@@ -11,6 +11,7 @@ polled, with a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -33,19 +34,54 @@ __all__ = [
     "RedisServer",
     "SentinelCluster",
     "TLSFiles",
+    "LOOP_KINDS",
+    "SERVER_KINDS",
     "find_redis_server",
+    "find_server",
+    "loop_factory",
     "free_port",
 ]
 
 _READY = "Ready to accept connections"
 
 
-def find_redis_server() -> str | None:
-    """`$REDIS_SERVER`, else `redis-server` on PATH, else None."""
-    explicit = os.environ.get("REDIS_SERVER")
+# The server engines the store is tested on: each speaks the same protocol and runs the same
+# Lua, but words some refusals differently.
+SERVER_KINDS: tuple[str, ...] = ("redis", "valkey")
+_SERVER_BINARIES = {
+    "redis": ("REDIS_SERVER", "redis-server"),
+    "valkey": ("VALKEY_SERVER", "valkey-server"),
+}
+
+# The event loops the Redis store is tested on: asyncio's own and uvloop (what
+# `uvicorn[standard]` runs).
+LOOP_KINDS: tuple[str, ...] = ("asyncio", "uvloop")
+
+
+def find_server(kind: str = "redis") -> str | None:
+    """The binary of server engine `kind`: `$REDIS_SERVER` / `$VALKEY_SERVER` when set, else
+    `redis-server` / `valkey-server` on PATH, else None."""
+    variable, name = _SERVER_BINARIES[kind]
+    explicit = os.environ.get(variable)
     if explicit:
         return explicit
-    return shutil.which("redis-server")
+    return shutil.which(name)
+
+
+def find_redis_server() -> str | None:
+    """`$REDIS_SERVER`, else `redis-server` on PATH, else None."""
+    return find_server("redis")
+
+
+def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """A new-event-loop function for loop `kind` (`asyncio.Runner(loop_factory=...)`)."""
+    if kind == "asyncio":
+        return asyncio.new_event_loop
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    raise ValueError(f"unknown event loop {kind!r}; known: {', '.join(LOOP_KINDS)}")
 
 
 def free_port() -> int:
