@@ -29,17 +29,17 @@ from .store import SessionStore, StoreOptions
 
 __all__ = [
     "BACKENDS",
+    "LOOP_KINDS",
+    "SERVER_KINDS",
     "Backend",
     "LocalCluster",
     "RedisServer",
     "SentinelCluster",
     "TLSFiles",
-    "LOOP_KINDS",
-    "SERVER_KINDS",
     "find_redis_server",
     "find_server",
-    "loop_factory",
     "free_port",
+    "loop_factory",
 ]
 
 _READY = "Ready to accept connections"
