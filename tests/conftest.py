@@ -3,9 +3,12 @@ Cluster, and data builders."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,19 +19,96 @@ import trustme
 from greentic_session import SessionCursor, SessionData, SessionStore, TenantCtx
 from greentic_session.testing import (
     BACKENDS,
+    LOOP_KINDS,
     Backend,
     LocalCluster,
     RedisServer,
     SentinelCluster,
     TLSFiles,
-    find_redis_server,
+    find_server,
+    loop_factory,
 )
 
-# Every backend row: the `store` and `lifecycle` fixtures run the conformance suite on each.
+# The backend table's cells: a row and one of its loops. An async test that takes the `backend`
+# fixture (through `store`, `lifecycle`, or a suite's own fixture) runs once per cell: the row is
+# the fixture's param, the loop is pytest-asyncio's loop factory (see the hooks below).
 STORE_PARAMS = [pytest.param(backend, id=backend.id) for backend in BACKENDS]
 # The rows that take a plain `redis_url` (the model test passes one): the sentinel row is the
 # Redis store again, reached through Sentinel, which the conformance suite covers.
-BACKEND_PARAMS = [param for param in STORE_PARAMS if not param.values[0].via_sentinel]
+BACKEND_PARAMS = [param for param in STORE_PARAMS if param.values[0].topology != "sentinel"]
+# (row, loop) pairs for tests that drive their own asyncio loop (`run_on`); trio has no asyncio
+# loop, so its cells run only through pytest-asyncio (the in-memory row).
+CELL_PARAMS = [
+    pytest.param(param.values[0], loop, id=f"{loop}-{param.id}")
+    for param in BACKEND_PARAMS
+    for loop in param.values[0].loops
+    if loop in LOOP_KINDS
+]
+
+
+def _trio_cell_loop() -> asyncio.AbstractEventLoop:
+    """The trio cell's fixtures run on asyncio (the in-memory store binds to no loop); its test
+    body runs under trio (`pytest_pyfunc_call` below)."""
+    return asyncio.new_event_loop()
+
+
+LOOP_FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    **{kind: loop_factory(kind) for kind in LOOP_KINDS},
+    "trio": _trio_cell_loop,
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "loops(*kinds): run this async test on each of these event loops"
+    )
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Any:
+    """Every loop for a test on the backend table (its rows keep theirs, below); the loops a
+    `loops` mark names; asyncio's own loop for every other test."""
+    if "backend" in getattr(item, "fixturenames", ()):
+        return LOOP_FACTORIES
+    marker = item.get_closest_marker("loops")
+    if marker is not None:
+        return {kind: LOOP_FACTORIES[kind] for kind in marker.args}
+    return {"asyncio": LOOP_FACTORIES["asyncio"]}
+
+
+def _cell_of(item: pytest.Item) -> tuple[Backend | None, str | None]:
+    """The backend row and the loop an item runs on (None where it has none)."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None, None
+    values = list(callspec.params.values())
+    row = next((value for value in values if isinstance(value, Backend)), None)
+    loop = next(
+        (kind for kind, factory in LOOP_FACTORIES.items() for v in values if v is factory), None
+    )
+    return row, loop
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A row runs only on its own loops: the other (row, loop) pairs are not cells."""
+    kept = []
+    for item in items:
+        row, loop = _cell_of(item)
+        if row is None or loop is None or loop in row.loops:
+            kept.append(item)
+    items[:] = kept
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A trio cell's test body runs under trio (pytest-asyncio would run it on asyncio)."""
+    if _cell_of(pyfuncitem)[1] != "trio":
+        return None
+    test = getattr(pyfuncitem.parent.obj, pyfuncitem.originalname)  # the coroutine function
+    names = inspect.signature(test).parameters
+    arguments = {name: pyfuncitem.funcargs[name] for name in names}
+    anyio.run(functools.partial(test, **arguments), backend="trio")
+    return True
+
 
 T = TypeVar("T")
 
@@ -58,24 +138,43 @@ def make_data(
     )
 
 
+def _server_binary(kind: str) -> str:
+    """The binary of server engine `kind`; CI must have it, elsewhere its tests skip."""
+    binary = find_server(kind)
+    if binary is None:
+        variable = "VALKEY_SERVER" if kind == "valkey" else "REDIS_SERVER"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the {kind} tests: install {kind}-server or set {variable}")
+        pytest.skip(f"no {kind}-server on PATH or in ${variable}")
+    return binary
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A private redis-server for the whole run (skipped only when none can be had)."""
-    if find_redis_server() is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the Redis tests: install redis-server or set REDIS_SERVER")
-        pytest.skip("no redis-server on PATH or in $REDIS_SERVER, and no REDIS_URL")
-    with RedisServer() as server:
+    with RedisServer(binary=_server_binary("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[RedisServer]:
+    """A private valkey-server for the whole run (skipped only when none can be had)."""
+    with RedisServer(binary=_server_binary("valkey")) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def redis_url(request: pytest.FixtureRequest) -> str:
     """`$REDIS_URL` when set, else the private server's URL."""
+    return server_url(request, "redis")
+
+
+def server_url(request: pytest.FixtureRequest, kind: str) -> str:
+    """The URL of the run's private server of engine `kind` (Redis: `$REDIS_URL` when set)."""
     explicit = os.environ.get("REDIS_URL")
-    if explicit:
+    if kind == "redis" and explicit:
         return explicit
-    server: RedisServer = request.getfixturevalue("redis_server")
+    server: RedisServer = request.getfixturevalue(f"{kind}_server")
     return server.url
 
 
@@ -83,10 +182,7 @@ def redis_url(request: pytest.FixtureRequest) -> str:
 def sentinel_cluster() -> Iterator[SentinelCluster]:
     """A primary, a replica and three sentinels for the whole run (never failed over, so it
     need not wait for the sentinels to find each other)."""
-    if find_redis_server() is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the Redis tests: install redis-server or set REDIS_SERVER")
-        pytest.skip("no redis-server on PATH or in $REDIS_SERVER")
+    _server_binary("redis")
     with SentinelCluster(await_peers=False) as cluster:
         yield cluster
 
@@ -95,26 +191,23 @@ def sentinel_cluster() -> Iterator[SentinelCluster]:
 def redis_cluster() -> Iterator[LocalCluster]:
     """A Redis Cluster of three masters (no replicas) for the whole run; tests share it, each in
     its own namespace, and never move its slots or fail it over (those tests start their own)."""
-    if find_redis_server() is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the Redis tests: install redis-server or set REDIS_SERVER")
-        pytest.skip("no redis-server on PATH or in $REDIS_SERVER")
+    _server_binary("redis")
     with LocalCluster(masters=3) as cluster:
         yield cluster
 
 
 def backend_urls(request: pytest.FixtureRequest, backend: Backend) -> tuple[str | None, str | None]:
     """(the URL a store of `backend` opens, a plain URL of the server holding its keys)."""
-    if not backend.needs_redis:
+    if backend.topology == "memory":
         return None, None
-    if backend.via_sentinel:
+    if backend.topology == "sentinel":
         cluster: SentinelCluster = request.getfixturevalue("sentinel_cluster")
         return cluster.url, f"redis://127.0.0.1:{cluster.primary_port()}/0"
-    if backend.via_cluster:
+    if backend.topology == "cluster":
         nodes: LocalCluster = request.getfixturevalue("redis_cluster")
         masters = ",".join(f"redis://127.0.0.1:{port}/0" for port in nodes.master_ports())
         return masters, masters
-    url: str = request.getfixturevalue("redis_url")
+    url = server_url(request, backend.server or "redis")
     return url, url
 
 
@@ -140,9 +233,17 @@ async def drop_namespace(url: str, namespace: str) -> None:
 
 
 @pytest.fixture(params=STORE_PARAMS)
-async def store(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator[SessionStore]:
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each row of the backend table (each on its loops: see the hooks above)."""
+    row: Backend = request.param
+    return row
+
+
+@pytest.fixture
+async def store(
+    request: pytest.FixtureRequest, backend: Backend, namespace: str
+) -> AsyncIterator[SessionStore]:
     """A fresh store of every backend in the table."""
-    backend: Backend = request.param
     url, raw_url = backend_urls(request, backend)
     async with backend.open(redis_url=url, namespace=namespace) as opened:
         yield opened
@@ -212,10 +313,11 @@ class Lifecycle:
             await shift_ttls(self.raw_url, self.namespace, seconds)
 
 
-@pytest.fixture(params=STORE_PARAMS)
-async def lifecycle(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator[Lifecycle]:
+@pytest.fixture
+async def lifecycle(
+    request: pytest.FixtureRequest, backend: Backend, namespace: str
+) -> AsyncIterator[Lifecycle]:
     """Stores of every backend in the table with expiry options of the test's choosing."""
-    backend: Backend = request.param
     url, raw_url = backend_urls(request, backend)
     opened = Lifecycle(backend, url, namespace, raw_url)
     yield opened

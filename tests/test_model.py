@@ -35,9 +35,9 @@ from greentic_session import (
     SessionStore,
     TenantCtx,
 )
-from greentic_session.testing import Backend
+from greentic_session.testing import Backend, loop_factory
 from tests.conftest import (
-    BACKEND_PARAMS,
+    CELL_PARAMS,
     ManualClock,
     backend_urls,
     drop_namespace,
@@ -168,10 +168,15 @@ class Model:
 
 
 def build_machine(
-    backend: Backend, redis_url: str | None, expiry: bool, raw_url: str | None = None
+    backend: Backend,
+    redis_url: str | None,
+    expiry: bool,
+    raw_url: str | None = None,
+    loop: str = "asyncio",
 ) -> type[RuleBasedStateMachine]:
-    """The state machine for stores of `backend` opened on `redis_url`; `raw_url` is a plain URL
-    of the server holding their keys (a cluster's masters, comma-separated), default `redis_url`."""
+    """The state machine for stores of `backend` opened on `redis_url`, run on event loop `loop`;
+    `raw_url` is a plain URL of the server holding their keys (a cluster's masters,
+    comma-separated), default `redis_url`."""
     raw_url = raw_url or redis_url
 
     class StoreMachine(RuleBasedStateMachine):
@@ -180,7 +185,7 @@ def build_machine(
 
         def __init__(self) -> None:
             super().__init__()
-            self.runner = asyncio.Runner()
+            self.runner = asyncio.Runner(loop_factory=loop_factory(loop))
             self.namespace = f"model-{uuid.uuid4().hex}"
             self.clock = ManualClock()
             options: dict[str, Any] = {}
@@ -509,13 +514,13 @@ def build_machine(
 
 
 @pytest.mark.parametrize("expiry", [False, True], ids=["no-expiry", "expiry"])
-@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize(("backend", "loop"), CELL_PARAMS)
 def test_store_matches_the_model(
-    backend: Backend, expiry: bool, request: pytest.FixtureRequest
+    backend: Backend, loop: str, expiry: bool, request: pytest.FixtureRequest
 ) -> None:
-    """Any sequence of operations leaves the store agreeing with the plain model."""
+    """Any sequence of operations leaves the store agreeing with the plain model, on every loop."""
     url, raw_url = backend_urls(request, backend)
-    machine = build_machine(backend, url, expiry, raw_url)
+    machine = build_machine(backend, url, expiry, raw_url, loop)
     run_state_machine_as_test(
         machine,
         settings=settings(

@@ -4,10 +4,11 @@ Every fault is real: a killed redis-server, a proxy that delays, holds or drops 
 keys overwritten with a raw client. Each store call is bounded, so a hang fails instead of stalling.
 Section numbers follow issue 3's list; 5 and 6 (ACL, TLS, secrets) are in test_redis_security.py.
 
-Every test runs on both transports, the two rows of the backend table that open a Redis store on
-a plain URL: `redis` (batched, the default: a few shared auto-pipelined connections) and
-`redis-unbatched` (redis-py's pool). Where the two differ by design (what bounds the
-connections, what a saturated pool is), the test checks each one's own bound.
+Every test runs on every cell of the backend table that opens a Redis store on a plain URL: both
+transports, `redis` (batched, the default: a few shared auto-pipelined connections) and
+`redis-unbatched` (redis-py's pool), on both server engines (Redis, Valkey) and both loops
+(asyncio, uvloop). Where the two transports differ by design (what bounds the connections, what a
+saturated pool is), the test checks each one's own bound.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ from greentic_session.backends.redis.transport import (
     BatchingPool,
 )
 from greentic_session.fence import UserSlot, scope_of
-from greentic_session.testing import Backend, RedisServer, free_port
-from tests.conftest import STORE_PARAMS, drop_namespace, make_data
+from greentic_session.testing import Backend, RedisServer, find_server, free_port
+from tests.conftest import STORE_PARAMS, drop_namespace, make_data, server_url
 from tests.faultproxy import FaultProxy
 
 T = TypeVar("T")
@@ -83,21 +84,22 @@ async def bounded(call: Awaitable[T]) -> T:
         pytest.fail(f"a store call hung for more than {CALL_BOUND}s")
 
 
-# The backend table's rows that open a Redis store on one plain URL: batched and redis-py's pool
-# (the cluster's faults are tests/test_redis_cluster.py's).
-TRANSPORTS = [
-    param
-    for param in STORE_PARAMS
-    if param.values[0].needs_redis
-    and not (param.values[0].via_sentinel or param.values[0].via_cluster)
-]
+# The backend table's rows that open a Redis store on one plain URL: batched and redis-py's pool,
+# on each server engine (the cluster's faults are tests/test_redis_cluster.py's).
+TRANSPORTS = [param for param in STORE_PARAMS if param.values[0].topology == "single"]
 DEFAULT_TRANSPORT: Backend = TRANSPORTS[0].values[0]  # the batched row, the store's default
 
 
 @pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> Backend:
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """This suite's rows of the backend table (each on its loops)."""
+    row: Backend = request.param
+    return row
+
+
+@pytest.fixture
+def transport(backend: Backend) -> Backend:
     """The backend row a test opens its stores with: each fault runs on both transports."""
-    backend: Backend = request.param
     return backend
 
 
@@ -149,10 +151,26 @@ async def assert_nothing_left_in_flight(store: RedisSessionStore) -> None:
 
 
 @pytest.fixture(scope="module")
-def fault_server() -> Iterator[RedisServer]:
-    """A private redis-server behind the proxies: its command statistics are this module's."""
-    with RedisServer() as server:
-        yield server
+def fault_servers() -> Iterator[dict[str, RedisServer]]:
+    """This module's private servers, one per engine, started on first use: their command
+    statistics are this module's."""
+    servers: dict[str, RedisServer] = {}
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            server.close()
+
+
+@pytest.fixture
+def fault_server(fault_servers: dict[str, RedisServer], transport: Backend) -> RedisServer:
+    """The module's private server of the engine `transport` runs on."""
+    kind = transport.server or "redis"
+    if kind not in fault_servers:
+        binary = find_server(kind)
+        assert binary is not None, f"no {kind}-server (the backend fixture checks)"
+        fault_servers[kind] = RedisServer(binary=binary).start()
+    return fault_servers[kind]
 
 
 @pytest.fixture
@@ -586,6 +604,12 @@ async def test_server_down_is_unavailable_not_pool_exhausted(
 
 
 # -- 4. corrupt blobs and wrong-type keys ------------------------------------------------------
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, transport: Backend) -> str:
+    """The run's private server of the engine `transport` runs on."""
+    return server_url(request, transport.server or "redis")
 
 
 # The owner fields the update script checks are right; the rest is not SessionData.
