@@ -1,4 +1,4 @@
-"""Case 6 (issue 13): the batched store at concurrency 1 to 256 beside redis-py and aiogram.
+"""Case 6, batching: the batched store at concurrency 1 to 256 beside redis-py and aiogram.
 
 The store with batching on, beside itself unbatched, the raw redis-py pool and aiogram,
 interleaved in one run.
@@ -11,7 +11,7 @@ case's contenders are `cases_redis.BUILDERS`', so every row means what it means 
 - ours unbatched:  the `redis-unbatched` row, redis-py's pool (`batching=False`);
 - floor:           raw redis-py on the store's own pool (GET, SET, MULTI SET+SET), payload
                    pre-encoded; at concurrency 1 update and create also run `floor: GET`,
-                   which the issue holds every operation to there;
+                   which the batching targets hold every operation to there;
 - aiogram:         aiogram 3's `RedisStorage` (`get_data` / `set_data`).
 
 Every redis-py pool (the floor's, the unbatched store's, aiogram's) has as many connections as
@@ -163,7 +163,7 @@ def render_batching_table(rows: list[dict[str, Any]]) -> str:
         return ""
     lines = [
         "",
-        f"Batching (issue 13), payload {size_label(HEADLINE_SIZE)}: ops/s with c tasks; ours/x ="
+        f"Batching, payload {size_label(HEADLINE_SIZE)}: ops/s with c tasks; ours/x ="
         " x's ops/s over ours (below 1.00 ours is cheaper); cpu/srv us = client/server CPU per "
         f"call; batch = requests per socket write; redis-py pools of {sweep[0]['pool_size']}",
         f"{'op':<13} {'c':>4} {'contender':<22} {'ops/s':>9} {'ours/x':>7} {'cpu us':>7} "

@@ -1,4 +1,4 @@
-"""Issue 11: the store on a Redis Cluster beside the same store on one node, interleaved in one run.
+"""Redis Cluster: the store on a cluster beside the same store on one node, interleaved in one run.
 
 `python -m benchmarks.cases_cluster [--quick]` starts a private single redis-server, a 1-master
 and a 3-master cluster (`greentic_session.testing.LocalCluster`), and prints per operation:
@@ -179,7 +179,7 @@ def render_cluster_table(rows: list[dict[str, Any]]) -> str:
     if not rate:
         return ""
     lines = [
-        "Redis Cluster (issue 11): c=1 latency, 3 masters vs a single node; c=64 ops/s, 1 vs 3,",
+        "Redis Cluster: c=1 latency, 3 masters vs a single node; c=64 ops/s, 1 vs 3,",
         "and the busiest master's server CPU per call (us) at c=64",
         f"  {'op':13} {'single us':>10} {'cluster us':>11} {'ratio':>6} {'target':>7} "
         f"{'1 master/s':>11} {'3 masters/s':>12} {'3/1':>5} {'cpu 1m':>7} {'cpu 3m':>7}",

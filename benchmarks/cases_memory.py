@@ -6,7 +6,7 @@ Contenders, all coroutines awaited from the same loop:
 - floor: dict          the bare dict access the operation needs (get, set or pop), in a coroutine;
 - floor: dict+decode   that access plus one msgspec decode of the same blob: what a store that
                        keeps encoded bytes pays per read to keep callers from mutating stored
-                       state, and the issue's bar for every operation (the store keeps private
+                       state, and the bar every operation is held to (the store keeps private
                        structural copies instead, which cost less than a decode, so it may
                        come in under this floor);
 - floor: dict+encode   for create and update only: the access plus one msgspec encode, what a

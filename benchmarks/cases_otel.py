@@ -15,7 +15,7 @@ Redis store, four contenders run the same call in interleaved rounds:
                  (what a production service usually runs): unsampled spans cost far less.
 
 Switching happens in the untimed `prepare`/`finish` hooks. Reported: the medians, the ratio
-instrumented / plain (the issue's target: at most 1.05) and the sampled one, the microseconds
+instrumented / plain (the target: at most 1.05) and the sampled one, the microseconds
 added per call, and
 the microseconds the wrapper adds beyond the SDK floor; for Redis also the client CPU time
 added per call (steadier than latency on a busy machine).

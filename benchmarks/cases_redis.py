@@ -10,7 +10,7 @@ For each operation and payload size, in a fresh namespace, four contenders run i
            `set_data` for writes, `set_data({})` (a DEL) for remove;
 - seed:    `SeedPatternStore`, the original Rust crate's access pattern.
 
-The wait operations (issue 9) run beside their raw-redis floors and a replay of the Rust crate's
+The wait operations run beside their raw-redis floors and a replay of the Rust crate's
 command sequence (one command per round trip, as `greentic-session` 0.5 sends them):
 `register_wait` (re-registering the user's wait: SET blob, SADD, SET scope pointer),
 `find_wait_by_scope` (GET scope pointer, then GET blob), `list_waits_1` / `list_waits_5` (SMEMBERS,

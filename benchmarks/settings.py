@@ -34,7 +34,7 @@ class Profile:
     # Bytes per session: how many sessions, at which payload sizes.
     footprint_sessions: int
     footprint_sizes: tuple[int, ...]
-    # Batching (issue 13): concurrencies swept; per round and contender, calls or seconds.
+    # Batching: concurrencies swept; per round and contender, calls or seconds.
     sweep_concurrency: tuple[int, ...]
     sweep_rounds: int
     sweep_ops: int

@@ -1,10 +1,10 @@
-"""The issue's targets, checked against one run's rows. A report, never a test: nothing fails.
+"""The performance targets, checked against one run's rows. A report, never a test: nothing fails.
 
 Every ratio is a cost ratio, ours / theirs: below 1 ours is cheaper. For latency it is the ratio
 of medians at concurrency 1; for throughput it is their ops/s over ours at concurrency 64 (the
 ratio of time per operation). Targets are judged at the headline payload (4 KiB).
 
-Issue 13's targets (the `batching` section) are speed-ups, written here as the same cost ratios:
+The batching targets (the `batching` section) are speed-ups, written here as the same cost ratios:
 "at least 2.5x the raw pool's ops/s" is a limit of 1 / 2.5 = 0.40 on floor ops/s over ours.
 """
 
@@ -27,7 +27,7 @@ REDIS_FLOORS: tuple[tuple[str, str, float], ...] = (
     ("create", "floor: MULTI SET+SET", 1.15),
     ("update", "floor: SET", 1.30),
 )
-# The lifecycle calls, each held to the call or floor its issue names.
+# The lifecycle and wait calls, each held to the floor or the call it builds on.
 REDIS_LIFECYCLE: tuple[tuple[str, str, float], ...] = (
     ("update_cas", "floor: SET", 1.35),
     ("update_with", "ours: get_session+update_session", 1.0),
@@ -44,7 +44,7 @@ REDIS_AIOGRAM: dict[str, str] = {
     "find_by_user": "aiogram get_data",
     "remove": "aiogram set_data({})",
 }
-# Issue 13: (operation, the floor it is held to, concurrency, the limit). At concurrency 64 the
+# Batching: (operation, the floor it is held to, concurrency, the limit). At concurrency 64 the
 # batched store against the raw redis-py pool's floor; at concurrency 1 every operation against
 # a raw GET (get no slower, the others within 1.1x).
 BATCHING: tuple[tuple[str, str, int, float], ...] = (
@@ -128,7 +128,7 @@ def _pair(
 
 
 def _batching(rows: list[dict[str, Any]]) -> list[Target]:
-    """Issue 13's targets, on the concurrency sweep's rows (ops/s at each concurrency)."""
+    """The batching targets, on the concurrency sweep's rows (ops/s at each concurrency)."""
     out: list[Target] = []
     for op, against, concurrency, limit in BATCHING:
         pair = [

@@ -46,6 +46,7 @@ nitpicky = True
 nitpick_ignore = [
     ("py:class", "greentic_session.backends.redis.transport.BatchingPool"),  # a private argument
     ("py:class", "abc.ABC"),
+    ("py:class", "asyncio.events.AbstractEventLoop"),  # loop_factory's return type
     ("py:class", "collections.abc.Awaitable"),
     ("py:class", "collections.abc.Callable"),
     ("py:class", "collections.abc.Sequence"),

@@ -1,6 +1,6 @@
 """Redis Cluster: the key layout spreads sessions over every master, half-moved slots never fail a
 read, and slot migrations, manual failovers and killed masters under load raise only typed errors,
-never apply a write twice and never lose an acknowledged one (issue 11). Real clusters on loopback
+never apply a write twice and never lose an acknowledged one. Real clusters on loopback
 ports (`greentic_session.testing.LocalCluster`); the conformance suite runs on the `cluster` row of
 the backend table."""
 

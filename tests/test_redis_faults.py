@@ -2,7 +2,7 @@
 
 Every fault is real: a killed redis-server, a proxy that delays, holds or drops real replies, or
 keys overwritten with a raw client. Each store call is bounded, so a hang fails instead of stalling.
-Section numbers follow issue 3's list; 5 and 6 (ACL, TLS, secrets) are in test_redis_security.py.
+Sections 5 and 6 of this fault list (ACL, TLS, secrets) are in test_redis_security.py.
 
 Every test runs on every cell of the backend table that opens a Redis store on a plain URL: both
 transports, `redis` (batched, the default: a few shared auto-pipelined connections) and

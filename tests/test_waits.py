@@ -1,5 +1,5 @@
 """Reply-scope waits on every backend in the table: the Rust crate's own wait tests ported, the
-reference's section 8 behaviours, the safe side of each section 8.1 divergence, and issue 9's
+reference's section 8 behaviours, the safe side of each section 8.1 divergence, and this port's
 decisions (see docs/concepts.md, "Waits")."""
 
 from __future__ import annotations
@@ -318,7 +318,7 @@ async def test_an_expired_wait_is_not_found_for_update_or_remove(lifecycle: Life
         await store.remove_session(a)
 
 
-# -- issue 9's decisions ------------------------------------------------------------------------
+# -- this port's own decisions ------------------------------------------------------------------
 
 
 async def test_lookups_require_the_callers_user_to_be_user_id(store: SessionStore) -> None:
