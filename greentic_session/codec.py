@@ -25,7 +25,6 @@ from typing import Any, cast
 import msgspec
 
 from .errors import InvalidInputError
-from .limits import check_size
 from .schema import INT_RANGES, OWNER_FIELDS, SessionData, TenantCtx, check_writable
 
 __all__ = ["decode_session_data", "encode_session_data", "owner_prefix_length"]
@@ -43,10 +42,19 @@ def encode_session_data(data: SessionData, *, max_bytes: int | None = None) -> b
     if max_bytes is None:
         return _encoder.encode(data)
     if chars is not None:
-        check_size(chars, max_bytes)  # every character takes at least one byte
+        _check_size(chars, max_bytes)  # every character takes at least one byte
     blob = _encoder.encode(data)
-    check_size(len(blob), max_bytes)
+    _check_size(len(blob), max_bytes)
     return blob
+
+
+def _check_size(size: int, limit: int) -> None:
+    """Refuse a session of `size` encoded bytes (or a lower bound of them) over `limit`."""
+    if size > limit:
+        raise InvalidInputError(
+            f"the encoded session is over max_blob_bytes={limit} ({size} bytes or more); "
+            "nothing was written"
+        )
 
 
 def decode_session_data(raw: bytes | str) -> SessionData:

@@ -6,15 +6,17 @@ Default 16 MiB; None turns it off. The Redis backend encodes with `max_bytes` (a
 more characters than the limit is refused before it is encoded) and checks the result; the
 in-memory backend, which keeps objects rather than bytes, checks an upper bound of the encoded
 size from the character count `check_writable` already took, and encodes only when that bound
-is over the limit.
+is over the limit. The refusal itself lives in the codec (`encode_session_data(max_bytes=)`),
+which imports nothing from here.
 """
 
 from __future__ import annotations
 
+from .codec import encode_session_data
 from .errors import InvalidInputError
 from .schema import SessionData
 
-__all__ = ["DEFAULT_MAX_BLOB_BYTES", "check_data", "check_max_blob_bytes", "check_size"]
+__all__ = ["DEFAULT_MAX_BLOB_BYTES", "check_data", "check_max_blob_bytes"]
 
 DEFAULT_MAX_BLOB_BYTES = 16 * 1024 * 1024
 
@@ -35,15 +37,6 @@ def check_max_blob_bytes(value: object) -> int | None:
     return value
 
 
-def check_size(size: int, limit: int) -> None:
-    """Refuse a session of `size` encoded bytes (or a lower bound of them) over `limit`."""
-    if size > limit:
-        raise InvalidInputError(
-            f"the encoded session is over max_blob_bytes={limit} ({size} bytes or more); "
-            "nothing was written"
-        )
-
-
 def check_data(data: SessionData, limit: int | None, chars: int | None) -> None:
     """Refuse `data` if it encodes to over `limit` bytes. `chars` is what `check_writable`
     returned for it: with it a bound settles nearly every call without encoding."""
@@ -53,6 +46,4 @@ def check_data(data: SessionData, limit: int | None, chars: int | None) -> None:
         attributes = len(data.tenant_ctx.attributes)
         if _FRAME + _ESCAPE * chars + _PER_ATTRIBUTE * attributes <= limit:
             return
-    from .codec import encode_session_data  # the codec checks sizes with this module
-
     encode_session_data(data, max_bytes=limit)

@@ -24,7 +24,7 @@ import pytest
 import trustme
 
 from greentic_session import RedisSessionStore, TenantCtx, encode_session_data
-from greentic_session.cli import main, repairs
+from greentic_session.cli import main, scripts
 from greentic_session.cli.walk import Progress
 from greentic_session.testing import RedisServer, TLSFiles
 
@@ -288,22 +288,22 @@ def test_repairs_compare_before_deleting(redis_url: str, ns: str) -> None:
     replies = raw_commands(
         redis_url,
         [
-            ("EVAL", repairs.DELETE_ORPHAN, 2, pointer, blob, "k"),  # value changed
+            ("EVAL", scripts.DELETE_ORPHAN, 2, pointer, blob, "k"),  # value changed
             ("SET", pointer, "k"),
             ("SET", blob, "recreated"),
-            ("EVAL", repairs.DELETE_ORPHAN, 2, pointer, blob, "k"),  # session is back
-            ("EVAL", repairs.DELETE_IF_VALUE, 1, blob, "old bytes"),  # blob rewritten
-            ("EVAL", repairs.DELETE_IF_TYPE, 1, blob, "hash"),  # now a string
+            ("EVAL", scripts.DELETE_ORPHAN, 2, pointer, blob, "k"),  # session is back
+            ("EVAL", scripts.DELETE_IF_VALUE, 1, blob, "old bytes"),  # blob rewritten
+            ("EVAL", scripts.DELETE_IF_TYPE, 1, blob, "hash"),  # now a string
             ("SADD", f"{ns}:waits:user:dev:acme:-:u", "k"),
-            ("EVAL", repairs.REMOVE_ORPHAN_MEMBER, 2, f"{ns}:waits:user:dev:acme:-:u", blob, "k"),
+            ("EVAL", scripts.REMOVE_ORPHAN_MEMBER, 2, f"{ns}:waits:user:dev:acme:-:u", blob, "k"),
         ],
     )
     assert [replies[i] for i in (0, 3, 4, 5, 7)] == [0, 0, 0, 0, 0]
     assert raw(redis_url, "GET", pointer) == b"k"
     assert raw(redis_url, "GET", blob) == b"recreated"
     raw(redis_url, "DEL", blob)
-    assert raw(redis_url, "EVAL", repairs.DELETE_ORPHAN, 2, pointer, blob, "k") == 1
-    assert raw(redis_url, "EVAL", repairs.DELETE_ORPHAN, 2, pointer, blob, "k") == -1  # gone
+    assert raw(redis_url, "EVAL", scripts.DELETE_ORPHAN, 2, pointer, blob, "k") == 1
+    assert raw(redis_url, "EVAL", scripts.DELETE_ORPHAN, 2, pointer, blob, "k") == -1  # gone
 
 
 # -- purge -----------------------------------------------------------------------------------

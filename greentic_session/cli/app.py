@@ -15,8 +15,8 @@ from ..backends.redis.errors import scrub
 from ..backends.redis.options import DEFAULT_NAMESPACE
 from ..backends.redis.store import RedisSessionStore
 from ..errors import SessionError
-from . import commands
-from .commands import Context, ExitCode, Report
+from . import inspection, maintenance, transfer
+from .context import Context, ExitCode, Report, session_error_code
 from .copy import copy_to_cluster
 from .layout import Layout
 from .walk import Progress, Stop, connect
@@ -179,24 +179,24 @@ async def _run(
         await conn.call(conn.client.ping)
         match args.command:
             case "get":
-                return await commands.get(ctx, args.key)
+                return await inspection.get(ctx, args.key)
             case "find":
-                return await commands.find(ctx, args.env, args.tenant, args.team, args.user)
+                return await inspection.find(ctx, args.env, args.tenant, args.team, args.user)
             case "stats":
-                return await commands.stats(ctx)
+                return await inspection.stats(ctx)
             case "check":
-                return await commands.check(ctx, repair=args.repair)
+                return await maintenance.check(ctx, repair=args.repair)
             case "purge":
-                chosen = commands.selector(args.env, args.tenant, args.team, args.user)
-                return await commands.purge(ctx, chosen, yes=args.yes)
+                chosen = maintenance.selector(args.env, args.tenant, args.team, args.user)
+                return await maintenance.purge(ctx, chosen, yes=args.yes)
             case "export":
                 sink = getattr(out, "buffer", None)
                 if sink is None:
                     raise TypeError("export needs a binary stdout")
                 out.flush()
-                return await commands.export(ctx, sink, err)
+                return await transfer.export(ctx, sink, err)
             case "import":
-                return await commands.import_(ctx, inp)
+                return await transfer.import_(ctx, inp)
             case "copy-to-cluster":
                 target = _cluster_store(args)
                 try:
@@ -270,7 +270,7 @@ def main(
         report = asyncio.run(_run(args, url, inp, out, err))
     except SessionError as exc:
         err.write(f"greentic-session: {exc.message}\n")
-        return commands.session_error_code(exc)
+        return session_error_code(exc)
     except KeyboardInterrupt:
         err.write("greentic-session: interrupted\n")
         return ExitCode.INTERRUPTED

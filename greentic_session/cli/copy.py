@@ -5,12 +5,12 @@ is then written to the cluster (`keys.RedisKeys(namespace, cluster=True)`), neve
 that exists there:
 
 - its blob (the exact bytes), meta key and wait hint under its own key, with the PTTLs read: one
-  script on the master of the key's slot, all or nothing (`repairs.COPY_SESSION`);
+  script on the master of the key's slot, all or nothing (lua/copy_session.lua);
 - the meta value and the hint carry the pointer suffix, which the cluster layout leads with the
   user's hash tag: rewritten;
 - a plain session keeps its key (untagged on the cluster: its calls take two ordered steps
   there, see docs/guides/redis-cluster.md); its user pointer, if the source pointer names it, is
-  a second step in the pointer's own slot, after the blob (`repairs.COPY_POINTER`);
+  a second step in the pointer's own slot, after the blob (lua/copy_pointer.lua);
 - a wait gets the key `session_key_for` builds (its user's tag, then the key), since on a cluster
   a wait's keys must share one slot: blob, meta, hint, scope pointer, wait SET and user pointer
   are then all one script.
@@ -38,10 +38,11 @@ from ..backends.redis.scripts import Script
 from ..backends.redis.store import RedisSessionStore
 from ..fence import UserSlot, scope_of
 from ..schema import SessionData
-from . import repairs
-from .commands import Context, ExitCode, Report, index_references, table
+from . import scripts
+from .context import Context, ExitCode, Report, table
 from .layout import Kind, Layout, Parsed, parse_slot
 from .records import MetaRecord, RefRecord
+from .transfer import index_references
 
 __all__ = ["Copy", "Skip", "Source", "copy_to_cluster", "plan"]
 
@@ -54,8 +55,8 @@ def _script(source: str) -> Script:
     return Script(data, hashlib.sha1(data, usedforsecurity=False).hexdigest())
 
 
-COPY_SESSION = _script(repairs.COPY_SESSION)
-COPY_POINTER = _script(repairs.COPY_POINTER)
+COPY_SESSION = _script(scripts.COPY_SESSION)
+COPY_POINTER = _script(scripts.COPY_POINTER)
 
 
 class Skip(Exception):
@@ -68,7 +69,7 @@ class Skip(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    op: str  # B, S, P, A: see repairs.COPY_SESSION
+    op: str  # B, S, P, A: see lua/copy_session.lua
     key: str  # the full cluster key
     value: bytes
     pttl: int | None

@@ -2,8 +2,9 @@
 
 The walk never uses KEYS: it SCANs `{namespace}:*` with a COUNT hint, so each server call does
 a bounded amount of work, and reads each batch's types, expiries and values in one script call
-(redis-py spends far more per command than Redis does). SCAN may return a key twice (the table
-can be rehashed mid-walk), so names are deduplicated; a key deleted meanwhile is skipped.
+(`scripts.FETCH`, lua/fetch.lua: redis-py spends far more per command than Redis does). SCAN
+may return a key twice (the table can be rehashed mid-walk), so names are deduplicated; a key
+deleted meanwhile is skipped.
 """
 
 from __future__ import annotations
@@ -27,39 +28,13 @@ from ..backends.redis.options import RedisOptions, redact_url
 from ..errors import InvalidInputError, SessionError
 from ..fence import UserSlot
 from .layout import Kind, Layout, Parsed
+from .scripts import FETCH
 
 __all__ = ["Connection", "Entry", "Progress", "Stop", "Walker", "as_text", "connect"]
 
 T = TypeVar("T")
 
 SCAN_COUNT = 1000
-
-# One call per batch, each key read atomically (no TYPE/GET race); bounded by the batch size.
-# The names come packed, as import's steps do (see repairs.IMPORT): ARGV[1] their byte lengths,
-# comma-separated, ARGV[2] the names back to back; ARGV[3]: how many leading names to return
-# values for (the rest: type only). Returns type, PTTL and value (a string, a set's members, or
-# nil) for each name.
-FETCH = """
-local names, pos, data = {}, 1, ARGV[2]
-for length in string.gmatch(ARGV[1], '%d+') do
-  local n = tonumber(length)
-  names[#names + 1] = string.sub(data, pos, pos + n - 1)
-  pos = pos + n
-end
-local out, with_values = {}, tonumber(ARGV[3])
-for i, key in ipairs(names) do
-  local kind = redis.call('TYPE', key).ok
-  local value = false
-  if i <= with_values then
-    if kind == 'string' then value = redis.call('GET', key)
-    elseif kind == 'set' then value = redis.call('SMEMBERS', key) end
-  end
-  out[#out + 1] = kind
-  out[#out + 1] = redis.call('PTTL', key)
-  out[#out + 1] = value
-end
-return out
-"""
 
 
 class Connection:

@@ -1,0 +1,259 @@
+"""`export` (every session as JSON Lines, in the format of records.py) and `import` (those lines
+validated, then written). `index_references`, export's first walk, also serves copy-to-cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import tempfile
+from collections import defaultdict
+from typing import IO, NamedTuple
+
+import msgspec
+
+from ..errors import InvalidInputError, SessionError
+from ..schema import SessionData
+from . import scripts
+from .context import BATCH, Context, ExitCode, Report, try_decode
+from .layout import COMPANION_KINDS, Kind, Layout
+from .records import (
+    MetaRecord,
+    RefRecord,
+    SessionRecord,
+    decode_record,
+    embed_blob,
+    encode_record,
+    validate_record,
+)
+from .walk import Entry, Walker
+
+__all__ = ["ReferenceIndex", "export", "import_", "index_references"]
+
+
+class ReferenceIndex:
+    """Export's first walk: the meta key and the references of every session, by session key."""
+
+    def __init__(self) -> None:
+        self.metas: dict[str, MetaRecord] = {}
+        self.hints: dict[str, MetaRecord] = {}
+        self.refs: dict[str, list[RefRecord]] = defaultdict(list)
+        self.skipped: list[str] = []
+
+    def add(self, entry: Entry) -> None:
+        if entry.wrong_type:
+            self.skipped.append(f"wrong-type key {entry.name} ({entry.type_name})")
+        elif entry.kind in COMPANION_KINDS:
+            if entry.value is not None and entry.parsed.session_key is not None:
+                value = entry.value.decode(errors="replace")
+                kept = self.metas if entry.kind is Kind.META else self.hints
+                kept[entry.parsed.session_key] = MetaRecord(value, entry.pttl)
+        elif entry.members is not None:
+            for member in entry.members:
+                self.refs[member].append(RefRecord(entry.name, entry.pttl))
+        elif entry.value is not None:
+            target = entry.value.decode(errors="replace")
+            self.refs[target].append(RefRecord(entry.name, entry.pttl))
+
+    def blob(self, entry: Entry) -> tuple[str, bytes, SessionData] | None:
+        """A blob entry's session key, bytes and data, or None (and a note in `skipped`) when it
+        is of the wrong type or corrupt."""
+        key = entry.parsed.session_key
+        if entry.wrong_type or entry.value is None or key is None:
+            self.skipped.append(f"wrong-type key {entry.name} ({entry.type_name})")
+            return None
+        data, problem = try_decode(entry.value)
+        if data is None:
+            self.skipped.append(f"corrupt blob {entry.name}: {problem}")
+            return None
+        return key, entry.value, data
+
+    def take(self, key: str) -> tuple[MetaRecord | None, MetaRecord | None, list[RefRecord]]:
+        """Session `key`'s meta key, wait hint and references, removed from the index."""
+        return self.metas.pop(key, None), self.hints.pop(key, None), self.refs.pop(key, [])
+
+    def record(self, entry: Entry) -> bytes | None:
+        """The export line for a blob entry, or None (and a note in `skipped`)."""
+        found = self.blob(entry)
+        if found is None:
+            return None
+        key, blob, _ = found
+        meta, wait_hint, refs = self.take(key)
+        record = SessionRecord(
+            key=key,
+            pttl=entry.pttl,
+            data=embed_blob(blob),
+            meta=meta,
+            wait_hint=wait_hint,
+            refs=refs,
+        )
+        return encode_record(record)
+
+    @property
+    def leftover(self) -> int:
+        companions = len(self.metas) + len(self.hints)
+        return companions + sum(len(refs) for refs in self.refs.values())
+
+
+async def index_references(ctx: Context, label: str) -> tuple[ReferenceIndex, Walker]:
+    """The first walk of `export` and `copy-to-cluster`: every meta key, wait hint, pointer and
+    wait key, indexed by the session it names."""
+    index = ReferenceIndex()
+    walker = ctx.walker(label)
+    async for batch in walker.batches(
+        frozenset({*COMPANION_KINDS, Kind.POINTER, Kind.WAIT_SCOPE, Kind.WAIT_SET})
+    ):
+        for entry in batch:
+            index.add(entry)
+    return index, walker
+
+
+async def export(ctx: Context, sink: IO[bytes], err: IO[str]) -> Report:
+    """Two walks: the references (small, indexed in memory), then the blobs (streamed out)."""
+    index, first = await index_references(ctx, "export: indexing")
+    exported = 0
+    second = ctx.walker("export: sessions")
+    if not first.interrupted:
+        match = ctx.layout.keys.session_prefix + "*"
+        async for batch in second.batches(frozenset({Kind.SESSION}), match=match):
+            lines = [line for line in map(index.record, batch) if line is not None]
+            if lines:
+                sink.write(b"\n".join(lines) + b"\n")
+                exported += len(lines)
+    sink.flush()
+    for line in index.skipped:
+        err.write(f"greentic-session: skipped {line}\n")
+    interrupted = first.interrupted or second.interrupted
+    orphans = 0 if interrupted else index.leftover
+    skipped = len(index.skipped)
+    result = {
+        "exported": exported,
+        "skipped": skipped,
+        "orphan_refs_not_exported": orphans,
+        "scanned": first.scanned + second.scanned,
+        "interrupted": interrupted,
+    }
+    line = (
+        f"exported {exported} session(s); skipped {skipped}; "
+        f"{orphans} orphan reference(s) not exported"
+    )
+    report = Report(ExitCode.PROBLEMS if skipped else ExitCode.OK, result, [line])
+    if interrupted:
+        report.lines.append("(interrupted: the output holds the sessions exported so far)")
+        report.code = ExitCode.INTERRUPTED
+        report.message = "interrupted"
+    return report
+
+
+def _validate_input(source: IO[bytes], layout: Layout, spool: IO[bytes]) -> int:
+    """Check every line before anything is written; copy the good ones to `spool`."""
+    count = 0
+    for number, line in enumerate(source, start=1):
+        if not line.strip():
+            continue
+        try:
+            validate_record(decode_record(line), layout)
+        except msgspec.ValidationError as exc:
+            raise InvalidInputError(f"line {number}: not an export record: {exc}") from None
+        except msgspec.DecodeError:
+            raise InvalidInputError(f"line {number}: not a JSON object") from None
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"line {number}: {exc.message}") from None
+        spool.write(line if line.endswith(b"\n") else line + b"\n")
+        count += 1
+    spool.seek(0)
+    return count
+
+
+async def import_(ctx: Context, source: IO[bytes]) -> Report:
+    """Validate the whole input, then write it; see `docs/cli.md` for what a write does.
+
+    One batch is in flight while the next is prepared, so Redis and this process overlap.
+    """
+    with tempfile.TemporaryFile() as spool:
+        total = _validate_input(source, ctx.layout, spool)
+        imported = failed = 0
+        interrupted = ctx.stop.requested  # Ctrl-C while reading: write nothing
+        in_flight: asyncio.Task[tuple[int, int]] | None = None
+        batch: list[SessionRecord] = []
+        try:
+            for line in [] if interrupted else itertools.chain(spool, [None]):
+                if line is not None:
+                    batch.append(decode_record(line))
+                    if len(batch) < BATCH // 2:
+                        continue
+                if not batch:
+                    break
+                steps = _import_steps(ctx.layout, batch)
+                if in_flight is not None:
+                    ok, bad = await in_flight
+                    imported, failed = imported + ok, failed + bad
+                    ctx.progress.update("import: sessions", imported, imported / max(total, 1))
+                in_flight, batch = asyncio.create_task(_write(ctx, steps)), []
+                if ctx.stop.requested:
+                    interrupted = True
+                    break
+            if in_flight is not None:
+                ok, bad = await in_flight
+                imported, failed, in_flight = imported + ok, failed + bad, None
+        finally:
+            if in_flight is not None:
+                in_flight.cancel()
+                with contextlib.suppress(asyncio.CancelledError, SessionError):
+                    await in_flight
+            ctx.progress.finish()
+    result = {"records": total, "imported": imported, "failed": failed, "interrupted": interrupted}
+    lines = [f"imported {imported} of {total} session(s); {failed} failed"]
+    code = ExitCode.PROBLEMS if failed else ExitCode.OK
+    report = Report(code, result, lines)
+    if interrupted:
+        report.lines.append("(interrupted: importing the same input again completes it)")
+        report.code = ExitCode.INTERRUPTED
+        report.message = "interrupted"
+    return report
+
+
+def _import_steps(layout: Layout, batch: list[SessionRecord]) -> ImportBatch:
+    """The IMPORT script's arguments for `batch`.
+
+    Every step sets an absolute state (SET with or without PX; SADD then PEXPIRE or PERSIST),
+    so writing the same record twice leaves the same state.
+    """
+    ops: list[str] = []
+    fields: list[bytes] = []
+    owners: list[int] = []
+
+    def step(op: str, name: str, value: bytes | str, pttl: int | None, record: int) -> None:
+        ops.append(op)
+        value = value.encode() if isinstance(value, str) else value
+        fields.extend((layout.full(name).encode(), value, b"" if pttl is None else b"%d" % pttl))
+        owners.append(record)
+
+    for index, record in enumerate(batch):
+        step("S", layout.session_name(record.key), bytes(record.data), record.pttl, index)
+        for name, companion in (
+            (layout.meta_name(record.key), record.meta),
+            (layout.hint_name(record.key), record.wait_hint),
+        ):
+            if companion is None:
+                step("D", name, "", None, index)
+            else:
+                step("S", name, companion.value, companion.pttl, index)
+        for ref in record.refs:
+            op = "A" if layout.parse(ref.key).kind is Kind.WAIT_SET else "S"
+            step(op, ref.key, record.key, ref.pttl, index)
+    lengths = ",".join([str(len(f)) for f in fields])
+    return ImportBatch(
+        ("".join(ops), lengths, b"".join(fields), ",".join(map(str, owners))), len(batch)
+    )
+
+
+class ImportBatch(NamedTuple):
+    args: tuple[str, str, bytes, str]  # ARGV of scripts.IMPORT
+    records: int
+
+
+async def _write(ctx: Context, batch: ImportBatch) -> tuple[int, int]:
+    """Run one batch's IMPORT script; returns (records written, records refused)."""
+    refused = await ctx.conn.call(ctx.conn.client.eval, scripts.IMPORT, 0, *batch.args, write=True)
+    return batch.records - len(refused), len(refused)
