@@ -46,7 +46,7 @@ from ...errors import InvalidInputError, PoolExhaustedError, SessionError
 from .deadlines import Deadlines
 from .errors import cluster_redirect, is_connection_failure, is_pool_full, to_session_error
 from .scripts import Script
-from .transport import BatchingPool
+from .transport import BatchingPool, ConnectTimeoutError
 from .untyped import untyped
 
 __all__ = ["PrimaryPool", "RedisCaller", "cancel_idle"]
@@ -102,11 +102,12 @@ def _running_loop() -> asyncio.AbstractEventLoop:
 
 def _retryable(exc: BaseException, write: bool) -> bool:
     """Whether a failed call may be tried again: a read whose connection failed, unless the
-    server refused the credentials or no connection had room (a retry would only wait again)."""
+    server refused the credentials, no connection had room or a new connection timed out (a
+    retry would only wait again)."""
     return (
         not write
         and isinstance(exc, redis_errors.ConnectionError)
-        and not isinstance(exc, redis_errors.AuthenticationError)
+        and not isinstance(exc, redis_errors.AuthenticationError | ConnectTimeoutError)
         and not is_pool_full(exc)
     )
 

@@ -17,6 +17,11 @@ Rules that keep every caller's reply its own (see docs/transport.md for the haza
 - One watchdog timer per connection (not per call) fails the connection's calls with
   `ReplyTimeoutError` and drops it when its oldest unanswered request is older than
   `socket_timeout`.
+- Any event loop: the transport is used only through `Link` (write, abort, close,
+  get_extra_info), never through its class (uvloop's are not asyncio's). No exception leaves a
+  protocol callback: one the loop would only log (and so leave every caller waiting) fails the
+  connection's calls and aborts the link, and a connection whose `connection_made` did not
+  complete is never `ready`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import asyncio
 import collections
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import hiredis
 from redis import exceptions as redis_errors
@@ -34,7 +39,9 @@ from redis._parsers.base import BaseParser
 __all__ = [
     "BatchedConnection",
     "ConnectError",
+    "ConnectTimeoutError",
     "ConnectionLostError",
+    "Link",
     "NotSentError",
     "PoolBusyError",
     "ReplyTimeoutError",
@@ -58,6 +65,14 @@ class NotSentError(TransportError):
 
 class ConnectError(NotSentError):
     """A connection could not be opened or set up (TCP, TLS, AUTH, SELECT)."""
+
+
+class ConnectTimeoutError(ConnectError):
+    """Opening and setting up a connection took longer than `connect_timeout`.
+
+    Another try would most likely wait as long again, so reads do not retry it (as redis-py's
+    own connect timeout, a `TimeoutError`, is not retried).
+    """
 
 
 class PoolBusyError(NotSentError):
@@ -111,6 +126,19 @@ def _reader() -> hiredis.Reader:
     )
 
 
+@runtime_checkable
+class Link(Protocol):
+    """What the connection uses of its transport: asyncio's, uvloop's or any other loop's."""
+
+    def write(self, data: bytes, /) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: Any = None, /) -> Any: ...
+
+
 class _Request:
     """One unit written whole: a command, or MULTI ... EXEC (`replies` > 1)."""
 
@@ -146,8 +174,10 @@ class BatchedConnection(asyncio.Protocol):
         self.socket_timeout = socket_timeout
         self.on_capacity = on_capacity
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        self.transport: Link | None = None
         self.closed = False  # no new requests: the link failed or close() was called
+        # What a protocol callback raised, if one failed: the setup's error chains it.
+        self.fault: Exception | None = None
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self._reader = _reader()
         self._outbox: list[_Request] = []
@@ -159,6 +189,11 @@ class BatchedConnection(asyncio.Protocol):
         self.batched = 0  # requests written
 
     # -- load, for the pool's least-loaded choice ----------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """`connection_made` completed and the link has not failed since."""
+        return self.transport is not None and not self.closed
 
     @property
     def outstanding(self) -> int:
@@ -185,7 +220,11 @@ class BatchedConnection(asyncio.Protocol):
         self._flush_scheduled = False
         outbox, self._outbox = self._outbox, []
         if self.closed or self.transport is None:
-            return  # _fail_all already failed these
+            # Closed: _fail_all or close() failed these already. Never attached: nobody else will.
+            for request in outbox:
+                if not request.future.done():
+                    request.future.set_exception(NotSentError(f"no connection to {self.where}"))
+            return
         now = self.loop.time()
         chunks: list[bytes] = []
         for request in outbox:
@@ -200,7 +239,11 @@ class BatchedConnection(asyncio.Protocol):
             return
         self.batches += 1
         self.batched += len(chunks)
-        self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        try:
+            self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        except Exception as exc:  # the loop would only log it: fail the calls instead
+            self._break(f"writing to {self.where} failed ({type(exc).__name__})", exc)
+            return
         if self._watchdog is None and self.socket_timeout is not None:
             self._watchdog = self.loop.call_at(now + self.socket_timeout, self._check_timeout)
 
@@ -208,17 +251,19 @@ class BatchedConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
-        reader.feed(data)
         try:
+            reader.feed(data)
             while (reply := reader.gets()) is not _INCOMPLETE:
                 self._deliver(reply)
+            if self.on_capacity is not None:
+                self.on_capacity()
         except redis_errors.InvalidResponse as exc:
             # The stream can no longer be trusted: no later reply may reach any caller.
-            self._fail_all(ConnectionLostError, f"unparsable reply from {self.where}: {exc}", exc)
-            self._abort()
-            return
-        if self.on_capacity is not None:
-            self.on_capacity()
+            self._break(f"unparsable reply from {self.where}: {exc}", exc)
+        except Exception as exc:
+            # Not the peer's doing (a bug, a fault): the stream is as untrusted, and the loop
+            # would only log it while every caller waits. Only the type: its text may hold data.
+            self._break(f"handling a reply from {self.where} failed ({type(exc).__name__})", exc)
 
     def _deliver(self, reply: Any) -> None:
         pending = self._pending
@@ -262,19 +307,33 @@ class BatchedConnection(asyncio.Protocol):
             if not request.future.done():
                 request.future.set_exception(ReplyTimeoutError(message, write=request.write))
         self._fail_all(ConnectionLostError, message)
-        self._abort()
+        self._drop_link()
 
     # -- the link ------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        try:
+            self._attach(transport)
+        except Exception as exc:  # the loop would only log it: the pool sees `ready` False
+            self.fault = exc
+            self.closed = True
+            transport.close()
+
+    def _attach(self, transport: asyncio.BaseTransport) -> None:
+        if not isinstance(transport, Link):
+            raise TypeError(f"{type(transport).__name__} lacks write, abort or get_extra_info")
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        reason = f"connection to {self.where} lost" + (f": {exc}" if exc else "")
+        # A socket's error says what happened; anything else (a callback that raised, which the
+        # loop passes on) only by its type, since its text may hold data.
+        detail = (
+            "" if exc is None else f": {exc if isinstance(exc, OSError) else type(exc).__name__}"
+        )
+        reason = f"connection to {self.where} lost{detail}"
         self._fail_all(ConnectionLostError, reason, exc)
         if not self.lost.done():
             self.lost.set_result(None)
@@ -308,9 +367,23 @@ class BatchedConnection(asyncio.Protocol):
                 request.future.set_exception(failure)
         self._capacity_freed()
 
-    def _abort(self) -> None:
+    def _break(self, reason: str, cause: Exception) -> None:
+        """A callback failed: every call fails (nothing is re-sent) and the link is dropped."""
+        self.fault = cause
+        self._fail_all(ConnectionLostError, reason, cause)
+        self._drop_link()
+
+    def _drop_link(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def abort(self) -> None:
+        """Drop the link at once (a setup that failed): every call fails, nothing is sent."""
+        self._fail_all(ConnectionLostError, f"connection to {self.where} aborted")
+        if self.transport is not None:
+            self.transport.abort()
+        elif not self.lost.done():
+            self.lost.set_result(None)
 
     def close(self) -> None:
         """Stop taking requests and close the link: calls not yet written fail as not sent,

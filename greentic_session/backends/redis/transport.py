@@ -9,8 +9,9 @@ per connection and resolve in order (see `connection` for the cancellation and f
   socket path, db, credentials, client name, timeouts and redis-py's TLS context from the
   connection object redis-py builds (it is never connected). The wire protocol is RESP2.
 - Setup per connection, pipelined in one write: AUTH (username and password, or a redis-py
-  credential provider), CLIENT SETNAME, SELECT. A wrong password raises redis-py's
-  `AuthenticationError`; any other setup failure `ConnectError`.
+  credential provider), CLIENT SETNAME, SELECT. Connect, TLS handshake and setup share one
+  `connect_timeout`. A wrong password raises redis-py's `AuthenticationError`; any other
+  failure `ConnectError` (`ConnectTimeoutError` past the deadline), whatever raised it.
 - Replies are raw RESP2 values (bytes, int, list, None): redis-py's response callbacks do not run
   (a SET answers b"OK", not True). Error replies raise redis-py's exception classes.
 - Connections open lazily, one at a time, up to `connections`: a call opens a new one when every
@@ -41,6 +42,7 @@ from .connection import (
     BatchedConnection,
     ConnectError,
     ConnectionLostError,
+    ConnectTimeoutError,
     NotSentError,
     PoolBusyError,
     ReplyTimeoutError,
@@ -52,6 +54,7 @@ from .connection import (
 __all__ = [
     "BatchingPool",
     "ConnectError",
+    "ConnectTimeoutError",
     "ConnectionLostError",
     "NotSentError",
     "PoolBusyError",
@@ -302,38 +305,70 @@ class BatchingPool:
         self._wake()
 
     async def _open(self) -> BatchedConnection:
+        """A connected, set-up connection, or an error within `connect_timeout` in all.
+
+        TCP connect, TLS handshake, credentials, AUTH, CLIENT SETNAME and SELECT share one
+        deadline, and whatever fails on the way (an exception in a protocol callback or a
+        credential provider included) is `ConnectError`, except a refused password
+        (`AuthenticationError`); the link is dropped either way.
+        """
         template = self._template
-        loop = asyncio.get_running_loop()
         connection = BatchedConnection(
             where=self.where, socket_timeout=self.socket_timeout, on_capacity=self._wake
         )
+        connected = False
         try:
             async with asyncio.timeout(self.connect_timeout):
-                if isinstance(template, UnixDomainSocketConnection):
-                    await loop.create_unix_connection(lambda: connection, template.path)
-                else:
-                    host: str = getattr(template, "host", "localhost")
-                    port: int = getattr(template, "port", 6379)
-                    await loop.create_connection(lambda: connection, host, port, ssl=self._ssl)
-        except (OSError, TimeoutError) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-            raise ConnectError(f"Error connecting to {self.where}: {reason}") from exc
-        try:
-            async with asyncio.timeout(self.socket_timeout or self.connect_timeout):
+                await self._connect(connection, template)
+                connected = True
                 await self._set_up(connection, template)
-        except redis_errors.AuthenticationError:
-            connection.close()
-            raise
-        except (redis_errors.RedisError, TimeoutError) as exc:
-            connection.close()
-            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-            raise ConnectError(f"Error setting up the connection to {self.where}: {reason}") from (
-                None if isinstance(exc, TimeoutError) else exc
-            )
-        except BaseException:
-            connection.close()
-            raise
+        except BaseException as exc:
+            connection.abort()
+            if isinstance(exc, redis_errors.AuthenticationError) or not isinstance(exc, Exception):
+                raise
+            error, cause = self._setup_error(exc, connection, connected=connected)
+            raise error from cause
         return connection
+
+    async def _connect(self, connection: BatchedConnection, template: AbstractConnection) -> None:
+        """TCP (or unix socket) connect and TLS handshake; `_NotAttached` if the loop returned a
+        transport whose `connection_made` failed (that transport is dropped here)."""
+        loop = asyncio.get_running_loop()
+        if isinstance(template, UnixDomainSocketConnection):
+            link, _ = await loop.create_unix_connection(lambda: connection, template.path)
+        else:
+            host: str = getattr(template, "host", "localhost")
+            port: int = getattr(template, "port", 6379)
+            link, _ = await loop.create_connection(lambda: connection, host, port, ssl=self._ssl)
+        if not connection.ready:
+            with contextlib.suppress(Exception):  # any loop's transport: nothing more to do
+                link.abort()
+            raise _NotAttached
+
+    def _setup_error(
+        self, exc: Exception, connection: BatchedConnection, *, connected: bool
+    ) -> tuple[ConnectError, BaseException | None]:
+        """The `ConnectError` for a failed open, and what it chains: the cause lets the error
+        mapping name a likely misconfiguration (an untrusted certificate, no TLS reply)."""
+        if isinstance(exc, TimeoutError):
+            stage = "setting up the connection to" if connected else "connecting to"
+            return ConnectTimeoutError(f"Error {stage} {self.where}: timed out"), (
+                None if connected else exc
+            )
+        if isinstance(exc, OSError):  # refused, unreachable, TLS (ssl.SSLError is an OSError)
+            return ConnectError(f"Error connecting to {self.where}: {exc}"), exc
+        if isinstance(exc, redis_errors.RedisError):  # a setup reply, or the link failed
+            return ConnectError(f"Error setting up the connection to {self.where}: {exc}"), exc
+        # A fault (a protocol callback or a credential provider raised): the type only, since
+        # its text may hold what a message may not.
+        if isinstance(exc, _NotAttached):
+            fault = connection.fault  # None when connection_made itself raised to the loop
+            what = (
+                f"{type(fault).__name__} in connection_made" if fault else "connection_made raised"
+            )
+            return ConnectError(f"Error setting up the connection to {self.where}: {what}"), fault
+        what = f"{type(exc).__name__} raised"
+        return ConnectError(f"Error setting up the connection to {self.where}: {what}"), exc
 
     async def _set_up(self, connection: BatchedConnection, template: AbstractConnection) -> None:
         """AUTH, CLIENT SETNAME and SELECT, pipelined in one write, as redis-py sets up."""
@@ -418,6 +453,11 @@ class PoolStats:
     @property
     def mean_batch(self) -> float:
         return self.requests / self.batches if self.batches else 0.0
+
+
+class _NotAttached(Exception):
+    """The loop returned a transport whose `connection_made` failed (`BatchedConnection.fault`
+    says why, when the failure happened inside it)."""
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
