@@ -6,11 +6,19 @@ A store may have an `idle_ttl` (seconds; every create, update and touch restarts
 
     min(now + idle_ttl, created + max_lifetime)
 
-leaving out whichever option is off. Reads never extend a session. Both options default to None:
-no expiry, as in the Rust crate. The in-memory backend evaluates `Expiry.deadline` against its
-clock; the Redis backend hands the two values to its Lua scripts (`as_millis`), which apply the
-same rule with the server's clock (`lua/expiry.lua`: the remaining lifetime is the PTTL of the
-session's meta key, set once at creation).
+leaving out whichever option is off, and is expired from that instant on: a write or touch at
+or after `created + max_lifetime` finds the session gone, so nothing extends a session past its
+lifetime, whatever the millisecond. Reads never extend a session. Both options default to None:
+no expiry, as in the Rust crate.
+
+The in-memory backend evaluates `Expiry.deadline` against its clock. The Redis backend hands the
+two values to its Lua scripts (`as_millis`), which apply the same rule with the server's clock
+(`lua/expiry.lua`): `created + max_lifetime` is when the session's meta key expires (set once at
+creation), and every expiry a script gives the blob is an absolute time no later than that, so
+the blob never outlives its meta key. A blob found without a meta key has no recorded creation (a
+Rust runner or a store without `max_lifetime` wrote it): its lifetime starts at this store's
+first write, but ends no later than the expiry the blob already has, if any (a Rust wait's ttl,
+or a meta key lost before its blob), so a write never moves an expiry later than the rule allows.
 """
 
 from __future__ import annotations

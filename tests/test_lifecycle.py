@@ -15,6 +15,7 @@ from greentic_session import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    ReplyScope,
     SessionData,
     SessionEntry,
     SessionStore,
@@ -522,6 +523,83 @@ async def test_max_lifetime_alone_expires_without_writes(lifecycle: Lifecycle) -
     await store.update_session(key, make_data(ALICE, state='{"n":1}'))
     await lifecycle.advance(9)
     assert await store.get_session(key) is not None
+    await lifecycle.advance(2)
+    assert await store.get_session(key) is None
+
+
+LIFETIME_WRITES = ["touch", "update", "compare_and_set", "update_with", "register_wait"]
+
+
+async def write_once(store: SessionStore, key: str, write: str) -> None:
+    """One write of kind `write` (LIFETIME_WRITES) to ALICE's session at `key`."""
+    data = make_data(ALICE, state='{"n":1}')
+    if write == "touch":
+        await store.touch_session(key)
+    elif write == "update":
+        await store.update_session(key, data)
+    elif write == "compare_and_set":
+        entry = await store.get_entry(key)
+        if entry is None:
+            raise NotFoundError("gone")
+        await store.update_session(key, data, expected_revision=entry.revision)
+    elif write == "update_with":
+        await store.update_with(key, lambda _: data)
+    else:
+        await store.register_wait(ALICE, "alice", ReplyScope(conversation="chat-1"), key, data)
+
+
+@pytest.mark.parametrize("write", LIFETIME_WRITES)
+async def test_a_write_just_before_the_cap_ends_with_the_lifetime(
+    lifecycle: Lifecycle, write: str
+) -> None:
+    """The issue's scenario (idle_ttl 40, max_lifetime 60, touched at 20 and 40): a write half a
+    second before the cap lands, and the session is still gone once the cap has passed."""
+    store = lifecycle.open(idle_ttl=40, max_lifetime=60)
+    key = await store.create_session(ALICE, make_data(ALICE))
+    for _ in range(2):
+        await lifecycle.advance(20)
+        await store.touch_session(key)
+    await lifecycle.advance(19.5)
+    await write_once(store, key, write)
+    landed = await store.get_session(key)
+    assert landed is not None
+    assert landed.context_json == ("{}" if write == "touch" else '{"n":1}')
+    await lifecycle.advance(0.6)
+    assert await store.get_session(key) is None
+    assert await store.find_by_user(ALICE, "alice") is None
+    assert await store.find_wait_by_scope(ALICE, "alice", ReplyScope(conversation="chat-1")) is None
+
+
+@pytest.mark.parametrize("write", [w for w in LIFETIME_WRITES if w != "register_wait"])
+async def test_at_the_cap_a_write_finds_the_session_gone(lifecycle: Lifecycle, write: str) -> None:
+    """At the very end of its lifetime (touched at 20 and 40 of 60) a session is expired: a write
+    raises NotFoundError and brings nothing back."""
+    store = lifecycle.open(idle_ttl=40, max_lifetime=60)
+    key = await store.create_session(ALICE, make_data(ALICE))
+    for _ in range(2):
+        await lifecycle.advance(20)
+        await store.touch_session(key)
+    await lifecycle.advance(20)
+    with pytest.raises(NotFoundError):
+        await write_once(store, key, write)
+    await lifecycle.advance(15)
+    assert await store.get_session(key) is None
+    assert await store.find_by_user(ALICE, "alice") is None
+
+
+async def test_register_wait_at_the_cap_makes_a_new_session(lifecycle: Lifecycle) -> None:
+    """register_wait on a key whose session just reached max_lifetime stores a new session with
+    a lifetime of its own, not the old one carried on: the old data does not come back."""
+    store = lifecycle.open(idle_ttl=40, max_lifetime=60)
+    key = await store.create_session(ALICE, make_data(ALICE, state='{"old":1}'))
+    await lifecycle.advance(30)
+    await store.touch_session(key)
+    await lifecycle.advance(30)
+    assert await store.get_session(key) is None
+    fresh = make_data(ALICE, state='{"new":1}')
+    await store.register_wait(ALICE, "alice", ReplyScope(conversation="chat-1"), key, fresh)
+    await lifecycle.advance(39)
+    assert await store.get_session(key) == fresh
     await lifecycle.advance(2)
     assert await store.get_session(key) is None
 

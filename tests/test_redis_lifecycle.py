@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -13,11 +15,15 @@ import pytest
 
 from greentic_session import (
     ConflictError,
+    NotFoundError,
     RedisSessionStore,
+    ReplyScope,
     SessionData,
     TenantCtx,
     encode_session_data,
 )
+from greentic_session.backends.redis.untyped import untyped
+from greentic_session.testing import SERVER_KINDS, RedisServer, find_server
 from tests.conftest import drop_namespace, make_data, shift_ttls
 from tests.test_redis_layout import counting_round_trips
 
@@ -200,6 +206,135 @@ async def test_a_rust_blob_without_meta_starts_its_lifetime_at_our_first_write(
     assert near(ttls["session:rust-1"], 120_000)
     assert near(ttls["meta:rust-1"], 120_000)
     assert await store.client.get(store.keys.meta("rust-1")) == b"dev:tenant-42:support:alice"
+
+
+# -- max_lifetime holds to the millisecond -------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=SERVER_KINDS)
+def engine_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a private server of each engine (Redis 7.0 reads its clock afresh for each
+    command a script runs, Valkey 8 once per script: the cap must hold on both)."""
+    binary = find_server(request.param)
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the Redis tests on {request.param}: install its server")
+        pytest.skip(f"no {request.param} server on PATH")
+    with RedisServer(binary=binary) as server:
+        yield server.url
+
+
+@pytest.fixture
+async def engine_store(engine_url: str, namespace: str) -> AsyncIterator[OpenStore]:
+    """Opens stores with the given options on `engine_url`, in the test's namespace."""
+    stores: list[RedisSessionStore] = []
+
+    def build(**options: Any) -> RedisSessionStore:
+        store = RedisSessionStore.from_url(engine_url, namespace=namespace, **options)
+        stores.append(store)
+        return store
+
+    yield build
+    for store in stores:
+        await store.aclose()
+    await drop_namespace(engine_url, namespace)
+
+
+async def expire_time(store: RedisSessionStore, key: str) -> int:
+    """PEXPIRETIME of `key`: when it expires, in the server's absolute milliseconds."""
+    return int(await untyped(store.client).execute_command("PEXPIRETIME", key))
+
+
+CAP_WRITES = ["touch", "update", "compare_and_set", "update_with", "register_wait"]
+
+
+async def cap_write(store: RedisSessionStore, key: str, write: str) -> None:
+    """One write of kind `write` (CAP_WRITES) to the session at `key`, owned by ALICE."""
+    data = make_data(ALICE, state='{"n":1}')
+    if write == "touch":
+        await store.touch_session(key)
+    elif write == "update":
+        await store.update_session(key, data)
+    elif write == "compare_and_set":
+        entry = await store.get_entry(key)
+        assert entry is not None
+        await store.update_session(key, data, expected_revision=entry.revision)
+    elif write == "update_with":
+        await store.update_with(key, lambda _: data)
+    else:
+        await store.register_wait(ALICE, "alice", ReplyScope(conversation="chat-1"), key, data)
+
+
+@pytest.mark.parametrize("write", CAP_WRITES)
+async def test_a_blob_whose_meta_key_is_gone_keeps_its_expiry_as_the_cap(
+    engine_store: OpenStore, write: str
+) -> None:
+    """A write to a blob found without its meta key but with an expiry of its own (the meta key
+    expired a moment before it) never moves that expiry later: it cannot restart the lifetime."""
+    store = engine_store(idle_ttl=60, max_lifetime=100)
+    key = await store.create_session(ALICE, make_data(ALICE))
+    blob, meta = store.keys.session(key), store.keys.meta(key)
+    await store.client.delete(meta)
+    await store.client.pexpire(blob, 10_000)  # what the meta key held: 10 s of lifetime left
+    due = await expire_time(store, blob)
+    await cap_write(store, key, write)
+    assert 0 < await expire_time(store, blob) <= due
+    assert 0 < await expire_time(store, meta) <= due  # the lifetime is recorded again, unmoved
+    assert await store.client.pttl(f"{store.keys.namespace}:{POINTER}") <= 10_000
+
+
+@pytest.mark.parametrize("write", CAP_WRITES)
+async def test_a_write_leaves_the_blob_no_later_than_its_meta_key(
+    engine_store: OpenStore, write: str
+) -> None:
+    """Late in a session's life every write gives the blob at most the meta key's own expiry,
+    to the millisecond: the blob can never be found without its lifetime record."""
+    store = engine_store(idle_ttl=60, max_lifetime=100)
+    key = await store.create_session(ALICE, make_data(ALICE))
+    blob, meta = store.keys.session(key), store.keys.meta(key)
+    await store.client.pexpire(meta, 30_000)  # 30 s of lifetime left: less than idle_ttl
+    await store.client.pexpire(blob, 20_000)
+    ends = await expire_time(store, meta)
+    for _ in range(100):
+        await cap_write(store, key, write)
+        assert await expire_time(store, meta) == ends
+        assert ends - 1000 < await expire_time(store, blob) <= ends
+
+
+@pytest.mark.parametrize("write", CAP_WRITES)
+async def test_every_write_starts_the_lifetime_of_a_blob_without_meta_or_expiry(
+    engine_store: OpenStore, write: str
+) -> None:
+    """A blob a Rust runner wrote (no meta key, no expiry) gets max_lifetime from our first
+    write of any kind, recorded in a new meta key."""
+    store = engine_store(max_lifetime=120)
+    await store.client.set(store.keys.session("rust-1"), encode_session_data(make_data(ALICE)))
+    await cap_write(store, "rust-1", write)
+    assert near(await store.client.pttl(store.keys.session("rust-1")), 120_000)
+    assert near(await store.client.pttl(store.keys.meta("rust-1")), 120_000)
+    assert await expire_time(store, store.keys.session("rust-1")) <= await expire_time(
+        store, store.keys.meta("rust-1")
+    )
+
+
+async def test_writes_racing_the_cap_never_keep_the_session(
+    engine_store: OpenStore,
+) -> None:
+    """The issue's scenario, bounded: touches and updates sent back to back across the end of
+    a 0.3 s lifetime either land before it or find the session gone; none restarts it."""
+    store = engine_store(idle_ttl=0.2, max_lifetime=0.3)
+    key = await store.create_session(ALICE, make_data(ALICE))
+    created_by = time.monotonic()  # the server created it before this
+    landed = 0
+    while time.monotonic() < created_by + 0.4:  # 0.1 s past the cap, on the same machine's clock
+        try:
+            await cap_write(store, key, "touch" if landed % 2 else "update")
+            landed += 1
+        except NotFoundError:
+            pass
+    assert landed > 0
+    assert await store.get_session(key) is None
+    assert await store.client.exists(store.keys.session(key), store.keys.meta(key)) == 0
 
 
 async def test_webhook_scenario_leaves_no_orphan_key(open_store: OpenStore) -> None:

@@ -5,10 +5,10 @@
 -- names no user (the pointer is its creator's), else '0'
 -- Returns 1 when created, 0 when a session already has that key.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local ttl = expiry_start(KEYS[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6] == '1')
-if ttl then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-  if KEYS[3] then redis.call('SET', KEYS[3], ARGV[2], 'PX', ttl) end
+local start = expiry_start(KEYS[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6] == '1')
+if start then
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', start.at)
+  if KEYS[3] then redis.call('SET', KEYS[3], ARGV[2], 'PXAT', start.at) end
 else
   redis.call('SET', KEYS[1], ARGV[1])
   if KEYS[3] then redis.call('SET', KEYS[3], ARGV[2]) end

@@ -15,10 +15,10 @@ if current and not (current == ARGV[1] and ARGV[2] == '1') then
   if wrong_type then return {current, 0} end
   if blob then return {current, blob} end
 end
-local ttl = expiry_start(KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[9] == '1')
-if ttl then
-  redis.call('SET', KEYS[2], ARGV[3], 'PX', ttl)
-  redis.call('SET', KEYS[1], ARGV[4], 'PX', ttl)
+local start = expiry_start(KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[9] == '1')
+if start then
+  redis.call('SET', KEYS[2], ARGV[3], 'PXAT', start.at)
+  redis.call('SET', KEYS[1], ARGV[4], 'PXAT', start.at)
 else
   redis.call('SET', KEYS[2], ARGV[3])
   redis.call('SET', KEYS[1], ARGV[4])

@@ -15,8 +15,13 @@ local wait_ttl, scope_suffix = hint_parts(hint)
 
 local owner, state = owner_at(KEYS[1])
 if state == 'corrupt' then return -1 end
-local stored = owner ~= nil
 local plan = nil
+if owner and (wait_ttl ~= '' or ARGV[7] ~= '') then
+  plan = expiry_plan(KEYS[2], KEYS[1], ARGV[9], wait_ttl, ARGV[7], ARGV[13], key)
+  -- A session whose lifetime has ended is gone: this registers a new one under its key.
+  if plan.expired then owner, plan = nil, nil end
+end
+local stored = owner ~= nil
 if stored then
   for i = 1, 4 do
     if owner[i] ~= ARGV[i] then return owner end
@@ -52,25 +57,24 @@ for _, member in ipairs(members) do
 end
 
 local persist_pointer = nil
-if stored and (wait_ttl ~= '' or ARGV[7] ~= '') then
-  plan = expiry_plan(KEYS[2], ARGV[9], wait_ttl, ARGV[7], ARGV[13], key)
-elseif stored and get_string(ARGV[13] .. ARGV[9]) == key then
+if stored and not plan and get_string(ARGV[13] .. ARGV[9]) == key then
   -- The session now has no expiry: nor has the user pointer create_session gave it.
   persist_pointer = ARGV[13] .. ARGV[9]
 end
 
 -- Writes.
-local ttl = nil
-if stored then
-  if plan then ttl = plan.ttl end
-else
-  ttl = expiry_start(KEYS[2], ARGV[9], wait_ttl, ARGV[7], false)
+local at, ttl = nil, nil
+if plan then
+  at, ttl = plan.at, plan.ttl
+elseif not stored then
+  local start = expiry_start(KEYS[2], ARGV[9], wait_ttl, ARGV[7], false)
+  if start then at, ttl = start.at, start.ttl end
 end
-if ttl then
-  redis.call('SET', KEYS[1], ARGV[5], 'PX', ttl)
+if at then
+  redis.call('SET', KEYS[1], ARGV[5], 'PXAT', at)
   if plan then expiry_apply(plan, KEYS[2], ARGV[13]) end
-  redis.call('SET', KEYS[4], key, 'PX', ttl)
-  redis.call('SET', KEYS[3], hint, 'PX', ttl)
+  redis.call('SET', KEYS[4], key, 'PXAT', at)
+  redis.call('SET', KEYS[3], hint, 'PXAT', at)
 else
   redis.call('SET', KEYS[1], ARGV[5])
   redis.call('SET', KEYS[4], key)

@@ -5,7 +5,7 @@
 -- ARGV[5] scope pointer prefix; ARGV[6] user SET prefix (a wait: see update.lua)
 -- ARGV[3], ARGV[5], ARGV[6] '': the indexes live in another cluster slot (see update.lua).
 -- Returns 1 when the session exists (with '' prefixes: {pointer suffix to refresh, its TTL ms},
--- as update.lua), 0 when it does not.
+-- as update.lua), 0 when it does not or its lifetime has ended.
 local head = redis.call('GETRANGE', KEYS[1], 0, 4095)
 if head == '' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local fallback = ''
@@ -20,9 +20,10 @@ if (ARGV[1] ~= '' or ARGV[2] ~= '') and ARGV[6] ~= '' and (get_string(KEYS[3])
 end
 local idle = ARGV[1]
 if wait then idle = wait.ttl end
-local plan = expiry_plan(KEYS[2], fallback, idle, ARGV[2], ARGV[3], ARGV[4])
+local plan = expiry_plan(KEYS[2], KEYS[1], fallback, idle, ARGV[2], ARGV[3], ARGV[4])
 if plan then
-  redis.call('PEXPIRE', KEYS[1], plan.ttl)
+  if plan.expired then return 0 end  -- its lifetime ended: gone, as it is a moment later
+  redis.call('PEXPIREAT', KEYS[1], plan.at)
   expiry_apply(plan, KEYS[2], ARGV[3])
   if wait then W.wait_apply(wait, plan.ttl) end
 end

@@ -18,9 +18,9 @@
 -- On a cluster, for a key whose indexes live in another slot (keys.RedisKeys.local_only),
 -- ARGV[10], ARGV[14] and ARGV[15] are '': no pointer or wait key is read or written, and success
 -- returns {pointer suffix to refresh ('' for none), its TTL ms (-1 for none)} instead of 1.
--- Returns 1 when written, 0 when the session is missing, -1 when the stored blob is not
--- SessionData JSON, -2 when the revision differs, or {env, tenant_id, team, user} of the stored
--- owner when it differs.
+-- Returns 1 when written, 0 when the session is missing (or its lifetime has ended), -1 when the
+-- stored blob is not SessionData JSON, -2 when the revision differs, or {env, tenant_id, team,
+-- user} of the stored owner when it differs.
 local n = tonumber(ARGV[6])
 local new = ARGV[5]
 
@@ -76,9 +76,10 @@ if (ARGV[8] ~= '' or ARGV[9] ~= '') and ARGV[15] ~= '' and (get_string(KEYS[3])
 end
 local idle = ARGV[8]
 if wait then idle = wait.ttl end
-local plan = expiry_plan(KEYS[2], ARGV[12], idle, ARGV[9], ARGV[10], ARGV[11])
+local plan = expiry_plan(KEYS[2], KEYS[1], ARGV[12], idle, ARGV[9], ARGV[10], ARGV[11])
 if plan then
-  redis.call('SET', KEYS[1], new, 'PX', plan.ttl)
+  if plan.expired then return 0 end  -- its lifetime ended: gone, as it is a moment later
+  redis.call('SET', KEYS[1], new, 'PXAT', plan.at)
   expiry_apply(plan, KEYS[2], ARGV[10])
   if wait then W.wait_apply(wait, plan.ttl) end
 else
