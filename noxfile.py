@@ -1,6 +1,11 @@
-"""Every developer command: `nox -s tests`, `lint`, `typecheck`, `docs`, `quickstart`, `bench`."""
+"""Every developer command: `nox -s tests`, `contract-3.12`, `contract-3.13`, `lint`, `typecheck`,
+`docs`, `quickstart`, `bench`."""
 
 from __future__ import annotations
+
+import glob
+import os
+import shutil
 
 import nox
 
@@ -24,6 +29,32 @@ def tests(session: nox.Session) -> None:
     """The whole suite, Redis included (a private redis-server is started by the tests)."""
     install(session, "test")
     session.run("pytest", *session.posargs)
+
+
+# The other interpreters the contract is held on: the conformance and lifecycle suites (every
+# cell of the backend table) run on each, the whole suite on PYTHON.
+OTHER_PYTHONS = ("3.12", "3.13")
+CONTRACT_SUITES = ("tests/test_conformance.py", "tests/test_lifecycle.py")
+
+
+def interpreter(version: str) -> str:
+    """The path of Python `version`: pyenv's build when there is one (pyenv's shims answer only
+    for its global versions), else `pythonX.Y` on PATH, else the bare version for nox to find."""
+    pyenv = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    builds = sorted(glob.glob(f"{pyenv}/versions/{version}.*/bin/python{version}"))
+    if builds:
+        return builds[-1]
+    return shutil.which(f"python{version}") or version
+
+
+def contract(session: nox.Session) -> None:
+    """The conformance and lifecycle suites on this interpreter (every backend cell)."""
+    install(session, "test")
+    session.run("pytest", *CONTRACT_SUITES, *session.posargs)
+
+
+for _version in OTHER_PYTHONS:
+    nox.session(name=f"contract-{_version}", python=interpreter(_version))(contract)
 
 
 @nox.session(python=PYTHON)
