@@ -1,11 +1,12 @@
-"""The redis-py -> SessionError mapping, pinned against real redis-server refusals.
+"""The redis-py -> SessionError mapping, pinned against real refusals of Redis and of Valkey.
 
-Each refusal is produced by a real server: out of memory (`maxmemory` 1 under `noeviction`), a
-read-only replica, a busy script, a dataset still loading, and ACL denials in every position a
-store call can meet one (a direct command, a queued MULTI command, a `redis.call` inside a script,
-the EVAL after NOSCRIPT). Also: nothing reachable from an error (its `__cause__` and `__context__`
-chain) holds a user id or a password, the operator log of a lost connection, and the messages
-for a misdirected peer or a malformed URL.
+Each refusal is produced by a real server of each kind (they word some refusals differently):
+out of memory (`maxmemory` 1 under `noeviction`), a read-only replica, a replica whose primary is
+down, too few replicas, a busy script, a dataset still loading, and ACL denials in every position
+a store call can meet one (a direct command, a queued MULTI command, MULTI or EXEC themselves, a
+`redis.call` inside a script, the EVAL after NOSCRIPT). Also: nothing reachable from an error
+(its `__cause__` and `__context__` chain) holds a user id or a password, the operator log of a
+lost connection, and the messages for a misdirected peer or a malformed URL.
 """
 
 from __future__ import annotations
@@ -29,10 +30,19 @@ from greentic_session import (
     UnavailableError,
     UnknownOutcomeError,
 )
-from greentic_session.backends.redis.errors import to_session_error
-from greentic_session.testing import RedisServer, free_port
+from greentic_session.backends.redis.errors import cluster_redirect, to_session_error
+from greentic_session.testing import Backend, RedisServer, free_port
 from tests.conftest import drop_namespace
-from tests.test_redis_faults import bounded, ctx_of, marked, open_store, raw_client
+from tests.servers import SERVER_PARAMS, server_binary
+from tests.test_redis_faults import (
+    DEFAULT_TRANSPORT,
+    TRANSPORTS,
+    bounded,
+    ctx_of,
+    marked,
+    open_store,
+    raw_client,
+)
 
 USER = "user-9c41e7"  # a user id that must never show up in an error or a log
 PASSWORD = "pw-Str0ng-61d0a4"
@@ -67,10 +77,12 @@ async def namespace_keys(raw: aioredis.Redis, namespace: str) -> list[bytes]:
     return [key async for key in raw.scan_iter(match=f"{namespace}:*", count=500)]
 
 
-@pytest.fixture(scope="module")
-def state_server() -> Iterator[RedisServer]:
-    """A private server whose state (memory limit, scripts, loading) the tests change."""
-    with RedisServer(extra_args=["--enable-debug-command", "local"]) as server:
+@pytest.fixture(scope="module", params=SERVER_PARAMS)
+def state_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A private server of each kind (Redis, Valkey) whose state (memory limit, scripts,
+    loading) the tests change."""
+    binary = server_binary(request.param)
+    with RedisServer(binary=binary, extra_args=["--enable-debug-command", "local"]) as server:
         yield server
 
 
@@ -83,15 +95,16 @@ async def admin(state_server: RedisServer, namespace: str) -> AsyncIterator[aior
 
 @asynccontextmanager
 async def acl_store(
-    server: RedisServer, namespace: str, *rules: str
+    server: RedisServer, namespace: str, *rules: str, transport: Backend = DEFAULT_TRANSPORT
 ) -> AsyncIterator[RedisSessionStore]:
-    """A store logged in as a fresh ACL user with `rules` (ACL SETUSER syntax)."""
+    """A store of `transport`'s row logged in as a fresh ACL user with `rules` (ACL SETUSER
+    syntax)."""
     name = f"app-{namespace.split(':', maxsplit=1)[0]}"
     async with raw_client(server.url) as admin:
         await admin.execute_command("ACL", "SETUSER", name, "on", f">{PASSWORD}", *rules)
         try:
             url = f"redis://{name}:{PASSWORD}@127.0.0.1:{server.port}/0"
-            async with open_store(url, namespace) as store:
+            async with open_store(url, namespace, transport) as store:
                 yield store
         finally:
             await admin.acl_deluser(name)
@@ -170,7 +183,8 @@ async def replica(
 ) -> AsyncIterator[RedisServer]:
     """A read-only replica of `state_server`, in sync with it."""
     await admin.config_set("repl-diskless-sync-delay", "0")  # the default waits 5 s for more
-    with RedisServer(extra_args=["--replicaof", "127.0.0.1", str(state_server.port)]) as server:
+    replica_of = ["--replicaof", "127.0.0.1", str(state_server.port)]
+    with RedisServer(binary=state_server.binary, extra_args=replica_of) as server:
         # WAIT returns once the replica acknowledged every write so far: no polling needed.
         await admin.set(f"{namespace}:probe", b"1")
         assert await admin.execute_command("WAIT", 1, 20_000) == 1
@@ -270,6 +284,53 @@ async def test_loading_dataset_is_unavailable_and_writes_nothing(
         assert await store.find_by_user(ctx_of(USER), USER) is None
 
 
+async def test_too_few_replicas_is_unavailable_and_writes_nothing(
+    state_server: RedisServer, admin: aioredis.Redis, namespace: str
+) -> None:
+    """With min-replicas-to-write 1 and no replica, create (MULTI) and update (a script) raise a
+    plain UnavailableError naming NOREPLICAS, and nothing is written."""
+    async with open_store(state_server.url, namespace) as store:
+        key = await store.create_session(ctx_of("other"), marked("other", "v1"))
+        before = set(await namespace_keys(admin, namespace))
+        await admin.config_set("min-replicas-to-write", "1")
+        try:
+            with pytest.raises(UnavailableError) as created:
+                await bounded(store.create_session(ctx_of(USER), marked(USER, "x")))
+            with pytest.raises(UnavailableError) as updated:
+                await bounded(store.update_session(key, marked("other", "v2")))
+        finally:
+            await admin.config_set("min-replicas-to-write", "0")
+        assert_refused(created.value, "NOREPLICAS")
+        assert_refused(updated.value, "NOREPLICAS")
+        assert set(await namespace_keys(admin, namespace)) == before
+        assert await store.get_session(key) == marked("other", "v1")
+
+
+async def test_replica_without_its_primary_is_unavailable(
+    state_server: RedisServer, namespace: str
+) -> None:
+    """A replica that lost its primary and must not serve stale data refuses every call with a
+    plain UnavailableError: reads and scripts name MASTERDOWN, create's SET (a write command,
+    checked first) READONLY."""
+    stale = ["--replicaof", "127.0.0.1", str(free_port()), "--replica-serve-stale-data", "no"]
+    with RedisServer(binary=state_server.binary, extra_args=stale) as replica:
+        async with open_store(replica.url, namespace) as store:
+            calls = {
+                "get": (lambda: store.get_session("some-key"), "MASTERDOWN"),
+                "find": (lambda: store.find_by_user(ctx_of(USER), USER), "MASTERDOWN"),
+                "update": (lambda: store.update_session("k", marked(USER, "y")), "MASTERDOWN"),
+                "create": (
+                    lambda: store.create_session(ctx_of(USER), marked(USER, "x")),
+                    "READONLY",
+                ),
+            }
+            for name, (call, reply_code) in calls.items():
+                with pytest.raises(UnavailableError) as raised:
+                    await bounded(call())
+                assert f"({reply_code})" in raised.value.message, name
+                assert_refused(raised.value, reply_code)
+
+
 # -- ACL denials, wherever they happen -----------------------------------------------------------
 
 
@@ -292,8 +353,9 @@ async def test_acl_denial_in_a_multi_is_permission_denied_and_writes_nothing(
 async def test_acl_denial_inside_a_script_is_permission_denied(
     state_server: RedisServer, namespace: str
 ) -> None:
-    """A `redis.call` the ACL denies inside a script, on a key the script derives (Redis 7.0
-    replies ERR there, not NOPERM), maps to permission_denied with a clean chain."""
+    """A `redis.call` the ACL denies inside a script, on a key the script derives (both servers
+    reply ERR there, not NOPERM, each with a lead of its own), maps to permission_denied with a
+    clean chain."""
     async with acl_store(state_server, namespace, f"~{namespace}:session:*", "+@all") as store:
         denied_key = f"{namespace}:user:{USER}"
         with pytest.raises(aioredis.ResponseError) as replied:
@@ -356,6 +418,122 @@ async def test_acl_denial_of_the_eval_after_noscript_is_permission_denied(
     assert_clean(raised.value)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_refused_multi_is_an_unknown_outcome_never_a_plain_refusal(
+    state_server: RedisServer, admin: aioredis.Redis, namespace: str, transport: Backend
+) -> None:
+    """When the ACL refuses MULTI, the server runs create's SETs at once, one by one: create
+    raises UnknownOutcomeError (code permission_denied, caused by the denial), on both
+    transports, never an error saying nothing was written."""
+    rules = (f"~{namespace}:*", "+@all", "-multi")
+    async with acl_store(state_server, namespace, *rules, transport=transport) as store:
+        with pytest.raises(SessionError) as raised:
+            await bounded(store.create_session(ctx_of(USER), marked(USER, "x")))
+    error = raised.value
+    assert isinstance(error, UnknownOutcomeError), repr(error)
+    assert error.code is ErrorCode.PERMISSION_DENIED
+    assert "MULTI" in error.message
+    assert "(2 of 2 applied)" in error.message
+    assert isinstance(error.__cause__, NoPermissionError)
+    assert_clean(error)
+    assert len(await namespace_keys(admin, namespace)) == 2  # the blob and the pointer: written
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_refused_multi_and_refused_writes_are_permission_denied_and_write_nothing(
+    state_server: RedisServer, admin: aioredis.Redis, namespace: str, transport: Backend
+) -> None:
+    """When the ACL refuses MULTI and every key create writes, no command ran: create raises a
+    plain permission_denied (not an unknown outcome) and nothing is written."""
+    rules = (f"~{namespace}:elsewhere:*", "+@all", "-multi")
+    async with acl_store(state_server, namespace, *rules, transport=transport) as store:
+        with pytest.raises(SessionError) as raised:
+            await bounded(store.create_session(ctx_of(USER), marked(USER, "x")))
+    assert raised.value.code is ErrorCode.PERMISSION_DENIED, repr(raised.value)
+    assert not isinstance(raised.value, UnavailableError)
+    assert_clean(raised.value)
+    assert await namespace_keys(admin, namespace) == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_refused_exec_is_permission_denied_writes_nothing_and_closes_the_transaction(
+    state_server: RedisServer, admin: aioredis.Redis, namespace: str, transport: Backend
+) -> None:
+    """When the ACL refuses EXEC (EXECABORT naming NOPERM), create raises permission_denied,
+    nothing is written, and the connection is not left inside MULTI: later calls on it run."""
+    rules = (f"~{namespace}:*", "+@all", "-exec")
+    async with acl_store(state_server, namespace, *rules, transport=transport) as store:
+        for _ in range(2):
+            with pytest.raises(SessionError) as raised:
+                await bounded(store.create_session(ctx_of(USER), marked(USER, "x")))
+            assert raised.value.code is ErrorCode.PERMISSION_DENIED, repr(raised.value)
+            assert not isinstance(raised.value, UnavailableError)
+            assert_clean(raised.value)
+            assert await bounded(store.get_session("no-such-session")) is None
+        assert await bounded(store.find_by_user(ctx_of(USER), USER)) is None
+    assert await namespace_keys(admin, namespace) == []
+
+
+@pytest.mark.parametrize(
+    ("script", "code"),
+    [
+        pytest.param("error('NOPERM OOM READONLY BUSY')", ErrorCode.INTERNAL, id="codes-in-words"),
+        pytest.param("error('ACL failure in script: x')", ErrorCode.INTERNAL, id="lead-in-words"),
+        pytest.param("return redis.call('NOSUCHCOMMAND')", ErrorCode.INTERNAL, id="bad-command"),
+        pytest.param("return redis.call('GET', KEYS[1])", ErrorCode.INTERNAL, id="wrongtype"),
+        pytest.param(
+            "return redis.call('GET', 'elsewhere:k')", ErrorCode.PERMISSION_DENIED, id="acl"
+        ),
+    ],
+)
+async def test_a_script_error_is_classified_by_where_the_server_puts_the_code(
+    state_server: RedisServer, admin: aioredis.Redis, namespace: str, script: str, code: ErrorCode
+) -> None:
+    """A script's reply maps by its code, or the lead the server puts first: a Lua error whose
+    words hold codes or a lead stays internal, a key of the wrong type too, and an ACL denial
+    is permission_denied, on both servers (EVALSHA, as the store sends it)."""
+    typed = f"{namespace}:session:a-set"
+    await admin.sadd(typed, "member")
+    async with acl_store(state_server, namespace, f"~{namespace}:*", "+@all") as store:
+        sha = await store.client.script_load(script)
+        with pytest.raises(aioredis.ResponseError) as replied:
+            await store.client.evalsha(sha, 1, typed)
+    error = to_session_error(
+        replied.value, write=True, key=None, where="here", socket_timeout=None, secret=None
+    )
+    assert error.code is code, repr(error)
+    assert not isinstance(error, UnavailableError)
+    if script.endswith("KEYS[1])"):
+        assert "wrong type" in error.message
+
+
+@pytest.mark.parametrize("kind", SERVER_PARAMS)
+async def test_a_script_meeting_a_slot_the_node_does_not_serve_is_a_busy_redirect(
+    kind: str,
+) -> None:
+    """A script that reads a key of a slot its cluster node does not serve (a slot on the move)
+    is a "busy" redirect, which the cluster store waits out, on both servers (they word it
+    differently)."""
+    bus, config = free_port(), "nodes.conf"
+    args = ["--cluster-enabled", "yes", "--cluster-port", str(bus)]
+    args += ["--cluster-config-file", config, "--cluster-require-full-coverage", "no"]
+    with RedisServer(binary=server_binary(kind), extra_args=args) as node:
+        async with raw_client(node.url) as client:
+            await client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 8000)
+            # A master accepts commands about 2 s after it started (the cluster's writable delay).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while b"cluster_state:ok" not in await client.execute_command("CLUSTER", "INFO"):
+                assert loop.time() < deadline, "the one-node cluster never came up"
+                await asyncio.sleep(0.05)
+            # "b" is in slot 3300 (served), "a" in slot 15495 (not served).
+            with pytest.raises(aioredis.ResponseError) as replied:
+                await client.eval("return redis.call('GET', ARGV[1])", 1, "b", "a")
+    redirect = cluster_redirect(replied.value)
+    assert redirect is not None
+    assert redirect.kind == "busy"
+
+
 @pytest.mark.parametrize(
     ("reply", "code"),
     [
@@ -407,10 +585,14 @@ def test_script_errors_wrapped_by_older_servers_keep_their_code(
 # -- nothing reachable from an error leaks --------------------------------------------------------
 
 
-async def test_the_servers_echo_of_refused_arguments_is_not_shown(namespace: str) -> None:
-    """On a server without EVALSHA (renamed away), find_by_user fails with an error whose
-    chain does not repeat the server's echo of the arguments (the user pointer key)."""
-    with RedisServer(extra_args=["--rename-command", "EVALSHA", ""]) as server:
+@pytest.mark.parametrize("kind", SERVER_PARAMS)
+async def test_the_servers_echo_of_refused_arguments_is_not_shown(
+    kind: str, namespace: str
+) -> None:
+    """On a server of each kind without EVALSHA (renamed away), find_by_user fails with an error
+    whose chain does not repeat the server's echo of the arguments (the user pointer key)."""
+    renamed = ["--rename-command", "EVALSHA", ""]
+    with RedisServer(binary=server_binary(kind), extra_args=renamed) as server:
         async with open_store(server.url, namespace) as store:
             with pytest.raises(SessionError) as raised:
                 await bounded(store.find_by_user(ctx_of(USER), USER))

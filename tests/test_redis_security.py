@@ -1,6 +1,7 @@
 """Redis security: ACL-restricted users, wrong credentials, TLS, and keeping secrets out of text.
 
-Tests that need a server get a private one: ACL users and TLS listeners are server-wide.
+Tests that need a server get a private one: ACL users and TLS listeners are server-wide. The ACL
+tests run on Redis and on Valkey.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from greentic_session import (
     UnknownOutcomeError,
 )
 from greentic_session.backends.redis.options import RedisOptions
-from greentic_session.testing import RedisServer, free_port
+from greentic_session.testing import Backend, RedisServer, free_port
+from tests.servers import SERVER_PARAMS, server_binary
 from tests.test_redis_faults import (
+    TRANSPORTS,
     assert_store_works,
     bounded,
     ctx_of,
@@ -72,9 +75,10 @@ def store_calls(store: RedisSessionStore) -> dict[str, Callable[[], Awaitable[ob
 # -- ACL -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def acl_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
+@pytest.fixture(scope="module", params=SERVER_PARAMS)
+def acl_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A private server of each kind (Redis, Valkey), which word their ACL denials differently."""
+    with RedisServer(binary=server_binary(request.param)) as server:
         yield server
 
 
@@ -109,10 +113,14 @@ async def test_acl_user_limited_to_the_namespace_runs_the_full_flow(
         await assert_store_works(store, USER)
 
 
-async def test_acl_user_outside_its_namespace_is_permission_denied(app_url: str) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_acl_user_outside_its_namespace_is_permission_denied(
+    app_url: str, transport: Backend
+) -> None:
     """Every call of a store whose namespace the ACL user may not touch raises SessionError
-    with code permission_denied, not unavailable, and the message never names the user."""
-    async with open_store(app_url, "forbidden:session") as store:
+    with code permission_denied, not unavailable, on both transports, and the message never
+    names the user."""
+    async with open_store(app_url, "forbidden:session", transport) as store:
         for name, call in store_calls(store).items():
             with pytest.raises(SessionError) as raised:
                 await bounded(call())
@@ -121,14 +129,16 @@ async def test_acl_user_outside_its_namespace_is_permission_denied(app_url: str)
             assert USER not in str(raised.value), f"{name} named the user: {raised.value}"
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_acl_denying_only_user_pointers_never_names_the_user(
-    acl_server: RedisServer, namespace: str
+    acl_server: RedisServer, namespace: str, transport: Backend
 ) -> None:
     """When only the user-pointer keys are forbidden, create raises permission_denied whose
-    message does not contain the user id (it is in the pointer key's name)."""
+    message does not contain the user id (it is in the pointer key's name), on both
+    transports."""
     async with (
         acl_user(acl_server, "blobs-only", f"{namespace}:session:*") as url,
-        open_store(url, namespace) as store,
+        open_store(url, namespace, transport) as store,
     ):
         with pytest.raises(SessionError) as raised:
             await bounded(store.create_session(ctx_of(USER), marked(USER, "x")))

@@ -46,7 +46,7 @@ from ...errors import InvalidInputError, PoolExhaustedError, SessionError
 from .deadlines import Deadlines
 from .errors import cluster_redirect, is_connection_failure, is_pool_full, to_session_error
 from .scripts import Script
-from .transport import BatchingPool, ConnectTimeoutError
+from .transport import BatchingPool, ConnectTimeoutError, exec_result
 from .untyped import untyped
 
 __all__ = ["PrimaryPool", "RedisCaller", "cancel_idle"]
@@ -467,13 +467,19 @@ class RedisCaller:
         return (await pipe.execute())[1]
 
     async def _multi(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """MULTI, `commands`, EXEC in one write; every reply is read, then `exec_result` says
+        what happened. A server that refuses MULTI runs the commands at once: MULTI's reply
+        must be read, which redis-py's transaction pipeline does not do (it would report the
+        EXEC's "without MULTI" error, as if nothing had been written)."""
         batch = self.batch
         if batch is not None:
             return await batch.transaction(commands, write=True)
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command("MULTI")
         for command in commands:
             pipe.execute_command(*command)
-        return await pipe.execute()
+        pipe.execute_command("EXEC")
+        return exec_result(await pipe.execute(raise_on_error=False))
 
     async def call(
         self,

@@ -1,13 +1,17 @@
 """The one mapping from redis-py failures to `SessionError`, used by every Redis code path.
 
-Classification reads redis-py's exception types and the Redis reply's error code (the first word
-of an error reply: OOM, READONLY, NOPERM, ...), never redis-py's English wording:
+Classification reads redis-py's exception types and the structure of the server's error reply,
+never its English wording: the code (the reply's first word: OOM, READONLY, NOPERM, ...), and
+where a reply wraps another one, the wrapped reply's code at the place the server puts it (see
+`reply_code`, which lists what Redis 7.0 and Valkey 8 send). So:
 - the server refusing work for its own state (out of memory, read-only replica, loading, busy
   script, ...) is `UnavailableError` (code `unavailable`): it refused before applying anything;
 - an ACL denial is code `permission_denied` wherever it happens: a direct command, a queued
-  command of a MULTI (the EXEC then fails with EXECABORT), or a `redis.call` inside a script;
+  command of a MULTI (the EXEC then fails with EXECABORT), EXEC itself, or a `redis.call` inside
+  a script; a refused MULTI after which the server ran the transaction's commands one by one
+  (`transport.UnqueuedError`) is an `UnknownOutcomeError` carrying the refusal's code;
 - a key of the wrong type is `InternalError` naming the session; `internal` otherwise stays for
-  replies the store cannot use.
+  replies the store cannot use (a script's own Lua error among them, whatever words it holds).
 
 Messages are scrubbed: redis-py prefixes pipeline errors with the failing command and its
 arguments (keys holding user ids, blobs), and a password may appear in connection errors. The
@@ -33,6 +37,7 @@ from ...errors import (
     UnknownOutcomeError,
 )
 from .connection import NotSentError
+from .transport import UnqueuedError
 
 __all__ = [
     "ClusterRedirect",
@@ -81,22 +86,28 @@ _CODE_OF_CLASS: tuple[tuple[type[Exception], str], ...] = (
     (redis_errors.TryAgainError, "TRYAGAIN"),
     (redis_errors.ClusterDownError, "CLUSTERDOWN"),
 )
-_CODE_WORD = re.compile(r"[A-Z][A-Z_]+")
-# A code inside another reply: EXECABORT names the refusal that discarded the transaction, and a
-# script error may carry the error of the `redis.call` that failed inside it.
-_INNER_CODE = re.compile(
-    r"(?<![A-Za-z])-?("
-    + "|".join(sorted(SERVER_STATE_CODES | _DENIED_CODES | {"WRONGTYPE"}))
-    + r")(?![A-Za-z])"
+# An error code as redis-py recognizes one (its parser's pattern): a reply's first word in caps.
+_CODE_WORD = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+# Fixed leads of an ERR reply that stand for another code. The server words these failures as
+# ERR plus a lead of its own (and the denial's text), not as NOPERM; matched at the start of the
+# reply only, where a script's own Lua error (which starts "user_script:<line>:") never is.
+_ERR_LEADS: tuple[tuple[str, str], ...] = (
+    ("ACL failure in script: ", "NOPERM"),  # Valkey 8: a `redis.call` the ACL denies
+    ("The user executing the script can't ", "NOPERM"),  # Redis 6.x and 7.0: the same
 )
-# Redis 6.x and 7.0 reply to a script's `redis.call` on a key or command the ACL denies with code
-# ERR and this fixed text (not NOPERM); it is the server's own wording, not redis-py's.
-_SCRIPT_ACL_DENIAL = "The user executing the script can't"
-
-
-# A script touched a key of a slot that is moving (the server's own fixed wording): the script
-# failed at that read, before its first write (every script reads first), so nothing was written.
-_SCRIPT_SLOT_MOVING = "Script attempted to access a non local key"
+_ERR_LEAD_TEXTS = tuple(lead for lead, _ in _ERR_LEADS)
+# Redis < 7 wraps the error of a failed `redis.call` in its own ERR reply, the inner reply after
+# the call's position ("@user_script: <line>: "); a Lua error's position is "user_script:<line>:".
+_WRAPPED_SCRIPT_ERROR = re.compile(
+    r"Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: @user_script: \d+: -?"
+)
+# A script touched a key of a slot this cluster node does not serve (a slot on the move): the
+# script failed at that read, before its first write (every script reads first), so nothing was
+# written. Each server's fixed lead after ERR:
+_SCRIPT_SLOT_LEADS = (
+    "Script attempted to access a non local key",  # Redis 7.0
+    "Script attempted to access a slot not served",  # Valkey 8
+)
 
 
 class ClusterRedirect(Exception):
@@ -128,8 +139,10 @@ def cluster_redirect(exc: BaseException) -> ClusterRedirect | None:
         # The cluster state is `fail` for a moment (a failover's switch, a master lost until a
         # replica takes over): refused before running, so it is waited out like a migration.
         return ClusterRedirect("down")
-    if isinstance(exc, redis_errors.ResponseError) and _SCRIPT_SLOT_MOVING in str(exc):
-        return ClusterRedirect("busy")
+    if isinstance(exc, redis_errors.ResponseError):
+        code, body = _code_and_body(exc, reply_text(exc))
+        if code == "ERR" and body.startswith(_SCRIPT_SLOT_LEADS):
+            return ClusterRedirect("busy")
     return None
 
 
@@ -165,21 +178,69 @@ def reply_text(exc: BaseException) -> str:
     return str(value)
 
 
+def _split_code(text: str) -> tuple[str | None, str]:
+    """A reply text's leading code and the rest, or (None, text) if it leads with no code."""
+    first, _, rest = text.partition(" ")
+    return (first, rest) if _CODE_WORD.fullmatch(first) else (None, text)
+
+
+def _code_and_body(exc: BaseException, text: str) -> tuple[str, str]:
+    """The code of the reply behind `exc` (`text` is its `reply_text`) and the text after it.
+
+    redis-py drops the code from the text of the replies it maps to an exception class (and of
+    ERR replies); it keeps an unmapped code (WRONGTYPE, BUSY, ...) in the text. Its
+    `status_code` (newer releases) names the code either way; older ones leave the class, or the
+    text's first word when it is a code: an ERR reply's text (code dropped) starting with a
+    capitalized word is taken for ERR only if it starts with one of the known ERR leads.
+    """
+    code = next((code for cls, code in _CODE_OF_CLASS if isinstance(exc, cls)), None)
+    if code is not None:
+        return code, text
+    status = getattr(exc, "status_code", None)
+    lead, rest = _split_code(text)
+    if isinstance(status, str) and status:
+        return status, rest if lead == status else text
+    if lead is None or text.startswith(_ERR_LEAD_TEXTS):
+        return "ERR", text
+    return lead, rest
+
+
+def _unwrapped(code: str, body: str) -> str:
+    """The code that decides a reply with `code` and text `body`: the wrapped reply's code where
+    the server wraps one, else `code` itself.
+
+    What the servers send (probed on Redis 7.0.15 and Valkey 8.0.1):
+    - a script whose `redis.call` failed: the command's own reply, code first, then
+      " script: <sha>, on @user_script:<line>." (WRONGTYPE, OOM, READONLY, NOREPLICAS...), so
+      the first word decides, as for a direct command;
+    - a `redis.call` the ACL denies: ERR and a lead (`_ERR_LEADS`), then the denial's text;
+      Redis < 7 wraps every failed call (`_WRAPPED_SCRIPT_ERROR`), the inner reply after it;
+    - EXEC refused (an ACL without it, or memory ran out between the queueing and EXEC):
+      "EXECABORT <lead>: <the refusal's reply>"; refused queued commands: "EXECABORT <lead>."
+      with no reply in it (each refusal came back on its own command).
+    """
+    if code == "EXECABORT":
+        _, colon, inner = body.partition(": ")
+        inner_code, inner_body = _split_code(inner)
+        if colon and inner_code is not None:
+            return _unwrapped(inner_code, inner_body)
+    elif code == "ERR":
+        for lead, meaning in _ERR_LEADS:
+            if body.startswith(lead):
+                return meaning
+        wrapped = _WRAPPED_SCRIPT_ERROR.match(body)
+        if wrapped is not None:
+            inner_code, inner_body = _split_code(body[wrapped.end() :])
+            return _unwrapped(inner_code or "ERR", inner_body)
+    return code
+
+
 def reply_code(exc: BaseException, text: str) -> str | None:
-    """The Redis error code behind `exc` (`text` is its `reply_text`), or None if not a reply."""
+    """The Redis error code that decides `exc` (`text` is its `reply_text`), or None if `exc`
+    is not a server's reply; see `_unwrapped` for the replies that wrap another one."""
     if not isinstance(exc, redis_errors.ResponseError | redis_errors.BusyLoadingError):
         return None
-    code = next((code for cls, code in _CODE_OF_CLASS if isinstance(exc, cls)), None)
-    if code is None:
-        first = text.split(" ", 1)[0]
-        code = first if _CODE_WORD.fullmatch(first) else "ERR"
-    if code == "EXECABORT" or (code == "ERR" and "script" in text):
-        if code == "ERR" and _SCRIPT_ACL_DENIAL in text:
-            return "NOPERM"
-        inner = _INNER_CODE.search(text)
-        if inner is not None:
-            return inner.group(1)
-    return code
+    return _unwrapped(*_code_and_body(exc, text))
 
 
 def scrub(text: str, secret: str | None) -> str:
@@ -259,6 +320,10 @@ def to_session_error(
     `tls` and `ever_reached` (did any call on this store get a reply yet) shape the hint at a
     likely misconfiguration. The result's `__cause__` is a sanitized copy of `exc`.
     """
+    unqueued: UnqueuedError | None = None
+    if isinstance(exc, UnqueuedError) and exc.refusal is not None:
+        # MULTI's refusal decides the code and is the useful cause.
+        unqueued, exc = exc, exc.refusal
     error = _classify(
         exc,
         write=write,
@@ -269,6 +334,12 @@ def to_session_error(
         tls=tls,
         ever_reached=ever_reached,
     )
+    if unqueued is not None:
+        error = UnknownOutcomeError(
+            f"{error.message}; that was MULTI, so the server ran the transaction's commands one "
+            f"by one ({unqueued.applied} of {unqueued.sent} applied): the outcome is unknown",
+            code=error.code,
+        )
     if isinstance(exc, TimeoutError):  # our own deadline: its text is in the message already
         error.__cause__ = TimeoutError(f"no reply within socket_timeout={socket_timeout}s")
     else:

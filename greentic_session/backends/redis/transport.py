@@ -61,7 +61,9 @@ __all__ = [
     "PoolStats",
     "ReplyTimeoutError",
     "TransportError",
+    "UnqueuedError",
     "WriteOutcomeUnknownError",
+    "exec_result",
 ]
 
 DEFAULT_CONNECTIONS = 2
@@ -168,8 +170,7 @@ class BatchingPool:
     ) -> list[Any]:
         """Run `commands` inside MULTI ... EXEC, written as one unit; returns EXEC's replies.
 
-        A command refused while queueing raises its own error (the transaction did not run);
-        a command that failed inside EXEC raises its error, as redis-py's pipeline does.
+        What each outcome raises is `exec_result`'s.
         """
         packed = [pack(tuple(command)) for command in commands]
         payload = b"".join([_MULTI, *packed, _EXEC])
@@ -177,7 +178,7 @@ class BatchingPool:
         if connection is None:
             connection = await self._acquire(len(payload))
         replies: list[Any] = await connection.submit(payload, replies=len(packed) + 2, write=write)
-        return _exec_result(replies)
+        return exec_result(replies)
 
     async def execute_asking(self, *args: Any, write: bool = False) -> Any:
         """ASKING then one command, written as one unit (a cluster slot mid-migration: the
@@ -465,11 +466,43 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _exec_result(replies: list[Any]) -> list[Any]:
-    """EXEC's replies, or the error that stopped the transaction (the first one, as redis-py)."""
-    outcome = replies[-1]
+class UnqueuedError(redis_errors.RedisError):
+    """The server refused MULTI, then ran the commands meant for the transaction one by one (a
+    refused MULTI opens no transaction; the server runs what follows as it comes).
+
+    `refusal` is MULTI's error reply; `applied` how many of the `sent` commands succeeded.
+    """
+
+    def __init__(
+        self, message: str, refusal: BaseException | None = None, applied: int = 0, sent: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.refusal, self.applied, self.sent = refusal, applied, sent
+
+
+def exec_result(replies: list[Any]) -> list[Any]:
+    """EXEC's replies from the replies to MULTI, the commands and EXEC, or the error that
+    stopped the transaction.
+
+    - MULTI refused: the commands ran outside a transaction. If any of them succeeded,
+      `UnqueuedError`; if every one was refused too, nothing was written: MULTI's refusal.
+    - A command refused while queueing: its error (the first one, as redis-py; nothing ran).
+    - EXEC refused, or the transaction aborted: EXEC's error, or `WatchError`.
+    - A command that failed inside EXEC: its error, as redis-py's pipeline does.
+    """
+    opened, outcome, commands = replies[0], replies[-1], replies[1:-1]
+    if isinstance(opened, Exception):
+        applied = sum(not isinstance(reply, Exception) for reply in commands)
+        if applied:
+            raise UnqueuedError(
+                "MULTI was refused and the server ran the transaction's commands one by one",
+                opened,
+                applied,
+                len(commands),
+            )
+        raise opened
     if isinstance(outcome, Exception):
-        queued = [reply for reply in replies[:-1] if isinstance(reply, Exception)]
+        queued = [reply for reply in commands if isinstance(reply, Exception)]
         raise queued[0] if queued else outcome
     if outcome is None:
         raise redis_errors.WatchError("the transaction was aborted")
