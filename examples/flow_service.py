@@ -10,12 +10,14 @@ form is a `SessionData` in the store: `cursor.node_pointer` names the step (`for
 The store is opened in the app's lifespan and closed on shutdown: Redis when `REDIS_URL` is set
 (keys under `$EXAMPLE_NAMESPACE`, default `greentic-example:session`), else in memory.
 
-Run it: `nox -s example` (or `python -m examples.flow_service --port 8000`), then
+Run it: `nox -s example` (or `python -m examples.flow_service --port 8000`, or uvicorn's own
+command, `uvicorn examples.flow_service:app --loop uvloop`), then
 `curl -s localhost:8000/message -d '{"user": "alice", "text": "hi"}'`.
 
 Starlette on uvicorn rather than aiohttp: both are pure Python, Starlette runs on anyio, which the
 library already depends on, and the two add four small packages (aiohttp brings seven, five of
-them compiled).
+them compiled). The `example` group adds uvloop and httptools too, the parts of
+`uvicorn[standard]` an HTTP service uses, so it runs as most deployments run it: on uvloop.
 """
 
 from __future__ import annotations
@@ -46,7 +48,15 @@ from greentic_session import (
     create_session_store,
 )
 
-__all__ = ["Form", "Turn", "advance", "create_app", "store_from_environment", "take_turn"]
+__all__ = [
+    "Form",
+    "Turn",
+    "advance",
+    "app",
+    "create_app",
+    "store_from_environment",
+    "take_turn",
+]
 
 ENV, TENANT = "dev", "example"
 FLOW_ID = "example.support_form"
@@ -184,6 +194,11 @@ def create_app(open_store: Callable[[], SessionStore] = store_from_environment) 
     return Starlette(routes=[Route("/message", message, methods=["POST"])], lifespan=lifespan)
 
 
+# What `uvicorn examples.flow_service:app` serves; the store is opened only when its lifespan
+# starts, so importing the module opens nothing.
+app = create_app()
+
+
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
@@ -193,8 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the event loop (auto: uvloop when installed, as with uvicorn's --loop)",
+    )
     args = parser.parse_args(argv)
-    uvicorn.run(create_app(), host=args.host, port=args.port)
+    uvicorn.run(create_app(), host=args.host, port=args.port, loop=args.loop)
     return 0
 
 
