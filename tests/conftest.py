@@ -65,8 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Any:
-    """Every loop for a test on the backend table (its rows keep theirs, below); the loops a
-    `loops` mark names; asyncio's own loop for every other test."""
+    """Every loop for a test on the backend table (its rows keep theirs, and a `loops` mark
+    narrows them, below); the loops a `loops` mark names; asyncio's own loop for any other."""
     if "backend" in getattr(item, "fixturenames", ()):
         return LOOP_FACTORIES
     marker = item.get_closest_marker("loops")
@@ -89,10 +89,14 @@ def _cell_of(item: pytest.Item) -> tuple[Backend | None, str | None]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A row runs only on its own loops: the other (row, loop) pairs are not cells."""
+    """A row runs only on its own loops (and, where a `loops` mark narrows them, on those): the
+    other (row, loop) pairs are not cells."""
     kept = []
     for item in items:
         row, loop = _cell_of(item)
+        marker = item.get_closest_marker("loops")
+        if loop is not None and marker is not None and loop not in marker.args:
+            continue
         if row is None or loop is None or loop in row.loops:
             kept.append(item)
     items[:] = kept

@@ -20,7 +20,7 @@ from greentic_session import (
     TenantCtx,
 )
 from greentic_session.backends.redis.store import RedisSessionStore
-from greentic_session.testing import Backend
+from greentic_session.testing import LOOP_KINDS, Backend
 from tests.conftest import BACKEND_PARAMS, backend_urls, drop_namespace
 
 USERS = 12
@@ -80,6 +80,7 @@ def _opener(backend: Backend, request: pytest.FixtureRequest) -> Callable[[], Se
     return lambda: backend.open(redis_url=url, namespace=namespace)
 
 
+@pytest.mark.loops(*LOOP_KINDS)  # Starlette and httpx run on asyncio loops, not trio
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 async def test_concurrent_users_each_advance_their_own_form(
     backend: Backend, request: pytest.FixtureRequest
@@ -122,6 +123,7 @@ async def test_concurrent_users_each_advance_their_own_form(
         await drop_namespace(raw_url, request.getfixturevalue("namespace"))
 
 
+@pytest.mark.loops(*LOOP_KINDS)
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 async def test_concurrent_messages_of_one_user_all_count(
     backend: Backend, request: pytest.FixtureRequest

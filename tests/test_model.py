@@ -513,8 +513,13 @@ def build_machine(
     return StoreMachine
 
 
+# Every cell on Redis's engine (the model's rules are the engine's Lua, which the conformance
+# suites run on Valkey too).
+MODEL_CELLS = [cell for cell in CELL_PARAMS if cell.values[0].server != "valkey"]
+
+
 @pytest.mark.parametrize("expiry", [False, True], ids=["no-expiry", "expiry"])
-@pytest.mark.parametrize(("backend", "loop"), CELL_PARAMS)
+@pytest.mark.parametrize(("backend", "loop"), MODEL_CELLS)
 def test_store_matches_the_model(
     backend: Backend, loop: str, expiry: bool, request: pytest.FixtureRequest
 ) -> None:

@@ -98,7 +98,7 @@ def _single_node_rows() -> tuple[Backend, ...]:
 
 
 BACKENDS: tuple[Backend, ...] = (
-    Backend("memory", "memory", loops=("asyncio", "uvloop", "trio")),
+    Backend("memory", "memory", loops=("asyncio", "trio")),
     *_single_node_rows(),
     # redis-py's pool behind Sentinel (never batched); a primary, a replica, three sentinels.
     Backend("sentinel", "sentinel", batching=False, server="redis"),
