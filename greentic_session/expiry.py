@@ -9,7 +9,7 @@ A store may have an `idle_ttl` (seconds; every create, update and touch restarts
 leaving out whichever option is off, and is expired from that instant on: a write or touch at
 or after `created + max_lifetime` finds the session gone, so nothing extends a session past its
 lifetime, whatever the millisecond. Reads never extend a session. Both options default to None:
-no expiry, as in the Rust crate.
+no expiry, as in the Rust crate; each is at most `MAX_SECONDS`.
 
 The in-memory backend evaluates `Expiry.deadline` against its clock. The Redis backend hands the
 two values to its Lua scripts (`as_millis`), which apply the same rule with the server's clock
@@ -28,15 +28,23 @@ from dataclasses import dataclass
 
 from .errors import InvalidInputError
 
-__all__ = ["NO_EXPIRY", "Expiry", "check_seconds"]
+__all__ = ["MAX_SECONDS", "NO_EXPIRY", "Expiry", "check_seconds"]
+
+# The longest option or ttl (some 31,700 years). The Lua scripts count expiry times in doubles,
+# exact only up to 2**53 ms: past that a deadline is off by a few ms, and from 1e17 ms Redis 7.0
+# passes it as "1e+17", which PXAT refuses (every write would fail on Redis, not in memory).
+MAX_SECONDS = 10**12
 
 
 def check_seconds(value: object, what: str) -> float | None:
-    """`value` as positive finite seconds, or None; anything else is `InvalidInputError`."""
+    """`value` as positive finite seconds up to MAX_SECONDS, or None; anything else is
+    `InvalidInputError`."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInputError(f"{what} must be a finite number of seconds or None")
+    # `not value <= MAX_SECONDS` refuses NaN and infinity too, and, unlike math.isfinite, an int
+    # past a float's range (OverflowError).
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value <= MAX_SECONDS:
+        raise InvalidInputError(f"{what} must be a number of seconds up to 10**12, or None")
     if value <= 0:
         raise InvalidInputError(f"{what} must be greater than zero")
     return float(value)
