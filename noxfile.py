@@ -17,6 +17,10 @@ nox.options.reuse_existing_virtualenvs = True
 PYTHON = None  # the interpreter nox runs on (3.11+)
 
 
+# The extras the suite, the type check and the benchmarks need: Redis, and sealing's two.
+ALL_EXTRAS = "redis,encryption,compression"
+
+
 def install(session: nox.Session, *groups: str, extras: str = "redis") -> None:
     """Install the package (editable, with `extras`) plus dependency groups from pyproject."""
     session.install("--upgrade", "pip")
@@ -28,7 +32,7 @@ def install(session: nox.Session, *groups: str, extras: str = "redis") -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole suite, Redis included (a private redis-server is started by the tests)."""
-    install(session, "test")
+    install(session, "test", extras=ALL_EXTRAS)
     session.run("pytest", *session.posargs)
 
 
@@ -50,7 +54,7 @@ def interpreter(version: str) -> str:
 
 def contract(session: nox.Session) -> None:
     """The conformance and lifecycle suites on this interpreter (every backend cell)."""
-    install(session, "test")
+    install(session, "test", extras=ALL_EXTRAS)
     session.run("pytest", *CONTRACT_SUITES, *session.posargs)
 
 
@@ -68,7 +72,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and tests/typing (settings in pyproject.toml)."""
-    install(session, "typecheck")
+    install(session, "typecheck", extras=ALL_EXTRAS)
     session.run("mypy")
 
 
@@ -92,7 +96,7 @@ def quickstart(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks against floors and peers; `-- --quick` for a short run."""
-    install(session, "bench")
+    install(session, "bench", extras=ALL_EXTRAS)
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

@@ -25,6 +25,7 @@ from .cases_codec import CODEC_OPS, run_codec_size
 from .cases_memory import MEMORY_OPS, run_memory_op
 from .cases_otel import otel_ticks, render_otel_table, run_otel_cases
 from .cases_redis import REDIS_OPS, run_redis_op
+from .cases_sealing import render_sealing_table, run_sealing_cases, sealing_ticks
 from .machine import CpuAccount, git_state, machine_info, package_versions
 from .memory_usage import memory_footprint, redis_footprint
 from .report import render_table, write_json, write_plot
@@ -45,8 +46,20 @@ PACKAGES = (
     "pydantic-core",
     "matplotlib",
     "tqdm",
+    "cryptography",
+    "backports.zstd",
 )
-SECTIONS = ("codec", "memory", "redis", "footprint", "otel", "batching", "c-client", "cluster")
+SECTIONS = (
+    "codec",
+    "sealing",
+    "memory",
+    "redis",
+    "footprint",
+    "otel",
+    "batching",
+    "c-client",
+    "cluster",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -111,6 +124,7 @@ async def _redis_version(url: str) -> str:
 def plan_ticks(profile: Profile, sections: tuple[str, ...] = SECTIONS) -> int:
     ticks = {
         "codec": len(profile.codec_sizes) * len(CODEC_OPS) * profile.rounds,
+        "sealing": sealing_ticks(profile),
         "memory": len(profile.memory_sizes) * len(MEMORY_OPS) * profile.rounds,
         "redis": len(profile.redis_sizes) * len(REDIS_OPS) * (2 * profile.rounds + 1),
         "footprint": len(profile.footprint_sizes) * 2,
@@ -141,6 +155,9 @@ async def run_cases(
             for size in profile.codec_sizes:
                 status(f"codec {size} B")
                 rows += run_codec_size(size, profile, tick=tick)
+        elif section == "sealing":
+            status("sealing 4 KiB")
+            rows += run_sealing_cases(profile, tick=tick)
         elif section == "memory":
             for size in profile.memory_sizes:
                 for op in MEMORY_OPS:
@@ -248,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if plot:
         write_plot(doc, args.out / "latency.png")
     print(render_table(doc, targets))
+    print(render_sealing_table(rows))
     print(render_otel_table(rows))
     print(render_cluster_table(rows))
     print(f"\nwrote {args.out / name}" + (" and latency.png" if plot else ""))

@@ -34,6 +34,7 @@ from .schema import (
     SessionKey,
     TenantCtx,
 )
+from .sealing import Encryption
 from .store import SessionEntry, SessionStore, StoreOptions
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_NAMESPACE",
     "ConflictError",
+    "Encryption",
     "ErrorCode",
     "Impersonation",
     "InMemorySessionStore",
