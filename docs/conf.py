@@ -49,6 +49,8 @@ nitpick_ignore = [
     ("py:class", "asyncio.events.AbstractEventLoop"),  # loop_factory's return type
     ("py:class", "collections.abc.Awaitable"),
     ("py:class", "collections.abc.Callable"),
+    ("py:class", "collections.abc.Coroutine"),  # run_on's argument
+    ("py:class", "greentic_session.testing.backends.T"),  # run_on's type variable
     ("py:class", "collections.abc.Mapping"),  # Encryption's key ring
     ("py:class", "collections.abc.Sequence"),
     ("py:class", "enum.StrEnum"),
