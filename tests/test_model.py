@@ -513,6 +513,7 @@ def build_machine(
     return StoreMachine
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("expiry", [False, True], ids=["no-expiry", "expiry"])
 @pytest.mark.parametrize(("backend", "loop"), CELL_PARAMS)
 def test_store_matches_the_model(
