@@ -18,11 +18,9 @@ from greentic_session import (
     InvalidInputError,
     RedisSessionStore,
     SessionData,
-    TenantCtx,
 )
 from tests.conftest import ManualClock, make_data
-
-ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
+from tests.identities import ALICE
 
 
 async def memory_flow() -> None:

@@ -86,6 +86,7 @@ def test_the_slots_are_spread_evenly_over_three_masters(redis_cluster: LocalClus
     assert redis_cluster.converged(), redis_cluster.unsettled
 
 
+@pytest.mark.slow
 def test_migrate_slots_moves_the_keys_written_during_the_move(drill_cluster: LocalCluster) -> None:
     """`migrate_slots` moves 50 slots while a client keeps adding keys to them and incrementing
     one key per slot: afterwards every master names the destination as their owner, the
@@ -139,6 +140,7 @@ def test_migrate_slots_moves_the_keys_written_during_the_move(drill_cluster: Loc
     cluster.wait_converged(10)
 
 
+@pytest.mark.slow
 def test_a_half_moved_slot_serves_every_key_then_finishes(drill_cluster: LocalCluster) -> None:
     """With a slot half-moved (`begin_migration`, then `migrate_keys` of half its keys) a cluster
     client reads every key, a multi-key command over both halves gets TRYAGAIN, and a new key
@@ -167,6 +169,7 @@ def test_a_half_moved_slot_serves_every_key_then_finishes(drill_cluster: LocalCl
         assert client.mget([*keys, f"{{{tag}}}:new"]) == [*(str(n) for n in range(10)), "x"]
 
 
+@pytest.mark.slow
 def test_a_killed_master_without_replica_comes_back_with_its_keys(
     drill_cluster: LocalCluster,
 ) -> None:
@@ -190,6 +193,7 @@ def test_a_killed_master_without_replica_comes_back_with_its_keys(
         assert [client.get(key) for key in keys] == keys
 
 
+@pytest.mark.slow
 def test_manual_failover_promotes_the_replica_with_the_keys(redis_cluster: LocalCluster) -> None:
     """`manual_failover` makes a master's replica the master of its slots, holding every key
     the old master had, and the old master its replica."""
@@ -211,6 +215,7 @@ def test_manual_failover_promotes_the_replica_with_the_keys(redis_cluster: Local
             assert [client.get(key) for key in keys] == keys
 
 
+@pytest.mark.slow
 def test_a_killed_masters_replica_is_promoted(redis_cluster: LocalCluster) -> None:
     """After `kill_master` (SIGKILL) the master's replica is promoted, holding every write the
     master had replicated, and the killed node `restart`s as the new master's replica."""

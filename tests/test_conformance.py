@@ -18,10 +18,7 @@ from greentic_session import (
     UnavailableError,
 )
 from tests.conftest import gather, make_data
-
-ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
-BOB = ALICE.with_user("bob")
-NO_USER = ALICE.with_user(None)
+from tests.identities import ALICE, BOB, NO_USER
 
 # (ALICE, a context in another env or tenant, the rule named): shared by both fence tables.
 OTHER_ENV_OR_TENANT = [

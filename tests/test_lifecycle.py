@@ -23,9 +23,7 @@ from greentic_session import (
 )
 from greentic_session.mapping import telegram_update_to_session_key
 from tests.conftest import Lifecycle, gather, make_data
-
-ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
-NO_USER = ALICE.with_user(None)
+from tests.identities import ALICE, NO_USER
 
 
 def appended(data: SessionData, item: str) -> SessionData:

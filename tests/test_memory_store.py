@@ -22,8 +22,7 @@ from greentic_session import (
     encode_session_data,
 )
 from tests.conftest import make_data
-
-ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
+from tests.identities import ALICE
 
 
 def _alice_en() -> TenantCtx:
@@ -240,6 +239,7 @@ async def test_refused_writes_leave_the_store_unchanged() -> None:
 # -- expiry ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_memory_of_expired_sessions_is_given_back() -> None:
     """100,000 expired sessions: one call after their expiry frees all but a tenth of the peak.
 

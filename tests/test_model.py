@@ -518,6 +518,7 @@ def build_machine(
 MODEL_CELLS = [cell for cell in CELL_PARAMS if cell.values[0].server != "valkey"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("expiry", [False, True], ids=["no-expiry", "expiry"])
 @pytest.mark.parametrize(("backend", "loop"), MODEL_CELLS)
 def test_store_matches_the_model(

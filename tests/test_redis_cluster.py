@@ -38,6 +38,7 @@ from greentic_session.backends.redis.store import RedisSessionStore
 from greentic_session.fence import lookup_slot
 from greentic_session.testing import LocalCluster
 from tests.conftest import make_data
+from tests.stores import open_store
 
 # Every character an identifier may hold (schema._IDENTIFIER).
 ALPHABET = string.ascii_letters + string.digits + "._-"
@@ -47,12 +48,6 @@ PARTIAL_COVERAGE = ("--cluster-require-full-coverage", "no")
 
 def ctx_of(user: str) -> TenantCtx:
     return TenantCtx.new("prod", "tenant-a").with_user(user)
-
-
-def open_store(cluster: LocalCluster, namespace: str, **options: float) -> SessionStore:
-    return create_session_store(
-        SessionBackendConfig.redis_cluster(cluster.startup_urls, namespace=namespace, **options)
-    )
 
 
 @pytest.fixture
@@ -89,6 +84,7 @@ def slots_of(cluster: LocalCluster, port: int) -> list[int]:
 # -- layout ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_ten_thousand_sessions_spread_over_every_master(
     redis_cluster: LocalCluster, namespace: str
 ) -> None:
@@ -399,6 +395,7 @@ async def assert_every_pointer_names_a_blob(cluster: LocalCluster, namespace: st
                     assert await store.get_session(value.decode()) is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("caller_keys", [False, True], ids=["store-keys", "caller-keys"])
 async def test_migrating_a_thousand_slots_under_load(namespace: str, caller_keys: bool) -> None:
     """While 1,000 slots move to another master under reads and compare-and-set writes (on
@@ -432,6 +429,7 @@ async def test_migrating_a_thousand_slots_under_load(namespace: str, caller_keys
         await assert_every_pointer_names_a_blob(cluster, namespace)
 
 
+@pytest.mark.slow
 async def test_manual_failover_under_load(namespace: str) -> None:
     """A manual failover of a master under load fails no call, applies no write twice and loses
     no acknowledged write; calls then reach the promoted replica."""
@@ -453,6 +451,7 @@ async def test_manual_failover_under_load(namespace: str) -> None:
         await assert_every_pointer_names_a_blob(cluster, namespace)
 
 
+@pytest.mark.slow
 async def test_killed_master_fails_only_its_own_calls_and_recovers(namespace: str) -> None:
     """A master killed with SIGKILL under load fails only the calls for its slots, each with
     UnavailableError or UnknownOutcomeError within the socket timeout, while the other masters'
@@ -505,6 +504,7 @@ async def test_a_dead_cluster_is_a_typed_error(namespace: str) -> None:
             await store.get_session("some-key")
 
 
+@pytest.mark.slow
 async def test_random_cancellations_during_a_migration_leave_the_store_sound(
     namespace: str,
 ) -> None:
@@ -617,6 +617,7 @@ async def test_aclose_stops_a_call_waiting_out_a_migration(
         await reader.remove_session(key)
 
 
+@pytest.mark.slow
 async def test_waits_under_a_slot_migration(namespace: str) -> None:
     """While 1,000 slots move, registering, finding and listing waits raise nothing, and every
     wait is found by its scope once they have moved."""

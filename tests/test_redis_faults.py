@@ -22,7 +22,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 import msgspec
 import pytest
@@ -53,10 +53,11 @@ from greentic_session.fence import UserSlot, scope_of
 from greentic_session.testing import Backend, RedisServer, find_server, free_port
 from tests.conftest import STORE_PARAMS, drop_namespace, make_data, server_url
 from tests.faultproxy import FaultProxy
+from tests.identities import ALICE
+from tests.stores import open_store
 
 T = TypeVar("T")
 
-ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
 CALL_BOUND = 5.0  # no single store call may take longer: past it, the call counts as hung
 WAIT_BOUND = 30.0  # bound on waiting for a whole phase of a scenario
 
@@ -101,17 +102,6 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 def transport(backend: Backend) -> Backend:
     """The backend row a test opens its stores with: each fault runs on both transports."""
     return backend
-
-
-@asynccontextmanager
-async def open_store(
-    url: str, namespace: str, transport: Backend = DEFAULT_TRANSPORT, **options: Any
-) -> AsyncIterator[RedisSessionStore]:
-    """A store of `transport`'s row with `options` (max_connections, timeouts...)."""
-    store = transport.open(redis_url=url, namespace=namespace, **options)
-    assert isinstance(store, RedisSessionStore)
-    async with store:
-        yield store
 
 
 @asynccontextmanager
@@ -301,6 +291,7 @@ async def churn(store: RedisSessionStore, outage: Outage, worker: int, stop: asy
             raise
 
 
+@pytest.mark.slow
 async def test_server_killed_mid_load_then_restarted_same_store_recovers(
     transport: Backend, namespace: str
 ) -> None:
@@ -451,6 +442,7 @@ class CancelDrill:
             assert await bounded(self.store.get_session(key)) is None
 
 
+@pytest.mark.slow
 async def test_a_thousand_random_cancellations_leave_no_crosstalk_or_leaks(
     transport: Backend, fault_server: RedisServer, fault_raw: aioredis.Redis, namespace: str
 ) -> None:

@@ -15,13 +15,12 @@ from greentic_session import (
     NotFoundError,
     RedisSessionStore,
     SessionError,
-    TenantCtx,
     encode_session_data,
 )
 from greentic_session.fence import lookup_slot
 from tests.conftest import drop_namespace, make_data
+from tests.identities import ALICE
 
-ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
 ALICE_SLOT = lookup_slot(ALICE, "alice")
 
 BLOBS = {

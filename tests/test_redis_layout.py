@@ -30,8 +30,8 @@ from greentic_session.backends.redis.connection import BatchedConnection
 from greentic_session.fence import owner_slot, scope_of
 from greentic_session.testing import RedisServer
 from tests.conftest import drop_namespace, make_data
+from tests.identities import ALICE
 
-ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
 WIRE = Path(__file__).resolve().parent / "wire" / "session_data.json"
 
 

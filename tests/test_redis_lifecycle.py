@@ -19,16 +19,15 @@ from greentic_session import (
     RedisSessionStore,
     ReplyScope,
     SessionData,
-    TenantCtx,
     encode_session_data,
 )
 from greentic_session.backends.redis.untyped import untyped
-from greentic_session.testing import SERVER_KINDS, RedisServer, find_server
+from greentic_session.testing import SERVER_KINDS, Backend, RedisServer, find_server
+from tests import stores
 from tests.conftest import drop_namespace, make_data, shift_ttls
+from tests.identities import ALICE, NO_USER
 from tests.test_redis_layout import counting_round_trips
 
-ALICE = TenantCtx.new("dev", "tenant-42", team="support", user="alice")
-NO_USER = ALICE.with_user(None)
 POINTER = "user:dev:tenant-42:support:alice"
 
 
@@ -47,10 +46,11 @@ OpenStore = Callable[..., RedisSessionStore]
 
 @pytest.fixture
 def open_store(redis_url: str, namespace: str, opened: list[RedisSessionStore]) -> OpenStore:
-    """Opens a store with the given options in the test's namespace."""
+    """Opens a store of a row (batched unless told) with the given options on the private server,
+    in the test's namespace, for the test to close (`opened`)."""
 
-    def build(**options: Any) -> RedisSessionStore:
-        store = RedisSessionStore.from_url(redis_url, namespace=namespace, **options)
+    def build(transport: Backend | None = None, **options: Any) -> RedisSessionStore:
+        store = stores.open_store(redis_url, namespace, transport, **options)
         opened.append(store)
         return store
 
@@ -227,15 +227,15 @@ def engine_url(request: pytest.FixtureRequest) -> Iterator[str]:
 @pytest.fixture
 async def engine_store(engine_url: str, namespace: str) -> AsyncIterator[OpenStore]:
     """Opens stores with the given options on `engine_url`, in the test's namespace."""
-    stores: list[RedisSessionStore] = []
+    opened: list[RedisSessionStore] = []
 
     def build(**options: Any) -> RedisSessionStore:
-        store = RedisSessionStore.from_url(engine_url, namespace=namespace, **options)
-        stores.append(store)
+        store = stores.open_store(engine_url, namespace, **options)
+        opened.append(store)
         return store
 
     yield build
-    for store in stores:
+    for store in opened:
         await store.aclose()
     await drop_namespace(engine_url, namespace)
 
@@ -364,10 +364,14 @@ async def test_webhook_scenario_leaves_no_orphan_key(open_store: OpenStore) -> N
     assert total == 200
 
 
-@pytest.mark.parametrize("batching", [False, True], ids=["redis-py", "batched"])
-async def test_round_trips_of_the_lifecycle_calls(open_store: OpenStore, batching: bool) -> None:
+@pytest.mark.parametrize(
+    "transport", [stores.UNBATCHED, stores.BATCHED], ids=["redis-py", "batched"]
+)
+async def test_round_trips_of_the_lifecycle_calls(
+    open_store: OpenStore, transport: Backend
+) -> None:
     """CAS, touch and keyed create take 1 trip; find_or_create 1 or 2; update_with 2."""
-    store = open_store(idle_ttl=600, batching=batching)
+    store = open_store(transport, idle_ttl=600)
     data = make_data(ALICE)
     key = await store.create_session(ALICE, data)  # connect and load every script once
     entry = await store.get_entry(key)

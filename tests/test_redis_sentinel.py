@@ -310,6 +310,7 @@ class Write:
 MIN_REPLICAS = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "10")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("watch_switches", "data_args"),
     [(True, ()), (False, ()), (True, MIN_REPLICAS)],

@@ -24,13 +24,13 @@ from greentic_session import (
 )
 from greentic_session.testing import RedisServer
 from tests.conftest import drop_namespace, make_data, shift_ttls
+from tests.identities import WAITING_USER as USER
 from tests.test_redis_layout import counting_round_trips
 
 VECTORS = json.loads(
     (Path(__file__).parent / "wire" / "wait_records.json").read_text(encoding="utf-8")
 )["vectors"]
 RUST_NS = "greentic:session"
-USER = TenantCtx.new("dev", "tenant-a", user="user-77")
 CHAT_A = ReplyScope(conversation="telegram:chat-a")
 CHAT_B = ReplyScope(conversation="telegram:chat-b")
 

@@ -20,8 +20,8 @@ from greentic_session import (
     TenantCtx,
 )
 from tests.conftest import Lifecycle, make_data
+from tests.identities import WAITING_USER as USER
 
-USER = TenantCtx.new("dev", "tenant-a").with_user("user-77")
 TEAM = TenantCtx.new("dev", "tenant-a").with_team("team-a").with_user("user-1")
 CHAT_A = ReplyScope(conversation="telegram:chat-a")
 CHAT_B = ReplyScope(conversation="telegram:chat-b")
