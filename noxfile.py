@@ -7,8 +7,12 @@ import glob
 import os
 import shutil
 import signal
+import tomllib
+from pathlib import Path
+from typing import Any
 
 import nox
+from packaging.requirements import Requirement
 
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -60,6 +64,60 @@ def contract(session: nox.Session) -> None:
 
 for _version in OTHER_PYTHONS:
     nox.session(name=f"contract-{_version}", python=interpreter(_version))(contract)
+
+
+def declared_floors(extras: tuple[str, ...], groups: tuple[str, ...]) -> list[str]:
+    """`name==version` for each `>=` floor that pyproject declares in the dependencies, the
+    `extras` and the `groups` (included groups too): the oldest versions it claims to work with."""
+    pyproject: dict[str, Any] = tomllib.loads(Path("pyproject.toml").read_text())
+    declared = list(pyproject["project"]["dependencies"])
+    for extra in extras:
+        declared += pyproject["project"]["optional-dependencies"][extra]
+    pending = list(groups)
+    while pending:
+        for entry in pyproject["dependency-groups"][pending.pop()]:
+            if isinstance(entry, dict):
+                pending.append(entry["include-group"])
+            else:
+                declared.append(entry)
+    floors = []
+    for text in declared:
+        requirement = Requirement(text)
+        marker = f"; {requirement.marker}" if requirement.marker else ""
+        floors += [
+            f"{requirement.name}=={spec.version}{marker}"
+            for spec in requirement.specifier
+            if spec.operator == ">="
+        ]
+    return sorted(set(floors))
+
+
+# What `lowest` runs (about 2.5 min; the whole suite takes several times that): the suites that
+# exercise the runtime dependencies. msgspec: schema, wire; anyio: anyio, and the trio rows; every
+# backend row (Sentinel and Cluster included) of redis-py and hiredis: conformance, lifecycle,
+# waits and the Redis files; cryptography and zstd: sealing; OpenTelemetry: otel.
+LOWEST_SUITES = tuple(
+    f"tests/test_{name}.py"
+    for name in (
+        "schema", "wire", "anyio", "mapping", "deadlines", "conformance", "lifecycle", "waits",
+        "redis_errors", "redis_event_loops", "redis_hostile", "redis_layout", "redis_lifecycle",
+        "redis_security", "redis_sentinel", "redis_transport", "redis_waits", "sealing", "otel",
+    )
+)  # fmt: skip
+
+
+@nox.session(python=PYTHON)
+def lowest(session: nox.Session) -> None:
+    """LOWEST_SUITES (or the given arguments) with every `>=` floor of the package, its extras
+    and the test group installed exactly, so that each declared minimum is known to work."""
+    extras, groups = (*ALL_EXTRAS.split(","), "otel"), ("test",)
+    constraints = Path(session.create_tmp()) / "floors.txt"
+    constraints.write_text("\n".join(declared_floors(extras, groups)) + "\n")
+    session.log("floors: " + ", ".join(constraints.read_text().splitlines()))
+    session.install("--upgrade", "pip")
+    group_args = [arg for group in groups for arg in ("--group", group)]
+    session.install("-c", str(constraints), "-e", f".[{','.join(extras)}]", *group_args)
+    session.run("pytest", *(session.posargs or LOWEST_SUITES))
 
 
 @nox.session(python=PYTHON)

@@ -6,7 +6,10 @@ Rust declares it. `omit_defaults=True` reproduces `skip_serializing_if`: `None` 
 empty `attributes` map are left out, while `attempt` has no default and so is always written
 (and required on decode, as in Rust).
 
-Structs are frozen; persisted Structs evolve only by adding fields with defaults.
+Structs are frozen; persisted Structs evolve only by adding fields with defaults. A copy made by
+`msgspec.structs.replace` (`with_team`, `with_user`, an `update_with` callback) runs
+`__post_init__`, so it is held to the identifier rule as construction is: msgspec does so from
+0.21 on, which is why that is the declared floor.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from greentic_session import (
     UnknownOutcomeError,
     create_session_store,
 )
-from greentic_session.schema import check_writable, new_session_key
+from greentic_session.schema import OWNER_FIELDS, check_writable, new_session_key
 from tests.conftest import make_data
 
 
@@ -115,6 +115,25 @@ def test_identifiers_holding_the_join_separator_are_refused_in_any_field() -> No
             TenantCtx(**values, attempt=0)
     with pytest.raises(InvalidInputError, match="flow_id"):
         make_data(TenantCtx.new("dev", "t"), flow="f|g")
+
+
+@pytest.mark.parametrize("bad", ["a/b", "a:b", "", "a|b"])
+def test_copies_keep_the_identifier_rule_in_every_identifier_field(bad: str) -> None:
+    """A copy cannot carry an identifier its constructor refuses: with_team, with_user and
+    msgspec.structs.replace (what update_with callbacks use) re-run the rule on every field."""
+    ctx = TenantCtx.new("dev", "tenant", team="t", user="u")
+    data = make_data(ctx)
+    copies = [
+        lambda: TenantCtx.new("dev", "tenant").with_team(bad),
+        lambda: ctx.with_user(bad),
+        *(lambda f=field: msgspec.structs.replace(ctx, **{f: bad}) for field in OWNER_FIELDS),
+        lambda: msgspec.structs.replace(data, flow_id=bad),
+        lambda: msgspec.structs.replace(data, pack_id=bad),
+        lambda: msgspec.structs.replace(Impersonation(actor_id="a"), actor_id=bad),
+    ]
+    for make_copy in copies:
+        with pytest.raises(InvalidInputError):
+            make_copy()
 
 
 def test_unix_millis_must_fit_i128() -> None:

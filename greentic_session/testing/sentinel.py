@@ -32,6 +32,15 @@ class _SentinelServer(RedisServer):
         return [*self._leading_args(), "--bind", "127.0.0.1", *ports, str(self.port)]
 
 
+def _fields(reply: object) -> dict[str, str]:
+    """A Sentinel MASTER or REPLICAS entry as a dict: redis-py 8 parses these replies, older
+    releases hand back the server's flat [field, value, ...] list."""
+    if isinstance(reply, dict):
+        return reply
+    assert isinstance(reply, list)
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
 def _wait_until(
     check: Callable[[], bool], deadline: float, what: str, cluster: SentinelCluster | None = None
 ) -> None:
@@ -195,10 +204,10 @@ class SentinelCluster:
         if self.role(primary) != "master" or self.role(other) != "slave":
             return "the primary and the replica disagree with the sentinels on their roles"
         for number, sentinel in enumerate(self.sentinels):
-            state = self._query(sentinel.port, "SENTINEL", "MASTER", self.service_name)
-            replicas = self._query(sentinel.port, "SENTINEL", "REPLICAS", self.service_name)
-            assert isinstance(state, dict)
-            assert isinstance(replicas, list)
+            state = _fields(self._query(sentinel.port, "SENTINEL", "MASTER", self.service_name))
+            listed = self._query(sentinel.port, "SENTINEL", "REPLICAS", self.service_name)
+            assert isinstance(listed, list)
+            replicas = [_fields(replica) for replica in listed]
             if self.await_peers and int(state["num-other-sentinels"]) != 2:
                 return f"sentinel #{number} knows {state['num-other-sentinels']} peers, not 2"
             seen = [r for r in replicas if int(r["port"]) == other]
