@@ -544,7 +544,7 @@ async def test_random_cancellations_during_a_migration_leave_the_store_sound(
             await drill.verify_all()
             assert drill.outcomes["cancelled"] >= 20, drill.outcomes
             assert drill.outcomes["completed"] >= 20, drill.outcomes
-            for node in store._redis.nodes().values():  # type: ignore[union-attr]
+            for node in store.pool_stats().nodes.values():
                 assert node.in_use == 0
 
 
@@ -591,7 +591,7 @@ async def test_aclose_stops_a_call_waiting_out_a_migration(
     slot = LocalCluster.slot_of(blob)
     src = cluster.owner_of_slot(slot)
     (dst,) = (port for port in cluster.master_ports() if port != src)
-    router = store._redis
+    router = store.caller
     assert isinstance(router, ClusterCaller)
     waiting = asyncio.Event()
     wait_out = router._wait_out

@@ -12,23 +12,20 @@ each, in Rust's wait keys plus our hint key: see keys.py and docs/concepts.md, "
 A revision is the SHA-1 of the stored bytes (`revision_of`, and `redis.sha1hex` in update.lua), so a
 write by any client, a Rust runner's plain SET included, changes it. Expiry is server-side only:
 the scripts give the blob, its pointer and its meta key their TTLs in the step that writes them.
-How calls are made (gate, time limit, retries, error mapping) lives in `client`.
+How a store is built lives in `factory`; how calls reach Redis (gate, time limit, retries, error
+mapping, cluster routing) in the `caller.Caller` it holds; a cluster's two-step calls on a
+caller's key in `split`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple, Self, TypeVar, Unpack, cast
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Self, Unpack, cast
 
 try:
     import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-    from redis.backoff import NoBackoff
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "The Redis session backend needs the redis extra: pip install 'greentic-session[redis]'"
@@ -40,10 +37,8 @@ from ...errors import (
     InternalError,
     InvalidInputError,
     NotFoundError,
-    SessionError,
     StoreClosedError,
     UnavailableError,
-    UnknownOutcomeError,
 )
 from ...expiry import Expiry
 from ...fence import (
@@ -66,10 +61,10 @@ from ...fence import (
 from ...limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
 from ...schema import ReplyScope, SessionData, SessionKey, TenantCtx
 from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, resolve
-from . import scripts
-from .client import PrimaryPool, RedisCaller
-from .cluster import ClusterCaller, Node
+from . import factory, scripts
+from .caller import Caller, ConnectionStats
 from .errors import ClusterRedirect
+from .factory import Connection
 from .keys import RedisKeys
 from .options import (
     DEFAULT_NAMESPACE,
@@ -79,16 +74,13 @@ from .options import (
     RedisPoolOptions,
     RedisSentinelOptions,
     is_sentinel_url,
-    redact_url,
 )
-from .transport import BatchingPool
-from .untyped import untyped
+from .split import SplitSteps
+from .split import text as _text
 
 __all__ = ["RedisSessionStore", "revision_of"]
 
-T = TypeVar("T")
-
-# Operator events only, never a user id, session key, payload or secret (see client.py too).
+# Operator events only, never a user id, session key, payload or secret (see caller.py too).
 _log = logging.getLogger("greentic_session.redis")
 
 # find_or_create's create step retries when the user's pointer names a foreign session that is
@@ -96,71 +88,9 @@ _log = logging.getLogger("greentic_session.redis")
 _CREATE_ATTEMPTS = 5
 
 
-def _unawaited(task: asyncio.Future[Any]) -> None:
-    """Mark a finished two-step task's failure as retrieved: its caller got it, or was cancelled
-    and left (then asyncio would only log it, with its chain, at garbage collection)."""
-    if not task.cancelled():
-        task.exception()
-
-
 def revision_of(blob: bytes) -> str:
     """A stored blob's revision: the SHA-1 hex of its bytes, as update.lua's `redis.sha1hex`."""
     return hashlib.sha1(blob, usedforsecurity=False).hexdigest()
-
-
-def _text(value: bytes | str) -> str:
-    """A string a script returned; stored bytes that are not UTF-8 are unusable data."""
-    if not isinstance(value, bytes):
-        return value
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InternalError("a stored key or owner field is not UTF-8 text") from None
-
-
-def _retries_of(client: aioredis.Redis) -> int:
-    """How often redis-py itself would re-send a command on this client's connections."""
-    kwargs = client.connection_pool.connection_kwargs
-    retry = kwargs.get("retry")
-    if retry is not None:
-        # Retry.get_retries() is redis-py 6+; 5.x keeps the count in `_retries`.
-        getter = getattr(retry, "get_retries", None)
-        retries: int = getter() if getter is not None else retry._retries
-        return retries
-    # redis-py turns retry_on_error/retry_on_timeout without a Retry into one retry.
-    return 1 if kwargs.get("retry_on_error") or kwargs.get("retry_on_timeout") else 0
-
-
-def _client_parts(
-    options: RedisOptions,
-) -> tuple[aioredis.Redis, Callable[[], BatchingPool] | None]:
-    """The redis-py client (pool) `options` describe, and the batching pool factory (one per
-    event loop, built on first use there) when `options.batching`."""
-    extra: dict[str, Any] = {}
-    if options.tls_ca_file is not None:
-        extra["ssl_ca_certs"] = options.tls_ca_file
-    try:
-        pool = aioredis.ConnectionPool.from_url(
-            options.url,
-            max_connections=options.max_connections,
-            socket_connect_timeout=options.connect_timeout,
-            socket_timeout=None,  # enforced per call by the store, see the module docstring
-            retry=Retry(NoBackoff(), 0),
-            **extra,
-        )
-    except ValueError:  # RedisOptions checked the URL; redis-py refused an option's value
-        raise InvalidInputError("malformed Redis URL: redis-py refused its options") from None
-
-    def batching() -> BatchingPool:
-        return BatchingPool.from_url(
-            options.url,
-            connect_timeout=options.connect_timeout,
-            socket_timeout=options.socket_timeout,
-            ssl_ca_certs=options.tls_ca_file,
-            queue_timeout=options.pool_timeout,
-        )
-
-    return aioredis.Redis(connection_pool=pool), batching if options.batching else None
 
 
 class _SeenBytes(NamedTuple):
@@ -180,7 +110,7 @@ class RedisSessionStore(SessionStore):
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | Connection,
         *,
         namespace: str = DEFAULT_NAMESPACE,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
@@ -188,75 +118,30 @@ class RedisSessionStore(SessionStore):
         idle_ttl: float | None = None,
         max_lifetime: float | None = None,
         max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
-        _owns_client: bool = False,
-        _where: str | None = None,
-        _batching: Callable[[], BatchingPool] | None = None,
     ) -> None:
-        if not isinstance(client, aioredis.Redis):
-            raise TypeError(f"client must be redis.asyncio.Redis, not {type(client).__name__}")
-        if _retries_of(client) != 0:
-            raise InvalidInputError(
-                "RedisSessionStore needs a client with redis-py retries off "
-                "(Redis(..., retry=Retry(NoBackoff(), 0))): redis-py re-sends commands whose "
-                "reply was lost, which could apply a write twice; the store retries reads itself"
+        # Every store comes through here: around your client (pool_timeout and socket_timeout
+        # apply to it), or on the `factory.Connection` a `from_*` constructor built.
+        connection = (
+            client
+            if isinstance(client, Connection)
+            else factory.around_client(
+                client, pool_timeout=pool_timeout, socket_timeout=socket_timeout
             )
-        where = _where or self._describe(client.connection_pool)
-        caller = RedisCaller(
-            client,
-            where=where,
-            pool_timeout=pool_timeout,
-            socket_timeout=socket_timeout,
-            batching=_batching,
         )
-        self._setup(
-            caller,
-            RedisKeys(namespace),
-            where=where,
-            owns=_owns_client,
-            idle_ttl=idle_ttl,
-            max_lifetime=max_lifetime,
-            max_blob_bytes=max_blob_bytes,
-        )
-        self.client: aioredis.Redis | None = client
-
-    def _setup(
-        self,
-        caller: RedisCaller | ClusterCaller,
-        keys: RedisKeys,
-        *,
-        where: str,
-        owns: bool,
-        idle_ttl: float | None,
-        max_lifetime: float | None,
-        max_blob_bytes: int | None,
-    ) -> None:
         self._expiry = Expiry(idle_ttl, max_lifetime)
         self._ttl_args = self._expiry.as_millis()
-        # The pointer's TTL when a cluster create writes it in a step of its own.
-        self._pointer_ttl = self._expiry.first_ttl_millis()
         self._max_blob_bytes = check_max_blob_bytes(max_blob_bytes)
-        self.keys = keys
-        self._scripts = scripts.CLUSTER if keys.cluster else scripts.SINGLE_NODE
+        self.keys = RedisKeys(namespace, cluster=connection.cluster)
         # On a cluster, find.lua and create_for_user.lua get the pointer's tag (see keys.py).
-        self._owns_client = owns
+        self._scripts = scripts.CLUSTER if connection.cluster else scripts.SINGLE_NODE
+        self._owns_client = connection.owned
         self._closed = False
-        self._where = where
-        self._redis: RedisCaller | ClusterCaller = caller
-
-    @staticmethod
-    def _describe(pool: Any) -> str:
-        """A secret-free address for a client built elsewhere (reprs, errors, logs)."""
-        kwargs = pool.connection_kwargs
-        if isinstance(pool, SentinelConnectionPool):
-            hosts = ",".join(
-                f"{sentinel.connection_pool.connection_kwargs.get('host', '?')}:"
-                f"{sentinel.connection_pool.connection_kwargs.get('port', '?')}"
-                for sentinel in pool.sentinel_manager.sentinels
-            )
-            return f"redis+sentinel://{hosts}/{pool.service_name}/{kwargs.get('db', 0)}"
-        if "path" in kwargs:
-            return f"unix://{kwargs['path']}"
-        return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+        self._where = connection.where
+        self._caller: Caller = connection.caller
+        self._split = SplitSteps(
+            self._caller, self.keys, self._scripts, self._expiry.first_ttl_millis()
+        )
+        self.client: aioredis.Redis | None = connection.client
 
     @classmethod
     def from_options(
@@ -265,21 +150,7 @@ class RedisSessionStore(SessionStore):
         **store: Unpack[StoreOptions],
     ) -> Self:
         """A store that owns a new client and pool built from `options`."""
-        if isinstance(options, RedisSentinelOptions):
-            return cls._from_sentinel_options(options, **store)
-        if isinstance(options, RedisClusterOptions):
-            return cls._from_cluster_options(options, **store)
-        client, batching = _client_parts(options)
-        return cls(
-            client,
-            namespace=options.namespace,
-            pool_timeout=options.pool_timeout,
-            socket_timeout=options.socket_timeout,
-            _owns_client=True,
-            _where=redact_url(options.url),
-            _batching=batching,
-            **store,
-        )
+        return factory.from_options(cls, options, **store)
 
     @classmethod
     def from_cluster(
@@ -295,56 +166,9 @@ class RedisSessionStore(SessionStore):
         """A store on the Redis Cluster one of `startup_urls` (`redis://` or `rediss://` node
         URLs, same credentials) belongs to; see `SessionBackendConfig.redis_cluster`."""
         parsed = RedisClusterOptions(tuple(startup_urls), namespace=namespace, **options)
-        return cls._from_cluster_options(
+        return cls.from_options(
             parsed, idle_ttl=idle_ttl, max_lifetime=max_lifetime, max_blob_bytes=max_blob_bytes
         )
-
-    @classmethod
-    def _from_cluster_options(
-        cls, options: RedisClusterOptions, **store: Unpack[StoreOptions]
-    ) -> Self:
-        """A store routing each call to its slot's master (cluster.ClusterCaller), each master
-        reached through its own caller built as a single-node store's; connected lazily."""
-
-        def node(address: Node) -> RedisCaller:
-            node_options = RedisOptions(
-                url=options.node_url(*address),
-                namespace=options.namespace,
-                max_connections=options.max_connections,
-                connect_timeout=options.connect_timeout,
-                socket_timeout=options.socket_timeout,
-                pool_timeout=options.pool_timeout,
-                tls_ca_file=options.tls_ca_file,
-                batching=options.batching,
-            )
-            client, batching = _client_parts(node_options)
-            return RedisCaller(
-                client,
-                where=f"{address[0]}:{address[1]}",
-                pool_timeout=options.pool_timeout,
-                socket_timeout=options.socket_timeout,
-                batching=batching,
-                cluster=True,
-            )
-
-        caller = ClusterCaller(
-            options.startup_nodes,
-            node,
-            where=options.address,
-            busy_timeout=options.socket_timeout,
-        )
-        self = cls.__new__(cls)
-        self._setup(
-            caller,
-            RedisKeys(options.namespace, cluster=True),
-            where=options.address,
-            owns=True,
-            idle_ttl=store.get("idle_ttl"),
-            max_lifetime=store.get("max_lifetime"),
-            max_blob_bytes=store.get("max_blob_bytes", DEFAULT_MAX_BLOB_BYTES),
-        )
-        self.client = None
-        return self
 
     @classmethod
     def from_url(
@@ -392,7 +216,7 @@ class RedisSessionStore(SessionStore):
     ) -> Self:
         """A store on the primary Sentinel monitors as `service_name` (see
         `SessionBackendConfig.redis_sentinel`); a `redis+sentinel://` URL works with `from_url`."""
-        return cls._from_sentinel_options(
+        return cls.from_options(
             RedisSentinelOptions.from_sentinel_urls(
                 sentinel_urls,
                 service_name,
@@ -405,54 +229,6 @@ class RedisSessionStore(SessionStore):
             idle_ttl=idle_ttl,
             max_lifetime=max_lifetime,
             max_blob_bytes=max_blob_bytes,
-        )
-
-    @classmethod
-    def _from_sentinel_options(
-        cls, options: RedisSentinelOptions, **store: Unpack[StoreOptions]
-    ) -> Self:
-        """One Sentinel and one primary pool, built once (redis-py's `master_for` builds a new
-        pool per call); nothing connects until the first call."""
-        tls: dict[str, Any] = {}
-        if options.tls:
-            tls["ssl"] = True
-            if options.tls_ca_file is not None:
-                tls["ssl_ca_certs"] = options.tls_ca_file
-        sentinel = untyped(Sentinel)(
-            list(options.sentinels),
-            sentinel_kwargs={
-                "username": options.sentinel_username,
-                "password": options.sentinel_password,
-                "socket_connect_timeout": options.connect_timeout,
-                "socket_timeout": options.socket_timeout,
-                # A dead sentinel is skipped for the next one; redis-py's default retries with
-                # backoff would spend the call's whole time limit on it.
-                "retry": Retry(NoBackoff(), 0),
-                **tls,
-            },
-        )
-        node_tls = {key: value for key, value in tls.items() if key != "ssl"}
-        pool = PrimaryPool(
-            options.service_name,
-            sentinel,
-            tls=options.tls,
-            db=options.db,
-            username=options.username,
-            password=options.password,
-            max_connections=options.max_connections,
-            socket_connect_timeout=options.connect_timeout,
-            socket_timeout=None,  # enforced per call by the store, see the module docstring
-            retry=Retry(NoBackoff(), 0),
-            **node_tls,
-        )
-        return cls(
-            aioredis.Redis(connection_pool=pool),
-            namespace=options.namespace,
-            pool_timeout=options.pool_timeout,
-            socket_timeout=options.socket_timeout,
-            _owns_client=True,
-            _where=options.address,
-            **store,
         )
 
     def __repr__(self) -> str:
@@ -492,7 +268,7 @@ class RedisSessionStore(SessionStore):
             writes: list[tuple[str, str, bytes | str]] = [("SET", self.keys.session(new_key), blob)]
             if slot is not None:
                 writes.append(("SET", self.keys.user(slot), new_key))
-            await self._redis.transaction(writes, key=new_key)
+            await self._caller.transaction(writes, key=new_key)
             return new_key
         keys: tuple[str, ...] = (self.keys.session(new_key), self.keys.meta(new_key))
         suffix = ""
@@ -502,50 +278,13 @@ class RedisSessionStore(SessionStore):
                 keys = (*keys, self.keys.user(slot))
         userless = "1" if data.tenant_ctx.normalized_user is None else "0"
         args = (blob, new_key, suffix, *self._ttl_args, userless)
-        step = self._redis.eval(self._scripts.CREATE, keys, args, write=True, key=new_key)
+        step = self._caller.eval(self._scripts.CREATE, keys, args, write=True, key=new_key)
         if split:
             assert slot is not None
-            step = self._in_order(step, functools.partial(self._point, slot, new_key))
+            step = self._split.create(step, slot, new_key)
         if await step != 1:
             raise ConflictError(f"a session with key {new_key!r} already exists")
         return new_key
-
-    async def _point(self, slot: UserSlot, key: str, created: object) -> None:
-        """A split create's second step: the user pointer, once the session exists."""
-        if created == 1:
-            ttl = ("PX", self._pointer_ttl) if self._pointer_ttl else ()
-            step = self._redis.execute("SET", self.keys.user(slot), key, *ttl, write=True)
-            await self._second_step("created", key, step)
-
-    @staticmethod
-    async def _in_order(first: Awaitable[T], then: Callable[[T], Awaitable[None]]) -> T:
-        """A split call's session step, then (given its result) its index step, run as one task
-        that a cancelled caller does not stop half way: the index step always follows a session
-        step that ran (the caller still sees its cancellation)."""
-
-        async def both() -> T:
-            result = await first
-            await then(result)
-            return result
-
-        task = asyncio.ensure_future(both())
-        task.add_done_callback(_unawaited)
-        return await asyncio.shield(task)
-
-    async def _second_step(self, done: str, key: str, step: Awaitable[object]) -> None:
-        """The index step of a call on a cluster whose key lives in another slot than its
-        user's indexes, after the session step succeeded: a failure here is an unknown outcome
-        for the call as a whole (the session was `done`), never a plain refusal."""
-        failure: SessionError | None = None
-        try:
-            await step
-        except SessionError as exc:
-            failure = exc
-        if failure is not None:
-            raise UnknownOutcomeError(
-                f"session {key!r} was {done}, but updating its user pointer in another cluster "
-                f"slot failed ({failure.code.value}); the pointer may be missing or outdated"
-            )
 
     def session_key_for(self, ctx: TenantCtx, user_id: str, key: str) -> SessionKey:
         """`key` for a session of `user_id` (in `ctx`'s env, tenant and team): on a Redis
@@ -568,7 +307,7 @@ class RedisSessionStore(SessionStore):
         """The stored blob (GET): the client returns bytes (it never decodes responses)."""
         self._check_open()
         check_key(key)
-        raw = await self._redis.execute("GET", self.keys.session(key), key=key)
+        raw = await self._caller.execute("GET", self.keys.session(key), key=key)
         return cast(bytes | None, raw)
 
     async def update_session(
@@ -618,9 +357,9 @@ class RedisSessionStore(SessionStore):
             *(scope_prefix, set_prefix),
         )
         keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
-        step = self._redis.eval(self._scripts.UPDATE, keys, args, write=True, key=key)
+        step = self._caller.eval(self._scripts.UPDATE, keys, args, write=True, key=key)
         if split:
-            step = self._in_order(step, functools.partial(self._refresh_pointer, key, "written"))
+            step = self._split.write(step, key)
         result = await step
         if result == 1 or (split and isinstance(result, list) and len(result) == 2):
             return blob
@@ -641,9 +380,9 @@ class RedisSessionStore(SessionStore):
         user_prefix, scope_prefix, set_prefix = self._index_prefixes(split)
         keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
         args = (*self._ttl_args, user_prefix, key, scope_prefix, set_prefix)
-        step = self._redis.eval(self._scripts.TOUCH, keys, args, write=True, key=key)
+        step = self._caller.eval(self._scripts.TOUCH, keys, args, write=True, key=key)
         if split:
-            step = self._in_order(step, functools.partial(self._refresh_pointer, key, "touched"))
+            step = self._split.touch(step, key)
         result = await step
         if result != 1 and not (split and isinstance(result, list)):
             raise NotFoundError(f"session {key!r} not found")
@@ -655,27 +394,13 @@ class RedisSessionStore(SessionStore):
             return "", "", ""
         return self.keys.user_prefix, self.keys.wait_scope_prefix, self.keys.wait_user_prefix
 
-    async def _refresh_pointer(self, key: str, done: str, plan: object) -> None:
-        """The second step of an update or touch of a key whose pointer lives in another cluster
-        slot: the pointer gets the session's new TTL if it still names the session (`plan` is
-        the first step's {pointer suffix, TTL}, or its refusal code)."""
-        if not (isinstance(plan, list) and len(plan) == 2 and isinstance(plan[0], bytes)):
-            return
-        suffix, ttl = _text(plan[0]), plan[1]
-        if suffix and isinstance(ttl, int) and ttl > 0:
-            pointer = self.keys.user_of_suffix(suffix)
-            step = self._redis.eval(
-                self._scripts.REFRESH_POINTER, (pointer,), (key, ttl), write=True, key=key
-            )
-            await self._second_step(done, key, step)
-
     async def remove_session(self, key: str) -> None:
         self._check_open()
         check_key(key)
         split = self.keys.local_only(key)
         keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
         args = (key, *self._index_prefixes(split))
-        removed = await self._redis.eval(self._scripts.REMOVE, keys, args, write=True, key=key)
+        removed = await self._caller.eval(self._scripts.REMOVE, keys, args, write=True, key=key)
         if split and isinstance(removed, bytes):
             # The session is gone; its user pointer, in another slot, is left for the next lookup
             # to clear (find's stale-pointer repair): deleting it here by name could delete the
@@ -701,25 +426,21 @@ class RedisSessionStore(SessionStore):
     ) -> Any:
         """Run find.lua or create_for_user.lua; a session they name in another cluster slot
         (their -2) is read there, as a second step: the reply then holds its blob."""
-        redis = self._redis
-        if isinstance(redis, ClusterCaller):
+        caller = self._caller
+        if self.keys.cluster:
             args = (*args, self.keys.tag(slot))
-            if script is self._scripts.FIND:
-                try:
-                    found = await redis.eval(script, keys, args, moving="raise")
-                except ClusterRedirect:
-                    # The slot is mid-migration: a script could see half its keys. Single-key
-                    # reads follow the keys wherever they are (ASK), so read one by one.
-                    found = await redis.execute("GET", keys[0])
-                    found = None if found is None else [found, -2]
-            else:
-                found = await redis.eval(script, keys, args, write=True)
+        if script is self._scripts.FIND:
+            try:
+                found = await caller.eval(script, keys, args, moving="raise")
+            except ClusterRedirect:
+                # The slot is mid-migration: a script could see half its keys. Single-key
+                # reads follow the keys wherever they are (ASK), so read one by one.
+                found = await caller.execute("GET", keys[0])
+                found = None if found is None else [found, -2]
         else:
-            write = script is self._scripts.CREATE_FOR_USER
-            found = await redis.eval(script, keys, args, write=write)
+            found = await caller.eval(script, keys, args, write=True)
         if isinstance(found, list) and found[1] == -2:
-            key = _text(found[0])
-            found[1] = await self._redis.execute("GET", self.keys.session(key), key=key)
+            found = await self._split.read_elsewhere(found)
         return found
 
     async def _find(self, slot: UserSlot) -> tuple[SessionKey, bytes, SessionData] | None:
@@ -735,7 +456,7 @@ class RedisSessionStore(SessionStore):
         if data is not None:
             return key, raw, data
         # Missing or foreign blob: drop the pointer, but only if nobody re-pointed it meanwhile.
-        clear = self._redis.eval(
+        clear = self._caller.eval(
             self._scripts.CLEAR_POINTER, (pointer,), (key,), write=True, key=key
         )
         if not self.keys.cluster:
@@ -825,7 +546,7 @@ class RedisSessionStore(SessionStore):
             *(self.keys.wait_hint_prefix, self.keys.wait_scope_prefix, self.keys.user_prefix),
         )
         script = self._scripts.REGISTER_WAIT
-        result = await self._redis.eval(script, keys, args, write=True, key=key)
+        result = await self._caller.eval(script, keys, args, write=True, key=key)
         if result == 1:
             return
         if result == -1:
@@ -851,7 +572,7 @@ class RedisSessionStore(SessionStore):
             *self._wait_lookup(slot),
             *(self.keys.wait_hint_prefix, f"{self.keys.slot_suffix(slot)}:{scope_hash}"),
         )
-        found = await self._redis.eval(self._scripts.FIND_WAIT, keys, args)
+        found = await self._caller.eval(self._scripts.FIND_WAIT, keys, args)
         if found is None:
             return None
         if found == -1:
@@ -865,7 +586,9 @@ class RedisSessionStore(SessionStore):
             *self._wait_lookup(slot),
             *(self.keys.wait_hint_prefix, self.keys.slot_suffix(slot)),
         )
-        found = await self._redis.eval(self._scripts.LIST_WAITS, (self.keys.wait_user(slot),), args)
+        found = await self._caller.eval(
+            self._scripts.LIST_WAITS, (self.keys.wait_user(slot),), args
+        )
         if found == -1:
             raise InternalError("a wait names a session that is not SessionData JSON")
         if found == -3:
@@ -882,7 +605,7 @@ class RedisSessionStore(SessionStore):
             *(self.keys.wait_hint_prefix, f"{self.keys.slot_suffix(slot)}:{scope_hash}"),
             *(self.keys.meta_prefix, self.keys.user_prefix, self.keys.wait_scope_prefix),
         )
-        if await self._redis.eval(self._scripts.CLEAR_WAIT, keys, args, write=True) == -1:
+        if await self._caller.eval(self._scripts.CLEAR_WAIT, keys, args, write=True) == -1:
             raise InternalError("a wait names a session that is not SessionData JSON")
 
     async def aclose(self) -> None:
@@ -890,7 +613,20 @@ class RedisSessionStore(SessionStore):
             return
         self._closed = True
         if self._owns_client:
-            await self._redis.aclose()
+            await self._caller.aclose()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def pool_stats(self) -> ConnectionStats:
+        """This store's connections now: in use, idle, batched calls in flight, and per master
+        on a cluster (see `caller.ConnectionStats`)."""
+        return self._caller.pool_stats()
+
+    @property
+    def caller(self) -> Caller:
+        """How this store's calls reach Redis (`caller.Caller`): the CLI runs its own scripts
+        through it, and white-box tests look inside; not a stable API."""
+        return self._caller
 
     # -- plumbing ------------------------------------------------------------------------------
 
