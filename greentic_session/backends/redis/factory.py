@@ -3,9 +3,12 @@
 Each builds a `Connection` (the caller the store talks through, the redis-py client when there is
 one, a secret-free address, the key layout, and whether the store owns it) and hands it to
 `RedisSessionStore.__init__`: `connect` for options (one server by URL, the primary of a Sentinel
-service, a Redis Cluster; what `SessionBackendConfig` describes), `around_client` for a caller's
-own `redis.asyncio.Redis`. `from_options` is the path of every `RedisSessionStore.from_*`
-constructor and of `create_session_store`.
+service, a Redis Cluster), `around_client` for a caller's own `redis.asyncio.Redis`.
+`from_options` builds the store options describe, and `from_config` the one a
+`SessionBackendConfig` describes: `create_session_store` and every `RedisSessionStore.from_*`
+constructor (`from_url`, `from_sentinel`, `from_cluster`, which describe theirs with the config's
+classmethods) come through them, so options are parsed, checked and turned into a store in one
+way.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
+from ...config import SessionBackendConfig
 from ...errors import InvalidInputError
 from ...store import StoreOptions
 from .caller import Caller, RedisCaller
@@ -32,7 +36,7 @@ from .urls import redact_url
 if TYPE_CHECKING:
     from .store import RedisSessionStore
 
-__all__ = ["Connection", "around_client", "connect", "from_options"]
+__all__ = ["Connection", "around_client", "connect", "from_config", "from_options"]
 
 Store = TypeVar("Store", bound="RedisSessionStore")
 
@@ -46,6 +50,15 @@ class Connection:
     where: str  # a secret-free address, for reprs, errors and logs
     cluster: bool  # the cluster key layout (keys.py)
     owned: bool  # the store closes the caller when it closes
+
+
+def from_config(cls: type[Store], config: SessionBackendConfig) -> Store:
+    """A store of class `cls` as a Redis `config` describes: the path of every
+    `RedisSessionStore.from_*` constructor, which describe theirs with
+    `SessionBackendConfig.redis_url`, `redis_sentinel` or `redis_cluster`."""
+    if config.redis is None:
+        raise TypeError(f"not a Redis config: {config!r}")
+    return from_options(cls, config.redis, **config.store)
 
 
 def from_options(
@@ -205,14 +218,7 @@ def _cluster(options: RedisClusterOptions) -> Connection:
 
     def node(address: Node) -> RedisCaller:
         node_options = RedisOptions(
-            url=options.node_url(*address),
-            namespace=options.namespace,
-            max_connections=options.max_connections,
-            connect_timeout=options.connect_timeout,
-            socket_timeout=options.socket_timeout,
-            pool_timeout=options.pool_timeout,
-            tls_ca_file=options.tls_ca_file,
-            batching=options.batching,
+            url=options.node_url(*address), namespace=options.namespace, **options.pool_options()
         )
         client, batching = _client_parts(node_options)
         return RedisCaller(

@@ -32,6 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from ...codec import decode_session_data, encode_session_data, owner_prefix_length
+from ...config import SessionBackendConfig
 from ...errors import (
     ConflictError,
     InternalError,
@@ -71,9 +72,8 @@ from .options import (
     DEFAULT_POOL_TIMEOUT,
     RedisClusterOptions,
     RedisOptions,
-    RedisPoolOptions,
     RedisSentinelOptions,
-    is_sentinel_url,
+    RedisStoreOptions,
 )
 from .split import SplitSteps
 from .split import text as _text
@@ -153,51 +153,16 @@ class RedisSessionStore(SessionStore):
         return factory.from_options(cls, options, **store)
 
     @classmethod
-    def from_cluster(
-        cls,
-        startup_urls: Sequence[str],
-        *,
-        namespace: str = DEFAULT_NAMESPACE,
-        idle_ttl: float | None = None,
-        max_lifetime: float | None = None,
-        max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
-        **options: Unpack[RedisPoolOptions],
-    ) -> Self:
-        """A store on the Redis Cluster one of `startup_urls` (`redis://` or `rediss://` node
-        URLs, same credentials) belongs to; see `SessionBackendConfig.redis_cluster`."""
-        parsed = RedisClusterOptions(tuple(startup_urls), namespace=namespace, **options)
-        return cls.from_options(
-            parsed, idle_ttl=idle_ttl, max_lifetime=max_lifetime, max_blob_bytes=max_blob_bytes
-        )
+    def from_url(cls, url: str, **options: Unpack[RedisStoreOptions]) -> Self:
+        """A store for `url` (`redis://`, `rediss://`, `unix://`; credentials may be in it), for
+        the primary of a Sentinel service (`redis+sentinel://`, see `from_sentinel`), or for a
+        Redis Cluster (`redis+cluster://host1:port,host2:port`, see `from_cluster`).
 
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        namespace: str = DEFAULT_NAMESPACE,
-        idle_ttl: float | None = None,
-        max_lifetime: float | None = None,
-        max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
-        **options: Unpack[RedisPoolOptions],
-    ) -> Self:
-        """A store for `url` (`redis://`, `rediss://`, `unix://`; credentials may be in it), or
-        for the primary of a Sentinel service (`redis+sentinel://`, see `from_sentinel`).
-
-        `options` are the pool's (`RedisPoolOptions`); `idle_ttl`, `max_lifetime` (seconds) and
-        `max_blob_bytes` the `StoreOptions` every backend takes.
+        `options` (`RedisStoreOptions`): the `namespace`, the pool's (`RedisPoolOptions`), and
+        `idle_ttl`, `max_lifetime` (seconds) and `max_blob_bytes`, the `StoreOptions` every
+        backend takes; as `SessionBackendConfig.redis_url`.
         """
-        parsed = (
-            RedisSentinelOptions.from_url(url, namespace=namespace, **options)
-            if is_sentinel_url(url)
-            else RedisOptions(url=url, namespace=namespace, **options)
-        )
-        return cls.from_options(
-            parsed,
-            idle_ttl=idle_ttl,
-            max_lifetime=max_lifetime,
-            max_blob_bytes=max_blob_bytes,
-        )
+        return factory.from_config(cls, SessionBackendConfig.redis_url(url, **options))
 
     @classmethod
     def from_sentinel(
@@ -206,30 +171,25 @@ class RedisSessionStore(SessionStore):
         service_name: str,
         *,
         db: int = 0,
-        namespace: str = DEFAULT_NAMESPACE,
         username: str | None = None,
         password: str | None = None,
-        idle_ttl: float | None = None,
-        max_lifetime: float | None = None,
-        max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
-        **options: Unpack[RedisPoolOptions],
+        **options: Unpack[RedisStoreOptions],
     ) -> Self:
         """A store on the primary Sentinel monitors as `service_name` (see
         `SessionBackendConfig.redis_sentinel`); a `redis+sentinel://` URL works with `from_url`."""
-        return cls.from_options(
-            RedisSentinelOptions.from_sentinel_urls(
-                sentinel_urls,
-                service_name,
-                db=db,
-                username=username,
-                password=password,
-                namespace=namespace,
-                **options,
-            ),
-            idle_ttl=idle_ttl,
-            max_lifetime=max_lifetime,
-            max_blob_bytes=max_blob_bytes,
+        config = SessionBackendConfig.redis_sentinel(
+            sentinel_urls, service_name, db=db, username=username, password=password, **options
         )
+        return factory.from_config(cls, config)
+
+    @classmethod
+    def from_cluster(
+        cls, startup_urls: Sequence[str], **options: Unpack[RedisStoreOptions]
+    ) -> Self:
+        """A store on the Redis Cluster one of `startup_urls` (`redis://` or `rediss://` node
+        URLs, same credentials) belongs to (see `SessionBackendConfig.redis_cluster`); a
+        `redis+cluster://` URL works with `from_url`."""
+        return factory.from_config(cls, SessionBackendConfig.redis_cluster(startup_urls, **options))
 
     def __repr__(self) -> str:
         return f"RedisSessionStore(url={self._where!r}, namespace={self.keys.namespace!r})"

@@ -1,5 +1,6 @@
-"""Redis URLs: parsing and checking (`split_url`), redaction (`redact_url`), and the Sentinel
-address forms (`parse_sentinel_url`, `parse_sentinel_urls`).
+"""Redis URLs: parsing and checking (`split_url`), redaction (`redact_url`), the Sentinel address
+forms (`parse_sentinel_url`, `parse_sentinel_urls`) and the Redis Cluster one
+(`cluster_startup_urls`): one URL form reaches every topology.
 
 Redis-free, as `options` (which builds on these). Errors name the wrong part of a URL, never the
 URL itself, which may hold a password.
@@ -19,6 +20,8 @@ __all__ = [
     "DEFAULT_SENTINEL_PORT",
     "SentinelAddress",
     "check_service_name",
+    "cluster_startup_urls",
+    "is_cluster_url",
     "is_sentinel_url",
     "parse_sentinel_url",
     "parse_sentinel_urls",
@@ -31,6 +34,8 @@ DEFAULT_SENTINEL_PORT = 26379
 _SCHEMES = frozenset({"redis", "rediss", "unix"})
 # A sentinel URL's scheme, and whether it means TLS (to the sentinels and the data nodes alike).
 _SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
+# A cluster URL's scheme, and the scheme of the node URLs it stands for.
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 # Query options a Redis URL may carry, by kind of value (what redis-py's from_url understands and
@@ -309,3 +314,53 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
         username=node.get("username") or None,
         password=node.get("password") or None,
     )
+
+
+# -- Redis Cluster -------------------------------------------------------------------------------
+
+
+def is_cluster_url(url: object) -> bool:
+    """True for a `redis+cluster://` or `rediss+cluster://` URL."""
+    return isinstance(url, str) and url.partition("://")[0].lower() in _CLUSTER_SCHEMES
+
+
+def _cluster_error(what: str) -> InvalidInputError:
+    """InvalidInputError naming the wrong part of a cluster address, never the address itself."""
+    return InvalidInputError(f"malformed Redis Cluster address: {what}")
+
+
+def cluster_startup_urls(url: str) -> tuple[str, ...]:
+    """`redis+cluster://[user:password@]host1:port,host2:port[/0][?query]` as one `redis://`
+    startup URL per host (`rediss://` for `rediss+cluster://`), each with the URL's user info,
+    database and query; `RedisClusterOptions` checks them as it checks startup URLs."""
+    if not is_cluster_url(url):
+        raise _cluster_error("the scheme must be redis+cluster:// or rediss+cluster://")
+    scheme, _, rest = url.partition("://")
+    rest, _, fragment = rest.partition("#")
+    rest, _, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    if fragment or ("@" in path) or ("@" in query and "@" not in netloc):
+        raise _cluster_error(
+            "unexpected '#' or '@' after the hosts (an unescaped '/', '?', '#' or '@' in "
+            "the user name or password ends the address early: percent-encode them)"
+        )
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not hosts:
+        raise _cluster_error("no cluster host (expected host1:port,host2:port after //)")
+    urls = []
+    for number, host in enumerate(hosts.split(","), 1):
+        what = f"cluster host #{number}"
+        try:
+            parts = urlsplit(f"//{host}")
+            port = parts.port
+        except ValueError:
+            raise _cluster_error(
+                f"{what}: the port must be a number from 1 to 65535 (an IPv6 host needs [brackets])"
+            ) from None
+        if not parts.hostname or port is None or "@" in parts.netloc:
+            raise _cluster_error(f"{what}: expected host:port")
+        if port == 0:
+            raise _cluster_error(f"{what}: the port must be a number from 1 to 65535")
+        tail = f"?{query}" if query else ""
+        urls.append(f"{_CLUSTER_SCHEMES[scheme.lower()]}://{userinfo}{at}{host}{slash}{path}{tail}")
+    return tuple(urls)
