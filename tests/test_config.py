@@ -129,3 +129,10 @@ def test_options_built_by_hand_with_a_cluster_url_point_at_the_cluster_options()
     """RedisOptions given a redis+cluster:// URL names RedisClusterOptions.from_url."""
     with pytest.raises(InvalidInputError, match="RedisClusterOptions"):
         RedisOptions(url="redis+cluster://h1:7000")
+
+
+def test_a_startup_url_without_a_port_is_refused() -> None:
+    """A cluster startup URL must name its node's port: InvalidInputError when built (it was an
+    AssertionError at the first repr or connection)."""
+    with pytest.raises(InvalidInputError, match="a cluster node needs a host and port"):
+        SessionBackendConfig.redis_cluster(["redis://node-1:7000", "redis://node-2"])

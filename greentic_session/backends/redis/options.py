@@ -322,7 +322,7 @@ class RedisClusterOptions(PoolOptions):
         schemes, credentials = set(), set()
         for number, url in enumerate(self.startup_urls, 1):
             parts = split_url(url)
-            if parts.scheme == "unix":
+            if parts.scheme == "unix" or parts.port is None:
                 raise url_error(f"startup URL #{number}: a cluster node needs a host and port")
             if parts.path.strip("/") not in ("", "0"):
                 raise url_error(f"startup URL #{number}: a Redis Cluster has only database 0")
@@ -352,7 +352,7 @@ class RedisClusterOptions(PoolOptions):
         for url in self.startup_urls:
             parts = urlsplit(url)
             assert parts.hostname is not None  # checked
-            assert parts.port is not None
+            assert parts.port is not None  # checked
             nodes.append((parts.hostname, parts.port))
         return tuple(nodes)
 
