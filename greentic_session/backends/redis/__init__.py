@@ -8,12 +8,13 @@
   routing over one caller per master; `transport` + `connection`: the batching transport;
 - `split`: a cluster's two-step calls on a caller's key;
 - `errors`: the one mapping of redis-py failures to `SessionError`;
-- `scripts` + `lua/`: the atomic steps; `keys`: the key layouts;
+- `scripts` + `lua/`: the atomic steps and each one's arguments; `replies`: what each answers,
+  as a result or a `SessionError`; `keys`: the key layouts;
 - `options` (pool and topology options) and `urls` (URL parsing and redaction);
   `deadlines`: per-call time limits.
 
-`keys`, `options`, `urls` and `scripts` are Redis-free, so configuration never needs the extra;
-`RedisSessionStore` (which imports redis-py) is resolved lazily for that reason.
+`keys`, `options`, `urls`, `scripts` and `replies` are Redis-free, so configuration never needs
+the extra; `RedisSessionStore` (which imports redis-py) is resolved lazily for that reason.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import hashlib
 import re
 
 from ...errors import InvalidInputError
-from ...fence import UserSlot
+from ...fence import UserSlot, team_segment
 from ...schema import SessionKey, new_session_key
 
 __all__ = ["RedisKeys", "is_tagged", "key_tag", "validate_namespace"]
@@ -111,8 +111,7 @@ class RedisKeys:
     def slot_suffix(self, slot: UserSlot) -> str:
         """`{env}:{tenant_id}:{team or "-"}:{user}`, the tail of every per-user key; on a cluster
         led by the user's tag."""
-        team = slot.team if slot.team is not None else "-"
-        plain = f"{slot.env}:{slot.tenant_id}:{team}:{slot.user}"
+        plain = f"{slot.env}:{slot.tenant_id}:{team_segment(slot.team)}:{slot.user}"
         if self.cluster:
             return f"{_tag(plain)}:{plain}"
         return plain

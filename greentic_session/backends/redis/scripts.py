@@ -1,10 +1,19 @@
-"""The Lua scripts, loaded once from package data (`lua/*.lua`), and how they are named."""
+"""The Lua scripts, loaded once from package data (`lua/*.lua`), how they are named, and how
+each is called: one argument builder per script (`*_call`) returns its KEYS and ARGV, in the
+order its header in lua/ lists them. What each answers is read in `replies`.
+
+A script argument holds '' for "none" (a missing team or user, an option that is off, an index
+prefix when the indexes live in another cluster slot): `_none_as_empty`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from importlib import resources
 from typing import NamedTuple
+
+from ...fence import Scope, UserSlot
+from .keys import RedisKeys
 
 __all__ = [
     "CLEAR_POINTER",
@@ -20,9 +29,22 @@ __all__ = [
     "SINGLE_NODE",
     "TOUCH",
     "UPDATE",
+    "Call",
     "Script",
     "Scripts",
+    "clear_pointer_call",
+    "clear_wait_call",
+    "create_call",
+    "create_for_user_call",
+    "find_call",
+    "find_wait_call",
+    "list_waits_call",
     "load_script",
+    "refresh_pointer_call",
+    "register_wait_call",
+    "remove_call",
+    "touch_call",
+    "update_call",
 ]
 
 
@@ -94,3 +116,194 @@ REGISTER_WAIT, FIND_WAIT = SINGLE_NODE.REGISTER_WAIT, SINGLE_NODE.FIND_WAIT
 LIST_WAITS, CLEAR_WAIT = SINGLE_NODE.LIST_WAITS, SINGLE_NODE.CLEAR_WAIT
 CREATE, CREATE_FOR_USER = SINGLE_NODE.CREATE, SINGLE_NODE.CREATE_FOR_USER
 FIND, CLEAR_POINTER = SINGLE_NODE.FIND, SINGLE_NODE.CLEAR_POINTER
+
+
+# -- calling them ---------------------------------------------------------------------------------
+
+Arg = str | bytes | int
+Call = tuple[tuple[str, ...], tuple[Arg, ...]]
+"""A script call's (KEYS, ARGV)."""
+
+# The expiry options as scripts take them (expiry.lua): (idle ms, lifetime ms), '' when off.
+Ttl = tuple[str, str]
+
+
+def _none_as_empty(value: str | None) -> str:
+    return "" if value is None else value
+
+
+def _owner(owner: Scope) -> tuple[str, str, str, str]:
+    """An owner as ARGV[1..4]: env, tenant_id, team, user ('' for none)."""
+    return owner.env, owner.tenant_id, _none_as_empty(owner.team), _none_as_empty(owner.user)
+
+
+def _lookup(keys: RedisKeys, slot: UserSlot) -> tuple[str, str, str, str, str]:
+    """The wait scripts' ARGV[1..5]: the blob key prefix and the lookup's env, tenant_id, team
+    ('' for none) and user (waits.lua's `wait_verdict`)."""
+    team = _none_as_empty(slot.team)
+    return keys.session_prefix, slot.env, slot.tenant_id, team, slot.user
+
+
+def _index_prefixes(keys: RedisKeys, split: bool) -> tuple[str, str, str]:
+    """The user pointer, scope pointer and user SET prefixes update.lua, touch.lua and
+    remove.lua read and write; '' for a key whose indexes live in another cluster slot."""
+    if split:
+        return "", "", ""
+    return keys.user_prefix, keys.wait_scope_prefix, keys.wait_user_prefix
+
+
+def _own_keys(keys: RedisKeys, key: str) -> tuple[str, str, str]:
+    """A session's own keys: blob, meta, wait hint."""
+    return keys.session(key), keys.meta(key), keys.wait_hint(key)
+
+
+def create_call(
+    keys: RedisKeys,
+    key: str,
+    blob: bytes,
+    slot: UserSlot | None,
+    ttl: Ttl,
+    *,
+    userless: bool,
+    split: bool,
+) -> Call:
+    """create.lua: the session `key` of `slot`'s user (None: no pointer); with `split` its
+    pointer, in another cluster slot, is written in a second step (split.py)."""
+    session_keys: tuple[str, ...] = (keys.session(key), keys.meta(key))
+    suffix = ""
+    if slot is not None:
+        suffix = keys.slot_suffix(slot)
+        if not split:
+            session_keys = (*session_keys, keys.user(slot))
+    return session_keys, (blob, key, suffix, *ttl, "1" if userless else "0")
+
+
+def create_for_user_call(
+    keys: RedisKeys,
+    slot: UserSlot,
+    key: str,
+    blob: bytes,
+    ttl: Ttl,
+    *,
+    seen: str,
+    foreign: bool,
+    userless: bool,
+) -> Call:
+    """create_for_user.lua: `slot`'s new session `key`, unless the pointer changed from `seen`
+    (the key a lookup found, '' for none; `foreign` when that session was not the user's)."""
+    args: tuple[Arg, ...] = (
+        *(seen, "1" if foreign else "0", blob, key, keys.slot_suffix(slot), *ttl),
+        *(keys.session_prefix, "1" if userless else "0"),
+    )
+    if keys.cluster:
+        args = (*args, keys.tag(slot))
+    return (keys.user(slot), keys.session(key), keys.meta(key)), args
+
+
+def find_call(keys: RedisKeys, slot: UserSlot) -> Call:
+    """find.lua: follow `slot`'s pointer (KEYS[1]) to its blob."""
+    if keys.cluster:
+        return (keys.user(slot),), (keys.session_prefix, keys.tag(slot))
+    return (keys.user(slot),), (keys.session_prefix,)
+
+
+def clear_pointer_call(pointer: str, key: str) -> Call:
+    """clear_pointer.lua: delete `pointer` if it still names `key`."""
+    return (pointer,), (key,)
+
+
+def refresh_pointer_call(pointer: str, key: str, ttl_ms: int) -> Call:
+    """refresh_pointer.lua: give `pointer` a TTL if it still names `key`."""
+    return (pointer,), (key, ttl_ms)
+
+
+def update_call(
+    keys: RedisKeys,
+    key: str,
+    owner: Scope,
+    blob: bytes,
+    owner_prefix: int,
+    *,
+    expected: str | bytes,
+    compare: str,
+    ttl: Ttl,
+    pointer_slot: UserSlot | None,
+    split: bool,
+) -> Call:
+    """update.lua: write `blob` (whose first `owner_prefix` bytes hold its owner fields) over
+    `key` while `owner` owns it and it is still `expected` (a revision with `compare` 'sha1',
+    '' for no condition; the very bytes read with 'bytes'). `pointer_slot` is the owner's
+    pointer to refresh under expiry options (None: none); `split` as in `create_call`."""
+    user_prefix, scope_prefix, set_prefix = _index_prefixes(keys, split)
+    suffix = "" if pointer_slot is None else keys.slot_suffix(pointer_slot)
+    return _own_keys(keys, key), (
+        *(*_owner(owner), blob, owner_prefix),  # ARGV[1..6]
+        expected,  # ARGV[7]
+        *ttl,  # ARGV[8], ARGV[9]
+        *(user_prefix, key, suffix),  # ARGV[10..12]
+        compare,  # ARGV[13]
+        *(scope_prefix, set_prefix),  # ARGV[14], ARGV[15]
+    )
+
+
+def touch_call(keys: RedisKeys, key: str, ttl: Ttl, split: bool) -> Call:
+    """touch.lua: restart `key`'s idle clock; `split` as in `create_call`."""
+    user_prefix, scope_prefix, set_prefix = _index_prefixes(keys, split)
+    return _own_keys(keys, key), (*ttl, user_prefix, key, scope_prefix, set_prefix)
+
+
+def remove_call(keys: RedisKeys, key: str, split: bool) -> Call:
+    """remove.lua: delete `key` and its indexes; `split` as in `create_call`."""
+    return _own_keys(keys, key), (key, *_index_prefixes(keys, split))
+
+
+def register_wait_call(
+    keys: RedisKeys,
+    key: str,
+    owner: Scope,
+    blob: bytes,
+    slot: UserSlot,
+    *,
+    scope_hash: str,
+    wait_ttl_ms: int | None,
+    lifetime_ms: str,
+) -> Call:
+    """register_wait.lua: `blob` under `key` as `slot`'s wait for the scope `scope_hash`, for
+    `wait_ttl_ms` (None: no expiry of its own) within the store's lifetime ms."""
+    suffix = keys.slot_suffix(slot)
+    # The hint's value (keys.py): the wait's TTL ms ('' for none) and its scope suffix.
+    wait_ttl = "" if wait_ttl_ms is None else str(wait_ttl_ms)
+    hint = f"{wait_ttl}:{suffix}:{scope_hash}"
+    return (
+        *_own_keys(keys, key),
+        *(keys.wait_scope(slot, scope_hash), keys.wait_user(slot)),
+    ), (
+        *(*_owner(owner), blob, key),
+        *(lifetime_ms, hint, suffix, keys.session_prefix),
+        *(keys.wait_hint_prefix, keys.wait_scope_prefix, keys.user_prefix),
+    )
+
+
+def find_wait_call(keys: RedisKeys, slot: UserSlot, scope_hash: str) -> Call:
+    """find_wait.lua: `slot`'s live wait for the scope `scope_hash`."""
+    return (keys.wait_scope(slot, scope_hash), keys.wait_user(slot)), (
+        *_lookup(keys, slot),
+        *(keys.wait_hint_prefix, f"{keys.slot_suffix(slot)}:{scope_hash}"),
+    )
+
+
+def list_waits_call(keys: RedisKeys, slot: UserSlot) -> Call:
+    """list_waits.lua: `slot`'s live waits."""
+    return (keys.wait_user(slot),), (
+        *_lookup(keys, slot),
+        *(keys.wait_hint_prefix, keys.slot_suffix(slot)),
+    )
+
+
+def clear_wait_call(keys: RedisKeys, slot: UserSlot, scope_hash: str) -> Call:
+    """clear_wait.lua: end `slot`'s wait for the scope `scope_hash`."""
+    return (keys.wait_scope(slot, scope_hash), keys.wait_user(slot)), (
+        *_lookup(keys, slot),
+        *(keys.wait_hint_prefix, f"{keys.slot_suffix(slot)}:{scope_hash}"),
+        *(keys.meta_prefix, keys.user_prefix, keys.wait_scope_prefix),
+    )

@@ -17,25 +17,16 @@ import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from ...errors import InternalError, SessionError, UnknownOutcomeError
+from ...errors import SessionError, UnknownOutcomeError
 from ...fence import UserSlot
 from .caller import Caller
 from .keys import RedisKeys
-from .scripts import Scripts
+from .replies import CreateReply, FoundBlob, pointer_plan, text
+from .scripts import Scripts, refresh_pointer_call
 
-__all__ = ["SplitSteps", "text"]
+__all__ = ["SplitSteps"]
 
 T = TypeVar("T")
-
-
-def text(value: bytes | str) -> str:
-    """A string a script returned; stored bytes that are not UTF-8 are unusable data."""
-    if not isinstance(value, bytes):
-        return value
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InternalError("a stored key or owner field is not UTF-8 text") from None
 
 
 def _unawaited(task: asyncio.Future[Any]) -> None:
@@ -84,31 +75,27 @@ class SplitSteps:
 
     async def read_elsewhere(self, found: Any) -> Any:
         """find.lua's or create_for_user.lua's reply, with the blob of a session they name in
-        another cluster slot (their -2) read there, as a second step."""
-        if isinstance(found, list) and found[1] == -2:
+        another cluster slot (`FoundBlob.IN_OTHER_SLOT`) read there, as a second step."""
+        if isinstance(found, list) and found[1] == FoundBlob.IN_OTHER_SLOT:
             key = text(found[0])
             found[1] = await self._caller.execute("GET", self._keys.session(key), key=key)
         return found
 
     async def _point(self, slot: UserSlot, key: str, created: object) -> None:
         """A split create's second step: the user pointer, once the session exists."""
-        if created == 1:
+        if created == CreateReply.CREATED:
             ttl = ("PX", self._pointer_ttl) if self._pointer_ttl else ()
             step = self._caller.execute("SET", self._keys.user(slot), key, *ttl, write=True)
             await self._second_step("created", key, step)
 
-    async def _refresh_pointer(self, key: str, done: str, plan: object) -> None:
+    async def _refresh_pointer(self, key: str, done: str, reply: object) -> None:
         """The second step of an update or touch: the pointer gets the session's new TTL if it
-        still names the session (`plan` is the first step's {pointer suffix, TTL}, or its
-        refusal code)."""
-        if not (isinstance(plan, list) and len(plan) == 2 and isinstance(plan[0], bytes)):
-            return
-        suffix, ttl = text(plan[0]), plan[1]
-        if suffix and isinstance(ttl, int) and ttl > 0:
-            pointer = self._keys.user_of_suffix(suffix)
-            step = self._caller.eval(
-                self._scripts.REFRESH_POINTER, (pointer,), (key, ttl), write=True, key=key
-            )
+        still names the session (`reply` is the first step's: `replies.pointer_plan`)."""
+        plan = pointer_plan(reply)
+        if plan is not None:
+            suffix, ttl = plan
+            keys, args = refresh_pointer_call(self._keys.user_of_suffix(suffix), key, ttl)
+            step = self._caller.eval(self._scripts.REFRESH_POINTER, keys, args, write=True, key=key)
             await self._second_step(done, key, step)
 
     @staticmethod

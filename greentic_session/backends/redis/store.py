@@ -14,7 +14,8 @@ write by any client, a Rust runner's plain SET included, changes it. Expiry is s
 the scripts give the blob, its pointer and its meta key their TTLs in the step that writes them.
 How a store is built lives in `factory`; how calls reach Redis (gate, time limit, retries, error
 mapping, cluster routing) in the `caller.Caller` it holds; a cluster's two-step calls on a
-caller's key in `split`.
+caller's key in `split`; each script's KEYS and ARGV in `scripts`, and what its reply means in
+`replies`.
 """
 
 from __future__ import annotations
@@ -35,21 +36,17 @@ from ...codec import decode_session_data, encode_session_data, owner_prefix_leng
 from ...config import SessionBackendConfig
 from ...errors import (
     ConflictError,
-    InternalError,
     InvalidInputError,
-    NotFoundError,
     StoreClosedError,
     UnavailableError,
 )
 from ...expiry import Expiry
 from ...fence import (
-    Scope,
     UserSlot,
     check_create,
     check_find_or_create,
     check_key,
     check_register_wait,
-    check_update,
     lookup_slot,
     own_slot,
     owner_slot,
@@ -62,7 +59,7 @@ from ...fence import (
 from ...limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
 from ...schema import ReplyScope, SessionData, SessionKey, TenantCtx
 from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, resolve
-from . import factory, scripts
+from . import factory, replies, scripts
 from .caller import Caller, ConnectionStats
 from .errors import ClusterRedirect
 from .factory import Connection
@@ -75,13 +72,16 @@ from .options import (
     RedisSentinelOptions,
     RedisStoreOptions,
 )
+from .replies import FoundBlob
 from .split import SplitSteps
-from .split import text as _text
 
 __all__ = ["RedisSessionStore", "revision_of"]
 
 # Operator events only, never a user id, session key, payload or secret (see caller.py too).
 _log = logging.getLogger("greentic_session.redis")
+
+# Bound once, as replies.py's own: an enum member lookup costs ~0.25 us on Python 3.11.
+_IN_OTHER_SLOT = FoundBlob.IN_OTHER_SLOT
 
 # find_or_create's create step retries when the user's pointer names a foreign session that is
 # replaced meanwhile; more than a couple of rounds means the slot is being fought over.
@@ -230,20 +230,15 @@ class RedisSessionStore(SessionStore):
                 writes.append(("SET", self.keys.user(slot), new_key))
             await self._caller.transaction(writes, key=new_key)
             return new_key
-        keys: tuple[str, ...] = (self.keys.session(new_key), self.keys.meta(new_key))
-        suffix = ""
-        if slot is not None:
-            suffix = self.keys.slot_suffix(slot)
-            if not split:
-                keys = (*keys, self.keys.user(slot))
-        userless = "1" if data.tenant_ctx.normalized_user is None else "0"
-        args = (blob, new_key, suffix, *self._ttl_args, userless)
+        userless = data.tenant_ctx.normalized_user is None
+        keys, args = scripts.create_call(
+            self.keys, new_key, blob, slot, self._ttl_args, userless=userless, split=split
+        )
         step = self._caller.eval(self._scripts.CREATE, keys, args, write=True, key=new_key)
         if split:
             assert slot is not None
             step = self._split.create(step, slot, new_key)
-        if await step != 1:
-            raise ConflictError(f"a session with key {new_key!r} already exists")
+        replies.created(await step, new_key)
         return new_key
 
     def session_key_for(self, ctx: TenantCtx, user_id: str, key: str) -> SessionKey:
@@ -295,79 +290,51 @@ class RedisSessionStore(SessionStore):
         check_key(key)
         check: str | bytes
         if isinstance(expected, _SeenBytes):
-            check, mode = expected.raw, "bytes"
+            check, compare = expected.raw, "bytes"
         elif expected is None:
-            check, mode = "", "sha1"
+            check, compare = "", "sha1"
         elif isinstance(expected, str) and expected:
-            check, mode = expected, "sha1"
+            check, compare = expected, "sha1"
         else:
             raise InvalidInputError("expected_revision must be a revision str from get_entry")
         blob = self._encode(data)
-        want = scope_of(data.tenant_ctx)
-        prefix = owner_prefix_length(data.tenant_ctx)
-        slot = owner_slot(want) if self._expiry.enabled else None
+        owner = scope_of(data.tenant_ctx)
         split = self.keys.local_only(key)
-        user_prefix, scope_prefix, set_prefix = self._index_prefixes(split)
-        args = (
-            *(want.env, want.tenant_id, want.team or "", want.user or "", blob, prefix),
-            check,
-            *self._ttl_args,
-            *(user_prefix, key, "" if slot is None else self.keys.slot_suffix(slot)),
-            mode,
-            *(scope_prefix, set_prefix),
+        keys, args = scripts.update_call(
+            self.keys,
+            key,
+            owner,
+            blob,
+            owner_prefix_length(data.tenant_ctx),
+            expected=check,
+            compare=compare,
+            ttl=self._ttl_args,
+            pointer_slot=owner_slot(owner) if self._expiry.enabled else None,
+            split=split,
         )
-        keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
         step = self._caller.eval(self._scripts.UPDATE, keys, args, write=True, key=key)
         if split:
             step = self._split.write(step, key)
-        result = await step
-        if result == 1 or (split and isinstance(result, list) and len(result) == 2):
-            return blob
-        if result == 0:
-            raise NotFoundError(f"session {key!r} not found")
-        if result == -1:
-            raise self._corrupt(key, "stored blob is not SessionData JSON")
-        if result == -2:
-            raise ConflictError(f"session {key!r} changed since revision {expected!r}")
-        env, tenant_id, team, user = (_text(part) for part in result)
-        check_update(Scope(env, tenant_id, team or None, user or None), data)
-        raise InternalError(f"session {key!r}: the owner check disagreed with the tenant fence")
+        replies.updated(await step, key, expected, data, split=split)
+        return blob
 
     async def touch_session(self, key: str) -> None:
         self._check_open()
         check_key(key)
         split = self.keys.local_only(key)
-        user_prefix, scope_prefix, set_prefix = self._index_prefixes(split)
-        keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
-        args = (*self._ttl_args, user_prefix, key, scope_prefix, set_prefix)
+        keys, args = scripts.touch_call(self.keys, key, self._ttl_args, split)
         step = self._caller.eval(self._scripts.TOUCH, keys, args, write=True, key=key)
         if split:
             step = self._split.touch(step, key)
-        result = await step
-        if result != 1 and not (split and isinstance(result, list)):
-            raise NotFoundError(f"session {key!r} not found")
-
-    def _index_prefixes(self, split: bool) -> tuple[str, str, str]:
-        """The user pointer, scope pointer and user SET prefixes update.lua, touch.lua and
-        remove.lua read and write; '' for a key whose indexes live in another cluster slot."""
-        if split:
-            return "", "", ""
-        return self.keys.user_prefix, self.keys.wait_scope_prefix, self.keys.wait_user_prefix
+        replies.touched(await step, key, split=split)
 
     async def remove_session(self, key: str) -> None:
         self._check_open()
         check_key(key)
         split = self.keys.local_only(key)
-        keys = (self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key))
-        args = (key, *self._index_prefixes(split))
+        keys, args = scripts.remove_call(self.keys, key, split)
         removed = await self._caller.eval(self._scripts.REMOVE, keys, args, write=True, key=key)
-        if split and isinstance(removed, bytes):
-            # The session is gone; its user pointer, in another slot, is left for the next lookup
-            # to clear (find's stale-pointer repair): deleting it here by name could delete the
-            # pointer of a session re-created under this key meanwhile.
-            return
-        if removed != 1:
-            raise NotFoundError(f"session {key!r} not found")
+        replies.removed(removed, key, split=split)
 
     async def find_by_user(
         self, ctx: TenantCtx, user: str
@@ -381,14 +348,11 @@ class RedisSessionStore(SessionStore):
         found = await self._find(lookup_slot(ctx, user))
         return None if found is None else SessionEntry(found[0], found[2], revision_of(found[1]))
 
-    async def _follow(
-        self, script: scripts.Script, slot: UserSlot, keys: tuple[str, ...], args: tuple[Any, ...]
-    ) -> Any:
-        """Run find.lua or create_for_user.lua; a session they name in another cluster slot
-        (their -2) is read there, as a second step: the reply then holds its blob."""
-        caller = self._caller
-        if self.keys.cluster:
-            args = (*args, self.keys.tag(slot))
+    async def _follow(self, script: scripts.Script, call: scripts.Call) -> Any:
+        """Run find.lua, or create_for_user.lua (a write); a session they name in another
+        cluster slot (`FoundBlob.IN_OTHER_SLOT`) is read there, as a second step: the reply
+        then holds its blob."""
+        caller, (keys, args) = self._caller, call
         if script is self._scripts.FIND:
             try:
                 found = await caller.eval(script, keys, args, moving="raise")
@@ -396,29 +360,27 @@ class RedisSessionStore(SessionStore):
                 # The slot is mid-migration: a script could see half its keys. Single-key
                 # reads follow the keys wherever they are (ASK), so read one by one.
                 found = await caller.execute("GET", keys[0])
-                found = None if found is None else [found, -2]
+                found = None if found is None else [found, FoundBlob.IN_OTHER_SLOT]
         else:
             found = await caller.eval(script, keys, args, write=True)
-        if isinstance(found, list) and found[1] == -2:
+        if isinstance(found, list) and found[1] == _IN_OTHER_SLOT:
             found = await self._split.read_elsewhere(found)
         return found
 
     async def _find(self, slot: UserSlot) -> tuple[SessionKey, bytes, SessionData] | None:
         """Follow `slot`'s pointer (find.lua); a stale pointer costs a compare-and-delete trip."""
-        pointer = self.keys.user(slot)
-        found = await self._follow(
-            self._scripts.FIND, slot, (pointer,), (self.keys.session_prefix,)
-        )
+        call = scripts.find_call(self.keys, slot)
+        found = replies.pointed(await self._follow(self._scripts.FIND, call))
         if found is None:
             return None
-        key, raw = SessionKey(_text(found[0])), found[1]
+        key, raw = found
         data = self._visible(slot, key, raw)
         if data is not None:
+            assert raw is not None  # visible data came from a blob
             return key, raw, data
         # Missing or foreign blob: drop the pointer, but only if nobody re-pointed it meanwhile.
-        clear = self._caller.eval(
-            self._scripts.CLEAR_POINTER, (pointer,), (key,), write=True, key=key
-        )
+        keys, args = scripts.clear_pointer_call(call[0][0], key)
+        clear = self._caller.eval(self._scripts.CLEAR_POINTER, keys, args, write=True, key=key)
         if not self.keys.cluster:
             await clear
         else:
@@ -435,15 +397,15 @@ class RedisSessionStore(SessionStore):
     ) -> tuple[SessionEntry, bool]:
         self._check_open()
         slot = own_slot(ctx, user)
-        pointer = self.keys.user(slot)
-        found = await self._follow(
-            self._scripts.FIND, slot, (pointer,), (self.keys.session_prefix,)
+        found = replies.pointed(
+            await self._follow(self._scripts.FIND, scripts.find_call(self.keys, slot))
         )
         seen, foreign = "", False
         if found is not None:
-            key, raw = SessionKey(_text(found[0])), found[1]
+            key, raw = found
             data = self._visible(slot, key, raw)
             if data is not None:
+                assert raw is not None  # visible data came from a blob
                 return SessionEntry(key, data, revision_of(raw)), False
             # (A key in another cluster slot cannot be re-checked by the create step: replaceable.)
             seen, foreign = key, raw is not None or self.keys.local_only(key)
@@ -451,24 +413,29 @@ class RedisSessionStore(SessionStore):
         blob = self._encode(data)
         check_find_or_create(ctx, slot, data)
         key = self.keys.mint(slot)
-        keys = (pointer, self.keys.session(key), self.keys.meta(key))
-        suffix = self.keys.slot_suffix(slot)
-        userless = "1" if data.tenant_ctx.normalized_user is None else "0"
+        userless = data.tenant_ctx.normalized_user is None
         for _ in range(_CREATE_ATTEMPTS):
-            args = (seen, "1" if foreign else "0", blob, key, suffix, *self._ttl_args)
-            result = await self._follow(
-                self._scripts.CREATE_FOR_USER,
+            call = scripts.create_for_user_call(
+                self.keys,
                 slot,
-                keys,
-                (*args, self.keys.session_prefix, userless),
+                key,
+                blob,
+                self._ttl_args,
+                seen=seen,
+                foreign=foreign,
+                userless=userless,
             )
-            if result == 1:
+            other = replies.created_for_user(
+                await self._follow(self._scripts.CREATE_FOR_USER, call)
+            )
+            if other is None:
                 return SessionEntry(key, data, revision_of(blob)), True
-            other, raw = SessionKey(_text(result[0])), result[1]
-            found_data = self._visible(slot, other, raw)
+            other_key, raw = other
+            found_data = self._visible(slot, other_key, raw)
             if found_data is not None:  # another call created it meanwhile
-                return SessionEntry(other, found_data, revision_of(raw)), False
-            seen, foreign = other, True
+                assert raw is not None  # visible data came from a blob
+                return SessionEntry(other_key, found_data, revision_of(raw)), False
+            seen, foreign = other_key, True
         raise ConflictError("the user's session slot kept changing; nothing was created")
 
     # -- reply-scope waits (Rust's keys and values; one script, one round trip each) -------------
@@ -493,80 +460,40 @@ class RedisSessionStore(SessionStore):
                 "on a Redis Cluster a wait's session key must carry its user's hash tag, so that "
                 "the wait's keys share one slot: build it with session_key_for(ctx, user_id, key)"
             )
-        ttl_ms = wait_ttl_millis(ttl, self._expiry.idle_ttl)
-        suffix = self.keys.slot_suffix(slot)
-        hint = f"{'' if ttl_ms is None else ttl_ms}:{suffix}:{scope_hash}"
-        keys = (
-            *(self.keys.session(key), self.keys.meta(key), self.keys.wait_hint(key)),
-            *(self.keys.wait_scope(slot, scope_hash), self.keys.wait_user(slot)),
-        )
-        args = (
-            *(owner.env, owner.tenant_id, owner.team or "", owner.user or "", blob, key),
-            *(self._ttl_args[1], hint, suffix, self.keys.session_prefix),
-            *(self.keys.wait_hint_prefix, self.keys.wait_scope_prefix, self.keys.user_prefix),
+        wait_ttl_ms = wait_ttl_millis(ttl, self._expiry.idle_ttl)
+        keys, args = scripts.register_wait_call(
+            self.keys,
+            key,
+            owner,
+            blob,
+            slot,
+            scope_hash=scope_hash,
+            wait_ttl_ms=wait_ttl_ms,
+            lifetime_ms=self._ttl_args[1],
         )
         script = self._scripts.REGISTER_WAIT
         result = await self._caller.eval(script, keys, args, write=True, key=key)
-        if result == 1:
-            return
-        if result == -1:
-            raise self._corrupt(key, "stored blob is not SessionData JSON")
-        if result == -3:
-            raise InternalError("a wait index key holds a value of another Redis type")
-        env, tenant_id, team, user = (_text(part) for part in result)
-        check_update(Scope(env, tenant_id, team or None, user or None), data)
-        raise InternalError(f"session {key!r}: the owner check disagreed with the tenant fence")
-
-    def _wait_lookup(self, slot: UserSlot) -> tuple[str, ...]:
-        """The lookup's part of the wait scripts' arguments (waits.lua's wait_verdict)."""
-        return (self.keys.session_prefix, slot.env, slot.tenant_id, slot.team or "", slot.user)
+        replies.registered(result, key, data)
 
     async def find_wait_by_scope(
         self, ctx: TenantCtx, user_id: str, scope: ReplyScope
     ) -> SessionKey | None:
         self._check_open()
         slot = wait_lookup_slot(ctx, user_id)
-        scope_hash = scope_hash_of(scope)
-        keys = (self.keys.wait_scope(slot, scope_hash), self.keys.wait_user(slot))
-        args = (
-            *self._wait_lookup(slot),
-            *(self.keys.wait_hint_prefix, f"{self.keys.slot_suffix(slot)}:{scope_hash}"),
-        )
-        found = await self._caller.eval(self._scripts.FIND_WAIT, keys, args)
-        if found is None:
-            return None
-        if found == -1:
-            raise InternalError("a wait names a session that is not SessionData JSON")
-        return SessionKey(_text(found))
+        keys, args = scripts.find_wait_call(self.keys, slot, scope_hash_of(scope))
+        return replies.found_wait(await self._caller.eval(self._scripts.FIND_WAIT, keys, args))
 
     async def list_waits_for_user(self, ctx: TenantCtx, user_id: str) -> list[SessionKey]:
         self._check_open()
-        slot = wait_lookup_slot(ctx, user_id)
-        args = (
-            *self._wait_lookup(slot),
-            *(self.keys.wait_hint_prefix, self.keys.slot_suffix(slot)),
-        )
-        found = await self._caller.eval(
-            self._scripts.LIST_WAITS, (self.keys.wait_user(slot),), args
-        )
-        if found == -1:
-            raise InternalError("a wait names a session that is not SessionData JSON")
-        if found == -3:
-            raise InternalError("a wait index key holds a value of another Redis type")
-        return [SessionKey(_text(key)) for key in found]
+        keys, args = scripts.list_waits_call(self.keys, wait_lookup_slot(ctx, user_id))
+        return replies.listed_waits(await self._caller.eval(self._scripts.LIST_WAITS, keys, args))
 
     async def clear_wait(self, ctx: TenantCtx, user_id: str, scope: ReplyScope) -> None:
         self._check_open()
         slot = wait_lookup_slot(ctx, user_id)
-        scope_hash = scope_hash_of(scope)
-        keys = (self.keys.wait_scope(slot, scope_hash), self.keys.wait_user(slot))
-        args = (
-            *self._wait_lookup(slot),
-            *(self.keys.wait_hint_prefix, f"{self.keys.slot_suffix(slot)}:{scope_hash}"),
-            *(self.keys.meta_prefix, self.keys.user_prefix, self.keys.wait_scope_prefix),
-        )
-        if await self._caller.eval(self._scripts.CLEAR_WAIT, keys, args, write=True) == -1:
-            raise InternalError("a wait names a session that is not SessionData JSON")
+        keys, args = scripts.clear_wait_call(self.keys, slot, scope_hash_of(scope))
+        script = self._scripts.CLEAR_WAIT
+        replies.cleared_wait(await self._caller.eval(script, keys, args, write=True))
 
     async def aclose(self) -> None:
         if self._closed:
@@ -597,14 +524,11 @@ class RedisSessionStore(SessionStore):
     def _encode(self, data: SessionData) -> bytes:
         return encode_session_data(data, max_bytes=self._max_blob_bytes)
 
-    def _visible(self, slot: UserSlot, key: str, raw: bytes | int | None) -> SessionData | None:
+    def _visible(self, slot: UserSlot, key: str, raw: bytes | None) -> SessionData | None:
         """The data of a blob found through `slot`'s pointer if the slot may see it, else None
-        (missing or foreign); a blob key of the wrong type (find.lua's 0) is an error."""
-        if raw == 0:
-            raise self._corrupt(key, "blob key holds a non-string Redis value")
+        (missing or foreign)."""
         if raw is None:
             return None
-        assert isinstance(raw, bytes)
         data = self._decode(key, raw)
         return data if visible_to(slot, scope_of(data.tenant_ctx)) else None
 
@@ -613,8 +537,4 @@ class RedisSessionStore(SessionStore):
             return decode_session_data(raw)
         except InvalidInputError as exc:
             _log.warning("met a stored session that does not decode (raised InternalError)")
-            raise self._corrupt(key, exc.message) from None
-
-    @staticmethod
-    def _corrupt(key: str, why: str) -> InternalError:
-        return InternalError(f"session {key!r}: {why}")
+            raise replies.corrupt(key, exc.message) from None
