@@ -177,9 +177,9 @@ def created_for_user(reply: Any) -> tuple[SessionKey, bytes | None] | None:
     return pointed(reply)
 
 
-def updated(reply: Any, key: str, expected: object, data: SessionData, *, split: bool) -> None:
+def updated(reply: Any, key: str, expected: str, data: SessionData, *, split: bool) -> None:
     """update.lua's reply: nothing when written, else the `SessionError` it means (`expected`
-    is the revision the caller named, for the message)."""
+    is the revision the write was conditioned on, for the message)."""
     if reply == _WRITTEN or (split and isinstance(reply, list) and len(reply) == 2):
         return
     if reply == UpdateReply.MISSING:

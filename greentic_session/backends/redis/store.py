@@ -94,9 +94,11 @@ def revision_of(blob: bytes) -> str:
 
 
 class _SeenBytes(NamedTuple):
-    """The stored bytes update_with read: its compare-and-set token."""
+    """The stored bytes update_with read: its compare-and-set token (and their revision, which
+    a conflict names: never the bytes, which hold user ids and payloads)."""
 
     raw: bytes
+    revision: str
 
 
 class RedisSessionStore(SessionStore):
@@ -277,7 +279,7 @@ class RedisSessionStore(SessionStore):
         if raw is None:
             return None
         entry = SessionEntry(SessionKey(key), self._decode(key, raw), revision_of(raw))
-        return entry, _SeenBytes(raw)
+        return entry, _SeenBytes(raw, entry.revision)
 
     async def _compare_and_set(self, key: str, data: SessionData, token: object) -> str:
         assert isinstance(token, _SeenBytes | str)
@@ -290,11 +292,11 @@ class RedisSessionStore(SessionStore):
         check_key(key)
         check: str | bytes
         if isinstance(expected, _SeenBytes):
-            check, compare = expected.raw, "bytes"
+            check, compare, revision = expected.raw, "bytes", expected.revision
         elif expected is None:
-            check, compare = "", "sha1"
+            check, compare, revision = "", "sha1", ""
         elif isinstance(expected, str) and expected:
-            check, compare = expected, "sha1"
+            check, compare, revision = expected, "sha1", expected
         else:
             raise InvalidInputError("expected_revision must be a revision str from get_entry")
         blob = self._encode(data)
@@ -315,7 +317,7 @@ class RedisSessionStore(SessionStore):
         step = self._caller.eval(self._scripts.UPDATE, keys, args, write=True, key=key)
         if split:
             step = self._split.write(step, key)
-        replies.updated(await step, key, expected, data, split=split)
+        replies.updated(await step, key, revision, data, split=split)
         return blob
 
     async def touch_session(self, key: str) -> None:
