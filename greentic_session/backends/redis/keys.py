@@ -75,6 +75,7 @@ class RedisKeys:
 
     __slots__ = (
         "cluster",
+        "index_prefixes",
         "meta_prefix",
         "namespace",
         "session_prefix",
@@ -93,6 +94,9 @@ class RedisKeys:
         self.wait_scope_prefix = f"{namespace}:waits:scope:"
         self.wait_user_prefix = f"{namespace}:waits:user:"
         self.wait_hint_prefix = f"{namespace}:waitof:"
+        # The prefixes of a session's user indexes, as update.lua, touch.lua and remove.lua take
+        # them: user pointer, scope pointer, user SET.
+        self.index_prefixes = (self.user_prefix, self.wait_scope_prefix, self.wait_user_prefix)
 
     def session(self, key: str) -> str:
         return self.session_prefix + self._own(key)
