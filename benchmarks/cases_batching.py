@@ -58,10 +58,7 @@ def _writes(rig: Rig) -> Callable[[], tuple[int, int]]:
     """The batched store's (socket writes, requests written) so far."""
 
     def writes() -> tuple[int, int]:
-        pool = rig.store._redis.batch
-        if pool is None:
-            return 0, 0
-        stats = pool.stats()
+        stats = rig.store.pool_stats()
         return stats.batches, stats.requests
 
     return writes

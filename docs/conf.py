@@ -44,7 +44,8 @@ autodoc_preserve_defaults = True
 nitpicky = True
 # Types that signatures and base-class lines name and that no page here documents.
 nitpick_ignore = [
-    ("py:class", "greentic_session.backends.redis.transport.BatchingPool"),  # a private argument
+    ("py:class", "greentic_session.backends.redis.factory.Connection"),  # what from_* pass in
+    ("py:class", "greentic_session.backends.redis.caller.Caller"),  # the store's `caller`
     ("py:class", "abc.ABC"),
     ("py:class", "asyncio.events.AbstractEventLoop"),  # loop_factory's return type
     ("py:class", "collections.abc.Awaitable"),

@@ -17,6 +17,7 @@ from .schema import ReplyScope, SessionData, TenantCtx, validate_identifier
 __all__ = [
     "FOREIGN",
     "LIVE",
+    "NO_TEAM",
     "SHARED",
     "Scope",
     "UserSlot",
@@ -30,6 +31,8 @@ __all__ = [
     "owner_slot",
     "scope_hash_of",
     "scope_of",
+    "team_of_segment",
+    "team_segment",
     "visible_to",
     "wait_lookup_slot",
     "wait_segments",
@@ -54,6 +57,22 @@ class UserSlot(NamedTuple):
     tenant_id: str
     team: str | None
     user: str
+
+
+# A key's team segment for "no team" (Rust's layout). A team literally named "-" therefore
+# shares its keys with "no team": see the waits below. lua/owner.lua's `team_segment` is this
+# rule for the scripts.
+NO_TEAM = "-"
+
+
+def team_segment(team: str | None) -> str:
+    """The team as a key segment: the team, or "-" for none."""
+    return NO_TEAM if team is None else team
+
+
+def team_of_segment(segment: str) -> str | None:
+    """A key's team segment as a team: None for "-"."""
+    return None if segment == NO_TEAM else segment
 
 
 def scope_of(ctx: TenantCtx) -> Scope:
@@ -150,9 +169,10 @@ def check_key(key: object) -> str:
 
 
 # -- reply-scope waits ---------------------------------------------------------------------------
-# A user's waits live at a `UserSlot` too. Their Redis keys write a missing team as "-", so a team
-# literally named "-" shares its wait keys with "no team" (Rust's layout); `wait_verdict` keeps
-# the two apart, and the in-memory store indexes by the same segments (`wait_segments`).
+# A user's waits live at a `UserSlot` too. Their Redis keys write a missing team as "-"
+# (`team_segment`), so a team literally named "-" shares its wait keys with "no team" (Rust's
+# layout); `wait_verdict` keeps the two apart, and the in-memory store indexes by the same
+# segments (`wait_segments`).
 
 
 def _wait_slot(ctx: TenantCtx, user_id: str) -> UserSlot:
@@ -195,7 +215,7 @@ def wait_lookup_slot(ctx: TenantCtx, user_id: str) -> UserSlot:
 
 def wait_segments(slot: UserSlot) -> tuple[str, str, str, str]:
     """The (env, tenant_id, team or "-", user) segments a wait key is built from."""
-    return slot.env, slot.tenant_id, "-" if slot.team is None else slot.team, slot.user
+    return slot.env, slot.tenant_id, team_segment(slot.team), slot.user
 
 
 LIVE, FOREIGN, SHARED = "live", "foreign", "shared"
@@ -207,8 +227,7 @@ def wait_verdict(slot: UserSlot, owner: Scope) -> str:
     entry is provably dead), or SHARED (the team "-" against no team: an owner whose keys
     coincide with the slot's; neither ours to return nor to delete). lua/waits.lua's
     `wait_verdict` is this rule for Redis."""
-    team = "-" if owner.team is None else owner.team
-    if (owner.env, owner.tenant_id, team) != wait_segments(slot)[:3]:
+    if (owner.env, owner.tenant_id, team_segment(owner.team)) != wait_segments(slot)[:3]:
         return FOREIGN
     if owner.user is not None and owner.user != slot.user:
         return FOREIGN

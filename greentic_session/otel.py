@@ -185,10 +185,9 @@ def _redis_calls(store: Any) -> dict[str, _Call]:
 
 
 def _connections_in_use(store: Any) -> int | None:
-    """Calls of `store` holding a connection (`RedisCaller.in_use`)."""
-    caller = getattr(store, "_redis", None)
-    in_use = getattr(caller, "in_use", None)
-    return in_use if isinstance(in_use, int) else None
+    """Connections of `store` in use (`RedisSessionStore.pool_stats().in_use`)."""
+    pool_stats = getattr(store, "pool_stats", None)
+    return None if pool_stats is None else int(pool_stats().in_use)
 
 
 class _Telemetry:

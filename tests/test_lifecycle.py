@@ -184,6 +184,25 @@ async def test_update_with_gives_up_after_its_attempts(store: SessionStore) -> N
     assert "mine" not in json.loads(stored.context_json)
 
 
+async def test_a_lost_update_with_names_the_revision_not_the_data(store: SessionStore) -> None:
+    """The ConflictError of an update_with that lost its race names the revision it read, never
+    the stored session's data or user."""
+    key = await store.create_session(ALICE, make_data(ALICE, state='["private-note"]'))
+    read = await store.get_entry(key)
+    assert read is not None
+
+    async def meddling(data: SessionData) -> SessionData:
+        await store.update_session(key, appended(data, "other"))  # a writer in between
+        return appended(data, "mine")
+
+    with pytest.raises(ConflictError) as caught:
+        await store.update_with(key, meddling, attempts=1)
+    message = str(caught.value)
+    assert read.revision in message
+    assert "alice" not in message
+    assert "private-note" not in message
+
+
 async def test_update_with_on_a_missing_session_never_calls_change(store: SessionStore) -> None:
     """update_with on an unknown key raises NotFoundError without calling change."""
 

@@ -133,6 +133,27 @@ async def test_cluster_namespace_with_braces_is_refused(redis_cluster: LocalClus
         SessionBackendConfig.redis_cluster(redis_cluster.startup_urls, namespace="{app}:session")
 
 
+async def test_one_cluster_url_reaches_the_cluster(
+    redis_cluster: LocalCluster, namespace: str
+) -> None:
+    """A `redis+cluster://host1:port,host2:port` URL builds the same options as the startup URLs,
+    and a store from it (`from_url`, or a config's `redis_url`) stores and finds sessions there."""
+    hosts = ",".join(url.removeprefix("redis://") for url in redis_cluster.startup_urls)
+    url = f"redis+cluster://{hosts}/0"
+    by_url = SessionBackendConfig.redis_url(url, namespace=namespace, idle_ttl=60)
+    by_list = SessionBackendConfig.redis_cluster(
+        [f"{node}/0" for node in redis_cluster.startup_urls], namespace=namespace, idle_ttl=60
+    )
+    assert by_url == by_list
+    ctx = ctx_of("url-user")
+    async with RedisSessionStore.from_url(url, namespace=namespace) as store:
+        assert store.is_cluster
+        key = await store.create_session(ctx, make_data(ctx))
+    async with create_session_store(by_url) as store:
+        assert await store.find_by_user(ctx, "url-user") == (key, make_data(ctx))
+        await store.remove_session(key)
+
+
 async def test_a_wait_key_must_carry_its_users_tag(
     redis_cluster: LocalCluster, namespace: str
 ) -> None:
@@ -544,7 +565,7 @@ async def test_random_cancellations_during_a_migration_leave_the_store_sound(
             await drill.verify_all()
             assert drill.outcomes["cancelled"] >= 20, drill.outcomes
             assert drill.outcomes["completed"] >= 20, drill.outcomes
-            for node in store._redis.nodes().values():  # type: ignore[union-attr]
+            for node in store.pool_stats().nodes.values():
                 assert node.in_use == 0
 
 
@@ -591,7 +612,7 @@ async def test_aclose_stops_a_call_waiting_out_a_migration(
     slot = LocalCluster.slot_of(blob)
     src = cluster.owner_of_slot(slot)
     (dst,) = (port for port in cluster.master_ports() if port != src)
-    router = store._redis
+    router = store.caller
     assert isinstance(router, ClusterCaller)
     waiting = asyncio.Event()
     wait_out = router._wait_out

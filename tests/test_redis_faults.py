@@ -123,7 +123,7 @@ def pool_counts(store: RedisSessionStore) -> tuple[int, int]:
 
 def batching_pool(store: RedisSessionStore) -> BatchingPool:
     """The batched store's transport (built on the store's first call)."""
-    pool = store._redis.batch
+    pool = store.caller.batch
     assert pool is not None, "a batched store made no call yet, or is not batched"
     return pool
 
@@ -486,7 +486,7 @@ async def test_a_thousand_random_cancellations_leave_no_crosstalk_or_leaks(
         in_use, total = pool_counts(store)
         assert in_use == 0, "a cancelled call leaked a pooled connection"
         assert total <= max_connections
-        assert store._redis.in_use == 0, "a cancelled call kept a gate permit"
+        assert store.pool_stats().in_use == 0, "a cancelled call kept a gate permit"
         if transport.batching:  # cancelled calls share connections: none may be dropped or stuck
             assert total == 0, "a batched store used redis-py's pool"
             await assert_nothing_left_in_flight(store)

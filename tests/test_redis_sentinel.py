@@ -27,8 +27,8 @@ from greentic_session import (
     UnknownOutcomeError,
     create_session_store,
 )
-from greentic_session.backends.redis.client import PrimaryPool
 from greentic_session.backends.redis.options import RedisSentinelOptions
+from greentic_session.backends.redis.sentinel import PrimaryPool
 from greentic_session.testing import SentinelCluster, TLSFiles, free_port
 from tests.conftest import make_data
 

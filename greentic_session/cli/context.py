@@ -16,6 +16,7 @@ from typing import Any
 
 from ..codec import decode_session_data
 from ..errors import InvalidInputError, NotFoundError, SessionError, UnavailableError
+from ..fence import team_segment
 from ..schema import SessionData
 from .layout import Layout
 from .walk import Connection, Progress, Stop, Walker
@@ -79,7 +80,7 @@ def table(headers: list[str], rows: Iterable[Iterable[object]]) -> list[str]:
 
 def team_label(team: str | None) -> str:
     """How a report shows a team: "-" for none, as in the key layout."""
-    return "-" if team is None else team
+    return team_segment(team)
 
 
 def try_decode(blob: bytes) -> tuple[SessionData | None, str | None]:

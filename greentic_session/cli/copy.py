@@ -19,9 +19,10 @@ A session whose blob is already in the cluster with the same bytes counts as cop
 second run, or one after an interruption, finishes the pointers and changes nothing else); with
 other bytes it is a conflict and nothing of it is written.
 
-The writes go through the cluster store's own router (`ClusterCaller`) rather than redis-py's
-`RedisCluster`: it follows MOVED and ASK, never re-sends a write whose reply was lost (redis-py's
-cluster client retries by default), and maps every failure to the store's typed errors.
+The writes go through the cluster store's own router (its `caller`, a `ClusterCaller`) rather
+than redis-py's `RedisCluster`: it follows MOVED and ASK, never re-sends a write whose reply was
+lost (redis-py's cluster client retries by default), and maps every failure to the store's typed
+errors.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..backends.redis.cluster import ClusterCaller
+from ..backends.redis.caller import Caller
 from ..backends.redis.keys import RedisKeys, is_tagged, key_tag
 from ..backends.redis.scripts import Script
 from ..backends.redis.store import RedisSessionStore
@@ -191,7 +192,7 @@ class Tally:
 
 
 class Copier:
-    def __init__(self, caller: ClusterCaller, *, dry: bool) -> None:
+    def __init__(self, caller: Caller, *, dry: bool) -> None:
         self.caller = caller
         self.dry = dry
         self.tally = Tally()
@@ -237,9 +238,9 @@ class Copier:
 
 async def copy_to_cluster(ctx: Context, target: RedisSessionStore, *, yes: bool) -> Report:
     """Copy every session of the source namespace into the cluster `target` stores in."""
-    caller = target._redis
-    if not isinstance(caller, ClusterCaller):
+    if not target.is_cluster:
         raise TypeError("copy-to-cluster needs a cluster store")
+    caller = target.caller
     keys = target.keys
     # Reach the cluster (its slot map) before walking the source: an unreachable target fails
     # the command at once, with nothing read or written.

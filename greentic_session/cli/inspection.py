@@ -8,7 +8,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from ..fence import UserSlot, check_key
+from ..fence import NO_TEAM, UserSlot, check_key
 from ..schema import validate_identifier
 from .census import SIZE_BUCKETS, TTL_BUCKETS, take_census
 from .context import Context, ExitCode, Report, finish, table, team_label, try_decode, walk_summary
@@ -105,7 +105,7 @@ async def find(ctx: Context, env: str, tenant: str, team: str | None, user: str)
     slot = UserSlot(
         validate_identifier(env, "env"),
         validate_identifier(tenant, "tenant"),
-        None if team in (None, "-") else validate_identifier(team, "team"),
+        None if team is None or team == NO_TEAM else validate_identifier(team, "team"),
         validate_identifier(user, "user"),
     )
     name = ctx.layout.pointer_name(slot)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from ..backends.redis.keys import RedisKeys
 from ..errors import InvalidInputError
-from ..fence import UserSlot
+from ..fence import UserSlot, team_of_segment
 from ..schema import validate_identifier
 
 __all__ = ["COMPANION_KINDS", "STRING_KINDS", "Kind", "Layout", "Parsed"]
@@ -55,7 +55,7 @@ def parse_slot(text: str) -> UserSlot | None:
     except InvalidInputError:
         return None
     env, tenant_id, team, user = parts
-    return UserSlot(env, tenant_id, None if team == "-" else team, user)
+    return UserSlot(env, tenant_id, team_of_segment(team), user)
 
 
 class Layout:

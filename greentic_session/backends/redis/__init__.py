@@ -1,9 +1,20 @@
-"""The Redis backend: `store` (the calls), `client` (gate, time limits, retries), `errors` (the one
-mapping of redis-py failures to `SessionError`), `scripts` + `lua/` (atomic steps), `keys` (the key
-layout), `options` (URL and pool options), `deadlines` (per-call time limits).
+"""The Redis backend, one room per concern:
 
-Only `store`, `client`, `errors` and `scripts` import redis-py; `keys` and `options` are Redis-free,
-so configuration never needs the extra. `RedisSessionStore` is resolved lazily for that reason.
+- `store`: `RedisSessionStore`, the calls of the `SessionStore` API;
+- `factory`: every way to build a store (options, a URL, Sentinel, a cluster, your own client),
+  and the one way into it;
+- `caller`: how calls reach Redis: the `Caller` protocol and the single-node caller (gate, time
+  limits, retries); `sentinel`: the Sentinel primary pool and its caller; `cluster`: slot
+  routing over one caller per master; `transport` + `connection`: the batching transport;
+- `split`: a cluster's two-step calls on a caller's key;
+- `errors`: the one mapping of redis-py failures to `SessionError`;
+- `scripts` + `lua/`: the atomic steps and each one's arguments; `replies`: what each answers,
+  as a result or a `SessionError`; `keys`: the key layouts;
+- `options` (pool and topology options) and `urls` (URL parsing and redaction);
+  `deadlines`: per-call time limits.
+
+`keys`, `options`, `urls`, `scripts` and `replies` are Redis-free, so configuration never needs
+the extra; `RedisSessionStore` (which imports redis-py) is resolved lazily for that reason.
 """
 
 from __future__ import annotations

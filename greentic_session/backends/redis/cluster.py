@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from redis.crc import key_slot
 
 from ...errors import ErrorCode, InternalError, SessionError, StoreClosedError, UnavailableError
-from .client import RedisCaller, cancel_idle
+from .caller import ConnectionStats, Moving, RedisCaller, cancel_idle
 from .errors import ClusterRedirect
 from .scripts import Script
 
@@ -79,7 +79,7 @@ def parse_slots(reply: Any, asked: Node) -> list[tuple[int, int, Node]]:
 
 
 class ClusterCaller:
-    """The caller of a cluster store: routes `eval`, `execute` and `transaction` by slot.
+    """The `caller.Caller` of a cluster store: routes `eval`, `execute` and `transaction` by slot.
 
     `node` builds the caller of one master (connections, time limits, error mapping: the same
     `RedisCaller` as a single-node store, told to raise `ClusterRedirect` instead of mapping
@@ -104,9 +104,11 @@ class ClusterCaller:
         self._refreshed_at = -1.0  # time.monotonic() of the last re-read's end
         self._closed = False
 
-    @property
-    def in_use(self) -> int:
-        return sum(node.in_use for node in self._nodes.values())
+    def pool_stats(self) -> ConnectionStats:
+        """Every master's connections made so far, and their sum."""
+        return ConnectionStats.total(
+            {f"{host}:{port}": node.pool_stats() for (host, port), node in self._nodes.items()}
+        )
 
     def nodes(self) -> dict[Node, RedisCaller]:
         """The node callers made so far (tests and operators' tools)."""
@@ -122,7 +124,7 @@ class ClusterCaller:
         *,
         write: bool = False,
         key: str | None = None,
-        moving: str = "wait",
+        moving: Moving = "wait",
     ) -> Any:
         """Run `script` on the master of `keys[0]`'s slot (every key in it shares that slot).
 
@@ -186,7 +188,7 @@ class ClusterCaller:
         run: Callable[[RedisCaller, bool], Awaitable[T]],
         *,
         follow_ask: bool,
-        moving: str = "wait",
+        moving: Moving = "wait",
         first: ClusterRedirect | None = None,
     ) -> T:
         """Run `run` on `slot`'s master until it runs somewhere (see the module docstring);

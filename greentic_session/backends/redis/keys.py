@@ -30,7 +30,7 @@ import hashlib
 import re
 
 from ...errors import InvalidInputError
-from ...fence import UserSlot
+from ...fence import UserSlot, team_segment
 from ...schema import SessionKey, new_session_key
 
 __all__ = ["RedisKeys", "is_tagged", "key_tag", "validate_namespace"]
@@ -75,6 +75,7 @@ class RedisKeys:
 
     __slots__ = (
         "cluster",
+        "index_prefixes",
         "meta_prefix",
         "namespace",
         "session_prefix",
@@ -93,6 +94,9 @@ class RedisKeys:
         self.wait_scope_prefix = f"{namespace}:waits:scope:"
         self.wait_user_prefix = f"{namespace}:waits:user:"
         self.wait_hint_prefix = f"{namespace}:waitof:"
+        # The prefixes of a session's user indexes, as update.lua, touch.lua and remove.lua take
+        # them: user pointer, scope pointer, user SET.
+        self.index_prefixes = (self.user_prefix, self.wait_scope_prefix, self.wait_user_prefix)
 
     def session(self, key: str) -> str:
         return self.session_prefix + self._own(key)
@@ -111,8 +115,7 @@ class RedisKeys:
     def slot_suffix(self, slot: UserSlot) -> str:
         """`{env}:{tenant_id}:{team or "-"}:{user}`, the tail of every per-user key; on a cluster
         led by the user's tag."""
-        team = slot.team if slot.team is not None else "-"
-        plain = f"{slot.env}:{slot.tenant_id}:{team}:{slot.user}"
+        plain = f"{slot.env}:{slot.tenant_id}:{team_segment(slot.team)}:{slot.user}"
         if self.cluster:
             return f"{_tag(plain)}:{plain}"
         return plain

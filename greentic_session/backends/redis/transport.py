@@ -426,6 +426,11 @@ class BatchingPool:
             1 for connection in self._live if connection.outstanding and not connection.closed
         )
 
+    @property
+    def in_flight(self) -> int:
+        """Requests submitted on open connections and not yet answered."""
+        return sum(c.outstanding for c in self._live if not c.closed)
+
     def stats(self) -> PoolStats:
         """Connections and writes since the pool was built (`written`: requests written by each
         live connection, in the order they opened)."""

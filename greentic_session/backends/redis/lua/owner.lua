@@ -38,14 +38,18 @@ local function owner_of_head(text)
   return owner_of_ctx(found)
 end
 
+-- An owner's team ('' for none) as a key segment: '-' for none (fence.team_segment's rule).
+local function team_segment(team)
+  if team == '' then return '-' end
+  return team
+end
+
 -- The pointer suffix of an owner, keys.RedisKeys.slot_suffix's layout:
--- {env}:{tenant_id}:{team or '-'}:{user}; '' when the owner has no user (no pointer). On a
+-- {env}:{tenant_id}:{team_segment}:{user}; '' when the owner has no user (no pointer). On a
 -- cluster (CLUSTER_TAGS, scripts.py's first line) led by the user's hash tag, as keys.py's _tag.
 local function pointer_suffix(owner)
   if owner[1] == '' or owner[2] == '' or owner[4] == '' then return '' end
-  local team = owner[3]
-  if team == '' then team = '-' end
-  local plain = owner[1] .. ':' .. owner[2] .. ':' .. team .. ':' .. owner[4]
+  local plain = owner[1] .. ':' .. owner[2] .. ':' .. team_segment(owner[3]) .. ':' .. owner[4]
   if CLUSTER_TAGS then return '{' .. string.sub(redis.sha1hex(plain), 1, 8) .. '}:' .. plain end
   return plain
 end

@@ -20,10 +20,9 @@ end
 -- fence.wait_verdict for Redis: 'live', 'foreign' (provably dead here) or 'shared' (a team '-'
 -- against no team: same keys, another owner). env, tenant, team ('' none), user: the lookup's.
 local function wait_verdict(owner, env, tenant, team, user)
-  local theirs, mine = owner[3], team
-  if theirs == '' then theirs = '-' end
-  if mine == '' then mine = '-' end
-  if owner[1] ~= env or owner[2] ~= tenant or theirs ~= mine then return 'foreign' end
+  if owner[1] ~= env or owner[2] ~= tenant or team_segment(owner[3]) ~= team_segment(team) then
+    return 'foreign'
+  end
   if owner[4] ~= '' and owner[4] ~= user then return 'foreign' end
   if owner[3] == team then return 'live' end
   return 'shared'

@@ -1,5 +1,8 @@
-"""How every Redis call is made: the connection gate, the per-call time limit, read retries,
-script calls, and errors mapped to `SessionError` (see `errors`).
+"""How a store's calls reach Redis: the `Caller` protocol every topology's caller implements
+(`RedisCaller` here for one node, `sentinel.SentinelCaller`, `cluster.ClusterCaller`), what a
+store can learn about its connections (`ConnectionStats`), and the single-node caller: the
+connection gate, the per-call time limit, read retries, script calls, and errors mapped to
+`SessionError` (see `errors`).
 
 Two transports: by default (`batching`) commands go through `transport.BatchingPool`, whose
 connections carry the calls of many tasks in one write and handle cancellation, lost replies and
@@ -20,27 +23,19 @@ aside. With `batching=False` they go through redis-py's pool, under these rules:
   nothing redis-py raised (its text may echo keys with user ids) hangs off them.
 - Operators get one WARNING on `greentic_session.redis` when the connection is lost and one INFO
   when it is back (the redacted address and the kind of failure only).
-- Through Sentinel (`PrimaryPool`), a `READONLY` reply means the primary this pool talks to was
-  demoted: every connection to it is dropped (idle ones at once, busy ones when released) so the
-  next call asks Sentinel for the new primary; the refused call raises `UnavailableError`, since
-  nothing was applied. Replicas are never read: a stale revision would break compare-and-set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
-from redis.asyncio.sentinel import (
-    Sentinel,
-    SentinelConnectionPool,
-    SentinelManagedConnection,
-    SentinelManagedSSLConnection,
-)
 
 from ...errors import InvalidInputError, PoolExhaustedError, SessionError
 from .deadlines import Deadlines
@@ -49,13 +44,86 @@ from .scripts import Script
 from .transport import BatchingPool, ConnectTimeoutError, exec_result
 from .untyped import untyped
 
-__all__ = ["PrimaryPool", "RedisCaller", "cancel_idle"]
+__all__ = ["Caller", "ConnectionStats", "Moving", "RedisCaller", "cancel_idle"]
 
 T = TypeVar("T")
 
-# How long the +switch-master listener waits for a message before it PINGs its sentinel, and
-# then for the PONG before it moves to the next sentinel (a silently dead peer sends nothing).
-_SENTINEL_QUIET = 30.0
+Moving = Literal["wait", "raise"]
+"""What a script call does while its cluster slot is mid-migration (see `Caller.eval`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStats:
+    """A store's connections now (`RedisSessionStore.pool_stats()`), summed over a cluster's
+    masters, which `nodes` lists one by one ("host:port"; empty on one node).
+
+    `in_use`: connections with a call under way (batched: awaiting replies; unbatched: the calls
+    holding one of the gate's `max_connections` permits); `idle`: open connections with none;
+    `in_flight`: batched calls written and awaiting their replies (0 unbatched); `batches` and
+    `requests`: the batching transport's socket writes and the calls they carried, since it was
+    built on the current event loop (0 unbatched).
+    """
+
+    in_use: int = 0
+    idle: int = 0
+    in_flight: int = 0
+    batches: int = 0
+    requests: int = 0
+    nodes: Mapping[str, ConnectionStats] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def total(cls, nodes: Mapping[str, ConnectionStats]) -> ConnectionStats:
+        """The sum of `nodes` (a cluster's masters), listing them."""
+        values = nodes.values()
+        return cls(
+            in_use=sum(node.in_use for node in values),
+            idle=sum(node.idle for node in values),
+            in_flight=sum(node.in_flight for node in values),
+            batches=sum(node.batches for node in values),
+            requests=sum(node.requests for node in values),
+            nodes=MappingProxyType(dict(nodes)),
+        )
+
+
+class Caller(Protocol):
+    """How a store's calls reach Redis, whatever the topology: each call is one command, one
+    script or one MULTI unit, with `SessionError`s for failures (`UnknownOutcomeError` for a
+    write whose reply was lost). `key` names the session for error messages."""
+
+    async def eval(
+        self,
+        script: Script,
+        keys: tuple[str, ...],
+        args: tuple[str | bytes | int, ...],
+        *,
+        write: bool = False,
+        key: str | None = None,
+        moving: Moving = "wait",
+    ) -> Any:
+        """Run `script` (EVALSHA, else EVAL). On a cluster, every key shares `keys[0]`'s slot;
+        while that slot is mid-migration the call waits for it to settle, or, with
+        `moving="raise"` (a read the caller can do key by key instead), raises
+        `errors.ClusterRedirect` at once. One node has no slots: `moving` changes nothing."""
+        ...
+
+    async def execute(self, *args: Any, write: bool = False, key: str | None = None) -> Any:
+        """One command; on a cluster `args[1]` is its key and routes it."""
+        ...
+
+    async def transaction(
+        self, commands: Sequence[tuple[Any, ...]], *, key: str | None = None
+    ) -> list[Any]:
+        """MULTI, `commands`, EXEC as one unit (a write); on a cluster all share one slot."""
+        ...
+
+    def pool_stats(self) -> ConnectionStats:
+        """The connections now (see `ConnectionStats`)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection this caller opened."""
+        ...
+
 
 # Pauses before the 2nd and 3rd attempt of a read whose connection failed.
 _READ_BACKOFF = (0.02, 0.1)
@@ -127,171 +195,9 @@ def cancel_idle(task: asyncio.Task[None]) -> None:
         task.cancel()
 
 
-class _PrimaryConnection(SentinelManagedConnection):
-    """A connection to the service's primary that tells its pool when that primary is demoted.
-
-    Unlike redis-py's SentinelManagedConnection, a `READONLY` reply stays a `ReadOnlyError` (a
-    refusal: nothing was applied) instead of becoming a `ConnectionError` (which a write would
-    have to report as an unknown outcome), and it drops every connection to the old primary, not
-    only this one.
-    """
-
-    connection_pool: PrimaryPool
-    generation = -1  # the pool's generation when this connection was opened
-
-    async def connect_to(self, address: Any) -> None:
-        self.generation = self.connection_pool.generation
-        await untyped(super()).connect_to(address)
-
-    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            # Past SentinelManagedConnection's own READONLY handling, to the plain connection's.
-            return await super(SentinelManagedConnection, self).read_response(*args, **kwargs)
-        except redis_errors.ReadOnlyError:
-            await self.connection_pool.forget_primary()
-            raise
-
-
-class _PrimarySSLConnection(_PrimaryConnection, SentinelManagedSSLConnection):
-    pass
-
-
-class PrimaryPool(SentinelConnectionPool):
-    """The connection pool of the primary Sentinel names for one service (never a replica).
-
-    Every connection records the pool's generation when it opens; `forget_primary` starts a new
-    generation, so connections to the old primary are closed instead of reused (idle ones at
-    once; busy ones, whose calls may still be reading replies, when they are released), and the
-    next connection asks Sentinel where the primary is. A change of the address Sentinel reports
-    does the same. Closing the pool closes the sentinels' connections too.
-    """
-
-    def __init__(
-        self,
-        service_name: str,
-        sentinel: Sentinel,
-        *,
-        tls: bool,
-        watch_switches: bool = True,
-        **kwargs: Any,
-    ):
-        connection_class = _PrimarySSLConnection if tls else _PrimaryConnection
-        untyped(super()).__init__(
-            service_name,
-            sentinel,
-            is_master=True,
-            connection_class=connection_class,
-            **kwargs,
-        )
-        self.generation = 0
-        self.watch_switches = watch_switches
-        self._watcher: asyncio.Task[None] | None = None
-
-    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if self.watch_switches and (self._watcher is None or self._watcher.done()):
-            self._watcher = asyncio.create_task(self._watch_switches())
-        return await untyped(super()).get_connection(*args, **kwargs)
-
-    async def _watch_switches(self) -> None:
-        """Forget the primary as soon as a sentinel announces `+switch-master` for this service.
-
-        Without this, connections already open keep writing to the old primary, which
-        acknowledges them, until Sentinel demotes it (about 10 s after the switch; its `READONLY`
-        replies are the backstop), and everything it acknowledged meanwhile is lost. One
-        sentinel's announcement is enough; when none can be reached, calls discover on their own.
-        """
-        service = self.service_name.encode()
-        while True:
-            for client in self.sentinel_manager.sentinels:
-                pubsub = client.pubsub()
-                try:
-                    await pubsub.subscribe("+switch-master")
-                    awaiting_pong = False
-                    while True:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=_SENTINEL_QUIET
-                        )
-                        if message is None:
-                            if awaiting_pong:
-                                break  # silent even to a PING: listen to the next sentinel
-                            await pubsub.ping()
-                            awaiting_pong = True
-                            continue
-                        awaiting_pong = False
-                        await self._on_switch(service, message.get("data"))
-                except (redis_errors.RedisError, OSError):
-                    pass  # this sentinel is unreachable: listen to the next one
-                finally:
-                    await pubsub.aclose()
-            await asyncio.sleep(1.0)  # none reachable: try again later, calls fail meanwhile
-
-    async def _on_switch(self, service: bytes, data: object) -> None:
-        """Forget the primary if `data` (a `+switch-master` message: "<service> <old ip> <old
-        port> <new ip> <new port>") moves this service to an address the pool is not using."""
-        if not isinstance(data, bytes):
-            return
-        fields = data.split(b" ")
-        if len(fields) != 5 or fields[0] != service:
-            return
-        known = self.master_address
-        if known is not None and (str(known[0]).encode(), str(known[1]).encode()) == (
-            fields[3],
-            fields[4],
-        ):
-            return  # a new connection already found the new primary
-        await self.forget_primary()
-
-    async def _stop_watching(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is None or watcher.done():
-            return
-        if watcher.get_loop() is not asyncio.get_running_loop():
-            cancel_idle(watcher)
-            return
-        watcher.cancel()
-        await asyncio.wait([watcher])  # let its pubsub close; our own cancellation propagates
-
-    async def forget_primary(self) -> None:
-        """Stop using the current primary: it was demoted (or Sentinel switched away from it)."""
-        self.generation += 1
-        self.master_address = None
-        await super().disconnect(inuse_connections=False)
-
-    async def get_master_address(self) -> Any:
-        known = self.master_address
-        address = await untyped(super()).get_master_address()
-        if known is not None and address != known:
-            # Sentinel moved the service: busy connections still talk to the old primary.
-            self.generation += 1
-        return address
-
-    async def release(self, connection: Any) -> None:
-        if getattr(connection, "generation", self.generation) != self.generation:
-            await connection.disconnect()
-        await super().release(connection)
-
-    async def disconnect(self, inuse_connections: bool = True) -> None:
-        if inuse_connections:  # closing (or leaving a loop): the watcher and sentinels too
-            await self._stop_watching()
-        await super().disconnect(inuse_connections)
-        if inuse_connections:
-            for client in self.sentinel_manager.sentinels:
-                await client.connection_pool.disconnect()
-
-    def reset(self) -> None:
-        untyped(super()).reset()
-        watcher = getattr(self, "_watcher", None)  # reset() runs inside __init__ too
-        if watcher is not None:
-            cancel_idle(watcher)
-            self._watcher = None
-
-    def loop_bound_pools(self) -> list[Any]:
-        """The sentinels' own pools, bound to the event loop like this one."""
-        return [client.connection_pool for client in self.sentinel_manager.sentinels]
-
-
 class RedisCaller:
-    """Runs calls on one `redis.asyncio.Redis` client under the rules in the module docstring.
+    """The `Caller` of one node: runs calls on one `redis.asyncio.Redis` client under the rules
+    in the module docstring (a cluster's `ClusterCaller` has one per master).
 
     Event loops: redis-py connections and the gate belong to the loop that made them. Each call
     checks that the running loop is the one the caller last ran on (one identity check); on a
@@ -348,13 +254,24 @@ class RedisCaller:
         self._reached = False  # any reply since the store opened
         self._warned = False  # a WARNING went out and no INFO yet
 
-    @property
-    def in_use(self) -> int:
-        """Connections in use now: batched, those awaiting replies; else the calls holding a
-        connection (the gate's taken permits)."""
-        if self.batch is not None:
-            return self.batch.busy_connections
-        return max(0, self._permits - self.gate._value)  # asyncio.Semaphore's free permits
+    def pool_stats(self) -> ConnectionStats:
+        batch = self.batch
+        if batch is not None:
+            busy, written = batch.busy_connections, batch.stats()
+            return ConnectionStats(
+                in_use=busy,
+                idle=max(0, written.live - busy),
+                in_flight=batch.in_flight,
+                batches=written.batches,
+                requests=written.requests,
+            )
+        pool = self.client.connection_pool
+        return ConnectionStats(
+            # The calls holding a connection: the gate's taken permits (asyncio.Semaphore's
+            # `_value` is its free ones).
+            in_use=max(0, self._permits - self.gate._value),
+            idle=len(getattr(pool, "_available_connections", ())),
+        )
 
     async def eval(
         self,
@@ -364,8 +281,10 @@ class RedisCaller:
         *,
         write: bool = False,
         key: str | None = None,
+        moving: Moving = "wait",
     ) -> Any:
-        """Run `script` through `call` (`key` names the session for error messages)."""
+        """Run `script` through `call` (`key` names the session for error messages); one node
+        has no slot to move, so `moving` changes nothing (see `Caller.eval`)."""
         batch = self.batch
         if batch is not None and _loop_or_none() is self._loop:
             # The batched fast path (see `_fast_failure`): EVALSHA straight to the transport.
@@ -605,9 +524,7 @@ class RedisCaller:
             # Connections made on the old loop can be neither used nor awaited from this one:
             # the pool forgets them, and the old loop's watcher closes them if that loop runs
             # again or shuts down (if it is closed already, its watcher closed them then).
-            main = self.client.connection_pool
-            pools = [main, *(main.loop_bound_pools() if isinstance(main, PrimaryPool) else ())]
-            for pool in pools:
+            for pool in self._loop_bound_pools():
                 stale = [
                     *getattr(pool, "_available_connections", ()),
                     *getattr(pool, "_in_use_connections", ()),
@@ -621,6 +538,11 @@ class RedisCaller:
         await watch.__anext__()  # registers it with this loop's async-generator shutdown
         self._watches = [(seen, w) for seen, w in self._watches if not seen.is_closed()]
         self._watches.append((loop, watch))
+
+    def _loop_bound_pools(self) -> list[Any]:
+        """The redis-py pools whose connections and locks belong to the loop (sentinel.py adds
+        the sentinels' own)."""
+        return [self.client.connection_pool]
 
     async def _watch_loop(
         self, loop: asyncio.AbstractEventLoop, left_behind: list[Any]
