@@ -25,6 +25,20 @@ from redis.asyncio.sentinel import (
 from .caller import RedisCaller, cancel_idle
 from .untyped import untyped
 
+
+def _raise_if_stopped() -> None:
+    """Raise `CancelledError` if the running task was asked to stop, even if the request was lost.
+
+    On Python 3.11, redis-py's per-send `asyncio.wait_for` (any client with a socket_timeout,
+    such as the sentinels') returns normally when a cancellation arrives just as the send
+    completes (CPython issue 86296); the task's `cancelling()` count still shows the request.
+    A loop that never ends on its own checks this, or it would run (and be awaited) forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 __all__ = ["PrimaryPool", "SentinelCaller"]
 
 # How long the +switch-master listener waits for a message before it PINGs its sentinel, and
@@ -108,11 +122,13 @@ class PrimaryPool(SentinelConnectionPool):
         service = self.service_name.encode()
         while True:
             for client in self.sentinel_manager.sentinels:
+                _raise_if_stopped()
                 pubsub = client.pubsub()
                 try:
                     await pubsub.subscribe("+switch-master")
                     awaiting_pong = False
                     while True:
+                        _raise_if_stopped()
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=_SENTINEL_QUIET
                         )
