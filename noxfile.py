@@ -33,11 +33,16 @@ def install(session: nox.Session, *groups: str, extras: str = "redis") -> None:
     session.install("-e", spec, *group_args)
 
 
+# One pytest worker per core (pytest-xdist): the tests wait on their servers much of the time.
+# Each worker starts its own private servers; `-- -n 0` runs in one process.
+PARALLEL = ("-n", "auto", "--dist", "worksteal")
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole suite, Redis included (a private redis-server is started by the tests)."""
     install(session, "test", extras=ALL_EXTRAS)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *PARALLEL, *session.posargs)
 
 
 # The other interpreters the contract is held on: the conformance and lifecycle suites (every
@@ -59,7 +64,7 @@ def interpreter(version: str) -> str:
 def contract(session: nox.Session) -> None:
     """The conformance and lifecycle suites on this interpreter (every backend cell)."""
     install(session, "test", extras=ALL_EXTRAS)
-    session.run("pytest", *CONTRACT_SUITES, *session.posargs)
+    session.run("pytest", *PARALLEL, *CONTRACT_SUITES, *session.posargs)
 
 
 for _version in OTHER_PYTHONS:
@@ -117,7 +122,7 @@ def lowest(session: nox.Session) -> None:
     session.install("--upgrade", "pip")
     group_args = [arg for group in groups for arg in ("--group", group)]
     session.install("-c", str(constraints), "-e", f".[{','.join(extras)}]", *group_args)
-    session.run("pytest", *(session.posargs or LOWEST_SUITES))
+    session.run("pytest", *PARALLEL, *(session.posargs or LOWEST_SUITES))
 
 
 @nox.session(python=PYTHON)
