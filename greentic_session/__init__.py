@@ -12,6 +12,7 @@ from .backends.memory import InMemorySessionStore
 from .backends.redis.options import DEFAULT_NAMESPACE
 from .codec import decode_session_data, encode_session_data
 from .config import SessionBackendConfig, create_session_store
+from .deadlines import DueWait
 from .errors import (
     ConflictError,
     ErrorCode,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_NAMESPACE",
     "ConflictError",
+    "DueWait",
     "Encryption",
     "ErrorCode",
     "Impersonation",

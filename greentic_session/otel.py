@@ -94,6 +94,8 @@ OPERATIONS: Final[tuple[str, ...]] = (
     "find_wait_by_scope",
     "list_waits_for_user",
     "clear_wait",
+    "claim_due_waits",
+    "settle_due",
 )
 
 SCOPE_NAME: Final = "greentic_session"

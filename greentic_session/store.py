@@ -5,15 +5,18 @@ from __future__ import annotations
 import abc
 import inspect
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
-from typing import Self, TypedDict
+from typing import TYPE_CHECKING, Self, TypedDict
 
 import anyio
 import msgspec
 
 from .errors import ConflictError, InvalidInputError, NotFoundError
 from .schema import ReplyScope, SessionData, SessionKey, TenantCtx
+
+if TYPE_CHECKING:
+    from .deadlines import DueWait
 
 __all__ = [
     "DEFAULT_UPDATE_ATTEMPTS",
@@ -155,6 +158,7 @@ class SessionStore(abc.ABC):
         data: SessionData,
         *,
         ttl: float | None = None,
+        due_in: float | None = None,
     ) -> None:
         """Store `data` under `session_key` as `user_id`'s wait for replies in `scope`.
 
@@ -162,7 +166,36 @@ class SessionStore(abc.ABC):
         (`InvalidInputError`). A session already stored under the key must have the same owner.
         `ttl` (seconds) bounds the wait; None means the store's `idle_ttl`, else no expiry. A
         wait registered earlier for the same scope stops being a wait (its session stays).
+
+        `due_in` (seconds, shorter than that ttl) gives the wait a deadline: after it,
+        `claim_due_waits` hands the wait out (see `deadlines`). Registering again replaces the
+        deadline (None removes it); `clear_wait` and `remove_session` remove it; updates and
+        touches keep it.
         """
+
+    @abc.abstractmethod
+    async def claim_due_waits(self, *, limit: int = 100, lease: float = 30.0) -> list[DueWait]:
+        """Atomically claim up to `limit` waits whose deadline has passed, in every tenant of
+        the store, and lease them for `lease` seconds: no other claim returns them before the
+        lease ends. Changes neither the sessions nor their revisions. A deadline whose wait is
+        gone (cleared, expired, replaced) is dropped, never returned."""
+
+    @abc.abstractmethod
+    async def settle_due(self, due: DueWait) -> bool:
+        """Remove `due`'s deadline if its lease is still the current one and the wait still
+        exists: True. False when the lease ran out and another claim took it, or the wait was
+        cleared or registered again meanwhile. Never touches the wait itself."""
+
+    def watch_due_waits(
+        self, *, limit: int = 100, lease: float = 30.0, poll: float = 1.0
+    ) -> AsyncGenerator[DueWait, None]:
+        """Claimed `DueWait`s as they come due: claims `limit` at a time, pausing about `poll`
+        seconds (jittered) whenever a claim comes back short. Ends on `aclose` (or when the
+        consuming task is cancelled); a claim's error ends it with that error."""
+        from .deadlines import check_claim, check_poll, watch
+
+        check_claim(limit, lease)
+        return watch(self, limit, lease, check_poll(poll))
 
     @abc.abstractmethod
     async def find_wait_by_scope(

@@ -11,6 +11,8 @@ can run, on paths a test may not reach too.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import re
 import shlex
@@ -242,6 +244,40 @@ async def exercise_waits(store: RedisSessionStore, admin: aioredis.Redis, ctx: T
     await store.register_wait(ctx, "user-1", thread, "wait-7", paused(ctx))  # prunes wait-6
     await store.clear_wait(ctx, "user-1", thread)
     assert await store.list_waits_for_user(ctx, "user-1") == []
+    await exercise_deadlines(store, admin, ctx)
+
+
+async def exercise_deadlines(
+    store: RedisSessionStore, admin: aioredis.Redis, ctx: TenantCtx
+) -> None:
+    """Every deadline call: register with due_in (again, without it, superseded), claim, settle,
+    watch, a deadline cleared or removed with its wait, and one whose session vanished."""
+    chat, thread = ReplyScope(conversation="chat-1"), ReplyScope(conversation="chat-2")
+    await store.register_wait(ctx, "user-1", chat, "due-1", paused(ctx), due_in=0.001)
+    await store.register_wait(ctx, "user-1", chat, "due-1", paused(ctx), due_in=0.001)
+    await store.register_wait(ctx, "user-1", thread, "due-2", paused(ctx), due_in=0.001)
+    await store.register_wait(ctx, "user-1", thread, "due-2", paused(ctx))  # removes its deadline
+    await store.register_wait(ctx, "user-1", thread, "due-3", paused(ctx), due_in=0.001)
+    await admin.delete(store.keys.session("due-3"))  # vanished: its deadline is pruned
+    claimed: list[str] = []
+    async with asyncio.timeout(10):
+        async with contextlib.aclosing(store.watch_due_waits(poll=0.005)) as watcher:
+            async for due in watcher:
+                claimed.append(due.key)
+                assert await store.settle_due(due)
+                break
+    assert claimed == ["due-1"]
+    async with asyncio.timeout(10):  # until due-3 is due (the server's clock) and pruned
+        while await admin.exists(store.keys.due("due-3")):
+            assert await store.claim_due_waits() == []
+    await store.register_wait(ctx, "user-1", chat, "due-4", paused(ctx), due_in=60)
+    await store.register_wait(ctx, "user-1", chat, "due-5", paused(ctx), due_in=60)  # supersedes
+    await store.clear_wait(ctx, "user-1", chat)
+    await store.register_wait(ctx, "user-1", chat, "due-6", paused(ctx), due_in=60)
+    await store.remove_session("due-6")
+    for key in ("due-1", "due-2", "due-4"):
+        await store.remove_session(key)
+    assert [key async for key in admin.scan_iter(match=f"{DEFAULT_NAMESPACE}:due*")] == []
 
 
 async def run_whole_api(url: str, admin: aioredis.Redis) -> set[str]:
@@ -266,6 +302,9 @@ async def run_whole_api(url: str, admin: aioredis.Redis) -> set[str]:
         "find_wait_by_scope",
         "list_waits_for_user",
         "clear_wait",
+        "claim_due_waits",
+        "settle_due",
+        "watch_due_waits",
         "session_key_for",
         "aclose",
     }

@@ -1,8 +1,8 @@
 """Random sequences of every store call, with and without expiry, on every backend, checked
 against a plain model: create (random and caller keys), update, compare-and-set from fresh and
 stale revisions, touch, remove, get, find, find_or_create, the reply-scope waits (register with
-and without ttl, find by scope, list, clear; teams "-" and none sharing Redis keys), and time
-passing."""
+and without ttl, find by scope, list, clear; teams "-" and none sharing Redis keys), deadlines
+(register with due_in, claim, settle, leases running out), and time passing."""
 
 from __future__ import annotations
 
@@ -15,19 +15,21 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
     consumes,
     invariant,
+    multiple,
     rule,
     run_state_machine_as_test,
 )
 
 from greentic_session import (
     ConflictError,
+    DueWait,
     InvalidInputError,
     NotFoundError,
     ReplyScope,
@@ -44,6 +46,7 @@ from tests.conftest import (
     make_data,
     shift_ttls,
 )
+from tests.test_due_waits import shift_deadlines
 
 T = TypeVar("T")
 
@@ -74,6 +77,10 @@ wait_contexts = st.builds(
 )
 scopes = st.sampled_from(["chat-1", "chat-2"])
 wait_ttls = st.sampled_from([None, 30, 150])
+# Deadlines and leases off the tens time moves in, so none falls on a boundary; 45 is refused
+# under a ttl of 30.
+due_ins = st.sampled_from([None, 5, 15, 25, 45])
+LEASE = 15
 
 Owner = tuple[str, str, str | None, str | None]
 Slot = tuple[str, str, str | None, str]
@@ -101,6 +108,13 @@ class Stored:
     version: int  # new for every write, across keys: a key created anew has a new revision
     wait: WaitAt | None = None  # where it waits, while it is a wait
     wait_ttl: float | None = None  # its ttl (idle time under expiry options)
+    due: float | None = None  # its deadline, while it is a wait with one
+    attempt: int = 0  # claims of that deadline so far
+    leased_until: float = -math.inf
+    lease_id: str | None = None  # the current lease's
+
+    def claimable(self, now: float) -> bool:
+        return self.due is not None and self.due <= now and self.leased_until <= now
 
 
 @dataclass
@@ -182,6 +196,7 @@ def build_machine(
     class StoreMachine(RuleBasedStateMachine):
         keys = Bundle("keys")
         revisions = Bundle("revisions")
+        dues = Bundle("dues")
 
         def __init__(self) -> None:
             super().__init__()
@@ -366,6 +381,7 @@ def build_machine(
             where=scopes,
             named=st.sampled_from(["w1", "w2", "w3"]),
             ttl=wait_ttls,
+            due_in=due_ins,
             state=states,
         )
         def register_wait(
@@ -378,6 +394,7 @@ def build_machine(
             where: str,
             named: str,
             ttl: int | None,
+            due_in: int | None,
             state: int,
         ) -> str:
             if aligned:  # most registrations are well-formed, so waits pile up
@@ -387,14 +404,16 @@ def build_machine(
             # that user's hash tag, which a wait's key must carry); `named` elsewhere.
             key = self.store.session_key_for(ctx, user, named)
             call = self.store.register_wait(
-                ctx, user, ReplyScope(conversation=where), key, data, ttl=ttl
+                ctx, user, ReplyScope(conversation=where), key, data, ttl=ttl, due_in=due_in
             )
             mine, theirs = owner_of(ctx), owner_of(owner)
             existing = self.model.sessions.get(key)
+            wait_ttl: float | None = ttl if ttl is not None else (IDLE_TTL if expiry else None)
             if (
                 mine[:3] != theirs[:3]
                 or not mine[3] == theirs[3] == user
                 or (existing is not None and owner_of(existing.data.tenant_ctx) != theirs)
+                or (due_in is not None and wait_ttl is not None and due_in >= wait_ttl)
             ):
                 with pytest.raises(InvalidInputError):
                     self.run(call)
@@ -408,18 +427,63 @@ def build_machine(
                     del model.waits[existing.wait]
             previous = model.waits.get(at)
             if previous is not None and previous != key:
-                model.sessions[previous].wait = None  # superseded: a session, not a wait
-            wait_ttl: float | None = ttl if ttl is not None else (IDLE_TTL if expiry else None)
+                # Superseded: a session, not a wait, and so without a deadline.
+                model.sessions[previous].wait = None
+                model.sessions[previous].due = None
             created = model.now if existing is None else existing.created
             expires = None if wait_ttl is None else model.now + wait_ttl
             if expiry:
                 assert expires is not None
                 expires = min(expires, created + MAX_LIFETIME)
-            model.sessions[key] = Stored(data, created, expires, next(model.versions), at, wait_ttl)
+            model.sessions[key] = Stored(
+                data,
+                created,
+                expires,
+                next(model.versions),
+                at,
+                wait_ttl,
+                None if due_in is None else model.now + due_in,
+            )
             model.waits[at] = key
             self.used.add(key)
             self.waited.append((ctx, user, where))
             return key
+
+        @rule(
+            target=keys,
+            ctx=wait_contexts,
+            user=users,
+            where=scopes,
+            n=st.integers(1, 2),
+            ttl=wait_ttls,
+            due_in=st.sampled_from([5, 15, 25]),
+            state=states,
+        )
+        def register_due_wait(
+            self,
+            *,
+            ctx: TenantCtx,
+            user: str,
+            where: str,
+            n: int,
+            ttl: int | None,
+            due_in: int,
+            state: int,
+        ) -> str:
+            """A well-formed registration with a deadline (its key the user's own), so that
+            deadlines pile up."""
+            ctx = ctx.with_user(user)
+            return self.register_wait(
+                ctx=ctx,
+                user=user,
+                aligned=True,
+                owner=ctx,
+                where=where,
+                named=f"d{n}-{user}",
+                ttl=ttl,
+                due_in=due_in,
+                state=state,
+            )
 
         def _lookup(
             self, ctx: TenantCtx, user: str, where: str, pick: int | None, swap: bool
@@ -494,12 +558,54 @@ def build_machine(
             if key is not None:
                 self.model.drop(key)
 
+        # -- deadlines ----------------------------------------------------------------------
+
+        @rule(
+            target=dues, limit=st.sampled_from([1, 2, 100]), tens=st.sampled_from([0, 1, 2, 3, 6])
+        )
+        def claim_due(self, limit: int, tens: int) -> Any:
+            self._advance(10 * tens)  # deadlines come due: claims after time passed find some
+            claimed = self.run(self.store.claim_due_waits(limit=limit, lease=LEASE))
+            model = self.model
+            due_now = {key for key, stored in model.sessions.items() if stored.claimable(model.now)}
+            assert len(claimed) == min(limit, len(due_now))
+            event("claim: some" if claimed else "claim: none")
+            assert len({due.key for due in claimed}) == len(claimed)
+            for due in claimed:
+                assert due.key in due_now
+                stored = model.sessions[due.key]
+                assert stored.wait is not None
+                assert (due.scope, due.user_id) == (
+                    ReplyScope(conversation=stored.wait[1]),
+                    stored.wait[0][3],
+                )
+                assert due.entry.data == stored.data
+                assert due.attempt == stored.attempt + 1
+                stored.attempt, stored.lease_id = due.attempt, due.lease_id
+                stored.leased_until = model.now + LEASE
+            return multiple(*claimed)
+
+        @rule(due=dues)
+        def settle_due(self, due: DueWait) -> None:
+            stored = self.model.sessions.get(due.key)
+            current = stored is not None and stored.due is not None
+            current = current and stored is not None and stored.lease_id == due.lease_id
+            assert self.run(self.store.settle_due(due)) == current
+            event(f"settle: {current}")
+            if current and stored is not None:
+                stored.due, stored.attempt, stored.lease_id = None, 0, None
+
         @rule(tens=st.integers(1, 6))
         def time_passes(self, tens: int) -> None:
-            seconds = 10 * tens
+            self._advance(10 * tens)
+
+        def _advance(self, seconds: int) -> None:
+            if not seconds:
+                return
             self.clock.now += seconds
             if raw_url is not None:
                 self.run(shift_ttls(raw_url, self.namespace, seconds))
+                self.run(shift_deadlines(raw_url, self.namespace, seconds))
             self.model.advance(seconds)
 
         @invariant()

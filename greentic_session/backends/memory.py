@@ -34,7 +34,8 @@ of deadlines (amortized O(log n) per write, no thread and no timer per session).
 Waits are indexed by the segments Redis keys them with (`fence.wait_segments`: a team "-" and no
 team share them), in a scope-pointer dict and per-user key sets; an entry records the wait it
 is, so dropping the entry (remove, clear, expiry) drops its indexes in the same step. A wait's
-ttl makes the store track deadlines even without expiry options.
+ttl makes the store track deadlines even without expiry options. A wait's deadline (`due_in`)
+lives in a `memory_due.DueBook`, dropped with the wait.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ import msgspec
 from msgspec.structs import force_setattr
 
 from ..codec import decode_session_data, encode_session_data
+from ..deadlines import DueWait, check_claim, check_due, due_millis
 from ..errors import ConflictError, NotFoundError, StoreClosedError
 from ..expiry import Expiry
 from ..fence import (
@@ -84,6 +86,7 @@ from ..schema import (
     new_session_key,
 )
 from ..store import SessionBuilder, SessionEntry, SessionStore, resolve
+from .memory_due import DueBook
 
 __all__ = ["InMemorySessionStore"]
 
@@ -178,6 +181,8 @@ class InMemorySessionStore(SessionStore):
         # (expires, key) of every write with a deadline; items whose entry has moved on are stale.
         self._deadlines: list[tuple[float, str]] = []
         self._high_water = 0  # most sessions held since the tables were last compacted
+        self._due: DueBook[_Wait] = DueBook()
+        self._epoch = time.time() - clock()  # the clock's reading as epoch seconds: + this
         self._closed = False
 
     def __repr__(self) -> str:
@@ -234,6 +239,7 @@ class InMemorySessionStore(SessionStore):
             del self._pointers[entry.slot]
         if entry.wait is not None:
             self._unindex(entry.wait.segments, entry.wait.scope_hash, key)
+            self._due.drop(key)
 
     def _unindex(self, segments: Segments, scope_hash: str, key: str) -> None:
         """Drop `key` from a user's waits, and the scope pointer if it still names `key`."""
@@ -425,6 +431,7 @@ class InMemorySessionStore(SessionStore):
         data: SessionData,
         *,
         ttl: float | None = None,
+        due_in: float | None = None,
     ) -> None:
         self._check_open()
         key = check_key(session_key)
@@ -432,6 +439,7 @@ class InMemorySessionStore(SessionStore):
         stored = _stored_form(data, self._max_blob_bytes)
         owner, slot = check_register_wait(ctx, user_id, data)
         ttl_ms = wait_ttl_millis(ttl, self._expiry.idle_ttl)
+        due_ms = due_millis(due_in, ttl_ms)
         wait = _Wait(wait_segments(slot), scope_hash, ttl_ms)
         rule = self._wait_expiry(ttl_ms)
         with self._lock:
@@ -461,6 +469,10 @@ class InMemorySessionStore(SessionStore):
             self._schedule(key, entry)
             self._scopes[wait.segments, scope_hash] = key
             self._waits.setdefault(wait.segments, set()).add(key)
+            if due_ms is not None:
+                self._due.set(key, wait, scope, user_id, self._clock() + due_ms / 1000)
+            else:
+                self._due.drop(key)
 
     def _supersede(self, key: str, by: _Wait) -> None:
         """`key` was the wait `by` replaces: it stays a session but stops being a wait."""
@@ -468,6 +480,7 @@ class InMemorySessionStore(SessionStore):
         entry = self._sessions.get(key)
         if entry is not None and entry.wait is not None and entry.wait[:2] == by[:2]:
             self._sessions[key] = entry._replace(wait=None)
+            self._due.drop(key)
 
     def _live_wait(self, slot: UserSlot, key: str) -> tuple[str, _Entry | None]:
         """The fence's verdict on the session `key` named by a wait index of `slot`."""
@@ -520,6 +533,40 @@ class InMemorySessionStore(SessionStore):
                 self._drop(key, entry)
             elif verdict == FOREIGN:
                 self._unindex(segments, scope_hash, key)
+
+    # -- deadlines (see `deadlines`) ---------------------------------------------------------------
+
+    async def claim_due_waits(self, *, limit: int = 100, lease: float = 30.0) -> list[DueWait]:
+        self._check_open()
+        limit, lease_ms = check_claim(limit, lease)
+        with self._lock:
+            claimed = self._due.claim(self._clock(), limit, lease_ms / 1000, self._standing)
+        return [
+            DueWait(
+                SessionKey(key),
+                record.user_id,
+                record.scope,
+                _entry_of(key, entry),
+                record.due + self._epoch,
+                record.attempt,
+                record.lease_id or "",
+            )
+            for key, record, entry in claimed
+        ]
+
+    def _standing(self, key: str, wait: _Wait) -> _Entry | None:
+        """The entry of `key` while it is still the wait `wait` (lock held), else None."""
+        entry = self._live(key)
+        if entry is None or entry.wait is None or entry.wait[:2] != wait[:2]:
+            return None
+        return entry if self._scopes.get((wait.segments, wait.scope_hash)) == key else None
+
+    async def settle_due(self, due: DueWait) -> bool:
+        self._check_open()
+        due = check_due(due)
+        with self._lock:
+            record = self._due.settle(due.key, due.lease_id)
+            return record is not None and self._standing(due.key, record.wait) is not None
 
     async def aclose(self) -> None:
         self._closed = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import assert_type
 
 from greentic_session import (
+    DueWait,
     ErrorCode,
     InMemorySessionStore,
     RedisSessionStore,
@@ -62,6 +63,17 @@ async def tour(data: SessionData) -> None:
     assert_type(scope, ReplyScope)
     assert_type(scope.thread, str | None)
     assert_type(scope.scope_hash(), str)
+
+    await store.register_wait(ctx, "u1", scope, key, data, ttl=60, due_in=30.0)
+    claimed = await store.claim_due_waits(limit=10, lease=5.0)
+    assert_type(claimed, list[DueWait])
+    for due in claimed:
+        assert_type(due.scope, ReplyScope)
+        assert_type(due.attempt, int)
+        assert_type(await store.settle_due(due), bool)
+    async for due in store.watch_due_waits(poll=0.5):
+        assert_type(due.entry.revision, str)
+        break
 
     try:
         await store.remove_session(key)

@@ -8,6 +8,9 @@
   expiry option (`idle_ttl`, `max_lifetime`): its value is the user-pointer suffix
   (`{env}:{tenant_id}:{team or "-"}:{user}`, empty when none) so a touch can refresh the pointer
   of a user-less session, and its PTTL is the session's remaining lifetime under `max_lifetime`.
+- deadline:      `{namespace}:due:{session_key}`, ours alone, written only for a wait registered
+  with `due_in` (a HASH: lua/due_record.lua), and its index `{namespace}:dueidx` (a ZSET; on a
+  cluster one per shard, `{namespace}:dueidx:{tag}`: backends/redis/due.py).
 
 lua/remove.lua builds a pointer key from a stored owner by the same rule (it gets the prefix from
 here); tests/test_redis_layout.py proves the two agree.
@@ -75,6 +78,7 @@ class RedisKeys:
 
     __slots__ = (
         "cluster",
+        "due_prefix",
         "index_prefixes",
         "meta_prefix",
         "namespace",
@@ -94,6 +98,7 @@ class RedisKeys:
         self.wait_scope_prefix = f"{namespace}:waits:scope:"
         self.wait_user_prefix = f"{namespace}:waits:user:"
         self.wait_hint_prefix = f"{namespace}:waitof:"
+        self.due_prefix = f"{namespace}:due:"
         # The prefixes of a session's user indexes, as update.lua, touch.lua and remove.lua take
         # them: user pointer, scope pointer, user SET.
         self.index_prefixes = (self.user_prefix, self.wait_scope_prefix, self.wait_user_prefix)
@@ -156,6 +161,14 @@ class RedisKeys:
 
     def wait_hint(self, key: str) -> str:
         return self.wait_hint_prefix + self._own(key)
+
+    def due(self, key: str) -> str:
+        """The deadline record of the wait at `key` (in its slot, as its hint)."""
+        return self.due_prefix + self._own(key)
+
+    def due_index(self, tag: str = "") -> str:
+        """The deadline index: the single node's, or (with a shard's `tag`) a cluster shard's."""
+        return f"{self.namespace}:dueidx" + (f":{tag}" if tag else "")
 
 
 def _tag(plain_suffix: str) -> str:

@@ -89,8 +89,8 @@ class RemoveReply(IntEnum):
 
 
 class RegisterWaitReply(IntEnum):
-    """register_wait.lua; otherwise {env, tenant_id, team, user} of a stored owner that
-    differs."""
+    """register_wait.lua; with a deadline, the deadline (ms since the epoch: above 1) in place
+    of REGISTERED; otherwise {env, tenant_id, team, user} of a stored owner that differs."""
 
     REGISTERED = 1
     CORRUPT = -1
@@ -218,7 +218,7 @@ def removed(reply: Any, key: str, *, split: bool) -> None:
 
 def registered(reply: Any, key: str, data: SessionData) -> None:
     """register_wait.lua's reply: nothing when registered, else the `SessionError` it means."""
-    if reply == _REGISTERED:
+    if reply == _REGISTERED or (type(reply) is int and reply > _REGISTERED):
         return
     if reply == RegisterWaitReply.CORRUPT:
         raise corrupt(key, "stored blob is not SessionData JSON")

@@ -248,10 +248,14 @@ def touch_call(keys: RedisKeys, key: str, ttl: Ttl, split: bool) -> Call:
 
 
 def remove_call(keys: RedisKeys, key: str, split: bool) -> Call:
-    """remove.lua: delete `key` and its indexes; `split` as in `create_call`."""
+    """remove.lua: delete `key` and its indexes (its deadline's too: on a single node the index
+    member, KEYS[5]); `split` as in `create_call`."""
     user_prefix, scope_prefix, set_prefix = _NO_INDEXES if split else keys.index_prefixes
-    own = (keys.session(key), keys.meta(key), keys.wait_hint(key))
-    return own, (key, user_prefix, scope_prefix, set_prefix)
+    args = (key, user_prefix, scope_prefix, set_prefix)
+    if keys.cluster:
+        return (keys.session(key), keys.meta(key), keys.wait_hint(key), keys.due(key)), args
+    own = (keys.session(key), keys.meta(key), keys.wait_hint(key), keys.due(key), keys.due_index())
+    return own, args
 
 
 def register_wait_call(
@@ -264,20 +268,25 @@ def register_wait_call(
     scope_hash: str,
     wait_ttl_ms: int | None,
     lifetime_ms: str,
+    deadline: tuple[int, str, bytes] | None = None,
 ) -> Call:
     """register_wait.lua: `blob` under `key` as `slot`'s wait for the scope `scope_hash`, for
-    `wait_ttl_ms` (None: no expiry of its own) within the store's lifetime ms."""
+    `wait_ttl_ms` (None: no expiry of its own) within the store's lifetime ms; `deadline` is
+    (ms from now, registration token, scope JSON) of its deadline (due.py), None for none."""
     suffix = keys.slot_suffix(slot)
     # The hint's value (keys.py): the wait's TTL ms ('' for none) and its scope suffix.
     wait_ttl = "" if wait_ttl_ms is None else str(wait_ttl_ms)
     hint = f"{wait_ttl}:{suffix}:{scope_hash}"
+    # On a single node the deadline index is KEYS[7]; a cluster indexes in a second step.
+    index = () if keys.cluster else (keys.due_index(),)
     return (
         *(keys.session(key), keys.meta(key), keys.wait_hint(key)),
-        *(keys.wait_scope(slot, scope_hash), keys.wait_user(slot)),
+        *(keys.wait_scope(slot, scope_hash), keys.wait_user(slot), keys.due(key), *index),
     ), (
         *(*_owner(owner), blob, key),
         *(lifetime_ms, hint, suffix, keys.session_prefix),
-        *(keys.wait_hint_prefix, keys.wait_scope_prefix, keys.user_prefix),
+        *(keys.wait_hint_prefix, keys.wait_scope_prefix, keys.user_prefix, keys.due_prefix),
+        *(("", "", b"") if deadline is None else deadline),
     )
 
 
@@ -298,9 +307,11 @@ def list_waits_call(keys: RedisKeys, slot: UserSlot) -> Call:
 
 
 def clear_wait_call(keys: RedisKeys, slot: UserSlot, scope_hash: str) -> Call:
-    """clear_wait.lua: end `slot`'s wait for the scope `scope_hash`."""
-    return (keys.wait_scope(slot, scope_hash), keys.wait_user(slot)), (
+    """clear_wait.lua: end `slot`'s wait for the scope `scope_hash` (and its deadline: on a
+    single node the index member, KEYS[3])."""
+    index = () if keys.cluster else (keys.due_index(),)
+    return (keys.wait_scope(slot, scope_hash), keys.wait_user(slot), *index), (
         *_lookup(keys, slot),
         *(keys.wait_hint_prefix, f"{keys.slot_suffix(slot)}:{scope_hash}"),
-        *(keys.meta_prefix, keys.user_prefix, keys.wait_scope_prefix),
+        *(keys.meta_prefix, keys.user_prefix, keys.wait_scope_prefix, keys.due_prefix),
     )

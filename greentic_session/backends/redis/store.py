@@ -7,7 +7,9 @@ the expected revision, then SETs); touch 1; remove 1 (remove.lua deletes the blo
 the pointer if it still names this session); find_or_create 1 when it finds, 2 when it creates
 (create_for_user.lua creates unless a session appeared meanwhile); update_with 2 per try;
 register_wait, find_wait_by_scope, list_waits_for_user and clear_wait 1 each (one Lua script
-each, in Rust's wait keys plus our hint key: see keys.py and docs/concepts.md, "Waits").
+each, in Rust's wait keys plus our hint key: see keys.py and docs/concepts.md, "Waits");
+claim_due_waits and settle_due 1 each on a single node (deadlines: due.py, which also says what
+they cost on a cluster, where a register_wait with `due_in` takes a second step).
 
 A revision is the SHA-1 of the stored bytes (`revision_of`, and `redis.sha1hex` in update.lua), so a
 write by any client, a Rust runner's plain SET included, changes it. Expiry is server-side only:
@@ -34,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from ...codec import decode_session_data, encode_session_data, owner_prefix_length
 from ...config import SessionBackendConfig
+from ...deadlines import DueWait, check_claim, check_due, due_millis
 from ...errors import (
     ConflictError,
     InvalidInputError,
@@ -61,6 +64,7 @@ from ...schema import ReplyScope, SessionData, SessionKey, TenantCtx
 from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, resolve
 from . import factory, replies, scripts
 from .caller import Caller, ConnectionStats
+from .due import RedisDue
 from .errors import ClusterRedirect
 from .factory import Connection
 from .keys import RedisKeys
@@ -142,6 +146,13 @@ class RedisSessionStore(SessionStore):
         self._caller: Caller = connection.caller
         self._split = SplitSteps(
             self._caller, self.keys, self._scripts, self._expiry.first_ttl_millis()
+        )
+        self._due = RedisDue(
+            self.keys,
+            self._caller,
+            lambda key, raw: SessionEntry(
+                SessionKey(key), self._decode(key, raw), revision_of(raw)
+            ),
         )
         self.client: aioredis.Redis | None = connection.client
 
@@ -451,6 +462,7 @@ class RedisSessionStore(SessionStore):
         data: SessionData,
         *,
         ttl: float | None = None,
+        due_in: float | None = None,
     ) -> None:
         self._check_open()
         key = check_key(session_key)
@@ -463,6 +475,7 @@ class RedisSessionStore(SessionStore):
                 "the wait's keys share one slot: build it with session_key_for(ctx, user_id, key)"
             )
         wait_ttl_ms = wait_ttl_millis(ttl, self._expiry.idle_ttl)
+        deadline = self._due.deadline(due_millis(due_in, wait_ttl_ms), scope)
         keys, args = scripts.register_wait_call(
             self.keys,
             key,
@@ -472,10 +485,13 @@ class RedisSessionStore(SessionStore):
             scope_hash=scope_hash,
             wait_ttl_ms=wait_ttl_ms,
             lifetime_ms=self._ttl_args[1],
+            deadline=deadline,
         )
         script = self._scripts.REGISTER_WAIT
-        result = await self._caller.eval(script, keys, args, write=True, key=key)
-        replies.registered(result, key, data)
+        step = self._caller.eval(script, keys, args, write=True, key=key)
+        if deadline is not None and self.keys.cluster:
+            step = self._due.indexed_after(step, key, deadline[1])
+        replies.registered(await step, key, data)
 
     async def find_wait_by_scope(
         self, ctx: TenantCtx, user_id: str, scope: ReplyScope
@@ -496,6 +512,16 @@ class RedisSessionStore(SessionStore):
         keys, args = scripts.clear_wait_call(self.keys, slot, scope_hash_of(scope))
         script = self._scripts.CLEAR_WAIT
         replies.cleared_wait(await self._caller.eval(script, keys, args, write=True))
+
+    # -- deadlines (due.py) ------------------------------------------------------------------------
+
+    async def claim_due_waits(self, *, limit: int = 100, lease: float = 30.0) -> list[DueWait]:
+        self._check_open()
+        return await self._due.claim(*check_claim(limit, lease))
+
+    async def settle_due(self, due: DueWait) -> bool:
+        self._check_open()
+        return await self._due.settle(check_due(due))
 
     async def aclose(self) -> None:
         if self._closed:

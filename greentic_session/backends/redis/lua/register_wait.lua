@@ -2,14 +2,21 @@
 -- the per-user SET member (Rust's keys and values) and our hint, with the wait's TTL on blob,
 -- pointer and hint; the SET's TTL then covers its longest-lived member. A wait the scope named
 -- before is superseded (its session stays, it stops being a wait); a key moving to another scope
--- leaves no pointer behind at the old one; dead SET members are pruned.
--- KEYS[1] blob key; KEYS[2] meta key; KEYS[3] hint key; KEYS[4] scope pointer; KEYS[5] user SET
+-- leaves no pointer behind at the old one; dead SET members are pruned. A deadline (due_record.lua)
+-- is written with the wait when ARGV[15] asks for one; the deadline this key or the superseded
+-- wait had goes (its record, and on a single node its index member).
+-- KEYS[1] blob key; KEYS[2] meta key; KEYS[3] hint key; KEYS[4] scope pointer; KEYS[5] user SET;
+-- KEYS[6] deadline record; KEYS[7] deadline index (single node only: on a cluster the index lives
+-- in other slots, and the store adds the member in a second step)
 -- ARGV[1..4] the owner: env, tenant_id, team, user ('' none); ARGV[5] blob; ARGV[6] session key
 -- ARGV[7] the store's lifetime ms ('' when off); ARGV[8] the hint value (it carries the wait's
 -- ttl ms); ARGV[9] the owner's user pointer suffix; ARGV[10] blob key prefix; ARGV[11] hint key
--- prefix; ARGV[12] scope pointer prefix; ARGV[13] user pointer prefix
--- Returns 1 when registered, -1 when the key holds a blob that is not SessionData (or not a
--- string), -3 when the user SET key holds another type, or the stored owner when it differs.
+-- prefix; ARGV[12] scope pointer prefix; ARGV[13] user pointer prefix; ARGV[14] deadline record
+-- prefix; ARGV[15] the deadline, ms from now ('' for none); ARGV[16] its registration token;
+-- ARGV[17] the ReplyScope as JSON
+-- Returns 1 when registered (with a deadline: the deadline, ms since the epoch), -1 when the key
+-- holds a blob that is not SessionData (or not a string), -3 when the user SET key holds another
+-- type, or the stored owner when it differs.
 local key, hint = ARGV[6], ARGV[8]
 local wait_ttl, scope_suffix = hint_parts(hint)
 
@@ -62,6 +69,12 @@ if stored and not plan and get_string(ARGV[13] .. ARGV[9]) == key then
   persist_pointer = ARGV[13] .. ARGV[9]
 end
 
+-- The deadlines this replaces: the key's own and the superseded wait's (a key of another type
+-- there is deleted too: the new record takes its place).
+local own_due, own_due_wrong = W.read_typed('HGET', KEYS[6], 'reg')
+local previous_due, previous_due_wrong = false, false
+if previous then previous_due, previous_due_wrong = W.read_typed('HGET', ARGV[14] .. previous, 'reg') end
+
 -- Writes.
 local at, ttl = nil, nil
 if plan then
@@ -88,4 +101,26 @@ if previous_hint then redis.call('DEL', previous_hint) end
 for _, member in ipairs(dead) do redis.call('SREM', KEYS[5], member) end
 table.insert(ttls, ttl or -1)
 cover_apply(KEYS[5], cover_of(ttls))
+-- On a single node a key registered again keeps its registration token, so its index member
+-- stays and only its score moves (the record is written anew: an old lease no longer settles).
+-- On a cluster every registration gets a fresh one: its member is indexed in a later step, and a
+-- late step of an older registration must not move the newer deadline.
+local reg = ARGV[16]
+if own_due and KEYS[7] and ARGV[15] ~= '' then reg = own_due end
+if own_due or own_due_wrong then
+  redis.call('DEL', KEYS[6])
+  if own_due and KEYS[7] and reg ~= own_due then
+    redis.call('ZREM', KEYS[7], own_due .. ':' .. key)
+  end
+end
+if previous_due or previous_due_wrong then
+  redis.call('DEL', ARGV[14] .. previous)
+  if previous_due and KEYS[7] then redis.call('ZREM', KEYS[7], previous_due .. ':' .. previous) end
+end
+if ARGV[15] ~= '' then
+  local due = expiry_now() + tonumber(ARGV[15])
+  redis.call('HSET', KEYS[6], 'reg', reg, 'due', due, 'scope', scope_suffix, 'json', ARGV[17])
+  if KEYS[7] then redis.call('ZADD', KEYS[7], due, reg .. ':' .. key) end
+  return due
+end
 return 1

@@ -5,7 +5,10 @@
 -- and it still names this session, its scope pointer (a Rust-registered wait's scope pointer is
 -- left for the next lookup to prune, as Rust does). Every read that could fail comes before the
 -- first delete, so the script never deletes and then fails.
--- KEYS[1] session blob key; KEYS[2] meta key; KEYS[3] wait hint key
+-- A wait's deadline record goes too (and on a single node its index member; elsewhere a claim prunes
+-- the member when it is due).
+-- KEYS[1] session blob key; KEYS[2] meta key; KEYS[3] wait hint key; KEYS[4] deadline record;
+-- KEYS[5] deadline index (single node only)
 -- ARGV[1] session key; ARGV[2] user pointer key prefix ('{namespace}:user:', keys.RedisKeys);
 -- ARGV[3] scope pointer prefix; ARGV[4] user SET prefix
 -- ARGV[2..4] '': the indexes live in another cluster slot (keys.RedisKeys.local_only): only the
@@ -25,8 +28,9 @@ end
 local own_suffix = owner and pointer_suffix(owner) or ''
 local suffix = get_string(KEYS[2])
 if not suffix or suffix == '' then suffix = own_suffix end
+local due_reg = redis.call('EXISTS', KEYS[4]) == 1 and wait_keys().read_typed('HGET', KEYS[4], 'reg')
 if ARGV[2] == '' then
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
   return suffix
 end
 local pointer_is_ours = suffix ~= '' and get_string(ARGV[2] .. suffix) == ARGV[1]
@@ -45,7 +49,8 @@ if hint or set_exists then
   member = wait_slot ~= '' and W.is_member(ARGV[4] .. wait_slot, ARGV[1])
 end
 
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+if due_reg and KEYS[5] then redis.call('ZREM', KEYS[5], due_reg .. ':' .. ARGV[1]) end
 if pointer_is_ours then redis.call('DEL', ARGV[2] .. suffix) end
 if scope_pointer then redis.call('DEL', scope_pointer) end
 if member then redis.call('SREM', ARGV[4] .. wait_slot, ARGV[1]) end
