@@ -27,7 +27,7 @@ from greentic_session import (
     UnknownOutcomeError,
 )
 from greentic_session.backends.redis.options import RedisOptions
-from greentic_session.testing import Backend, RedisServer, free_port
+from greentic_session.testing import LOOP_KINDS, Backend, RedisServer, free_port
 from tests.servers import SERVER_PARAMS, server_binary
 from tests.test_redis_faults import (
     TRANSPORTS,
@@ -38,6 +38,9 @@ from tests.test_redis_faults import (
     open_store,
     raw_client,
 )
+
+# Every test here runs on each event loop the Redis store supports.
+pytestmark = pytest.mark.loops(*LOOP_KINDS)
 
 PASSWORD = "s3cr3t-Pa55-7f3a9c"
 WRONG_PASSWORD = "wr0ng-Pa55-5e1d2b"

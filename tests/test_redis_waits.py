@@ -22,10 +22,13 @@ from greentic_session import (
     decode_session_data,
     encode_session_data,
 )
-from greentic_session.testing import RedisServer
+from greentic_session.testing import LOOP_KINDS, RedisServer
 from tests.conftest import drop_namespace, make_data, shift_ttls
 from tests.identities import WAITING_USER as USER
 from tests.test_redis_layout import counting_round_trips
+
+# Every test here runs on each event loop the Redis store supports.
+pytestmark = pytest.mark.loops(*LOOP_KINDS)
 
 VECTORS = json.loads(
     (Path(__file__).parent / "wire" / "wait_records.json").read_text(encoding="utf-8")
