@@ -38,7 +38,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from ...errors import InvalidInputError, PoolExhaustedError, SessionError
-from .deadlines import Deadlines
+from .time_limits import Deadlines
 from .errors import cluster_redirect, is_connection_failure, is_pool_full, to_session_error
 from .scripts import Script
 from .transport import BatchingPool, ConnectTimeoutError, exec_result

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from greentic_session.backends.redis.deadlines import Deadlines
+from greentic_session.backends.redis.time_limits import Deadlines
 
 
 async def _forever() -> None:
