@@ -44,7 +44,10 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("event loop: tasks, futures", ("asyncio/",)),
     ("codec: msgspec + write check", ("greentic_session/codec.py", "greentic_session/schema.py")),
     ("fence", ("greentic_session/fence.py",)),
-    ("caller: retries, gate, errors", ("redis/caller.py", "redis/errors.py", "redis/time_limits.py")),
+    (
+        "caller: retries, gate, errors",
+        ("redis/caller.py", "redis/errors.py", "redis/time_limits.py"),
+    ),
     ("store: keys, scripts, calls", ("greentic_session/",)),
     ("benchmark loop", ("benchmarks/",)),
 )

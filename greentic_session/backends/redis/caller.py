@@ -38,9 +38,9 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from ...errors import InvalidInputError, PoolExhaustedError, SessionError
-from .time_limits import Deadlines
 from .errors import cluster_redirect, is_connection_failure, is_pool_full, to_session_error
 from .scripts import Script
+from .time_limits import Deadlines
 from .transport import BatchingPool, ConnectTimeoutError, exec_result
 from .untyped import untyped
 
