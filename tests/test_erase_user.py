@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from greentic_session import InvalidInputError, ReplyScope, SessionStore, TenantCtx
-from tests.conftest import Backend, Lifecycle, backend_urls, make_data
+from tests.conftest import STORE_PARAMS, Backend, Lifecycle, backend_urls, make_data
 
 USER = "erin"
 ERIN = TenantCtx.new("dev", "tenant-e", team="care", user=USER)
@@ -121,13 +121,14 @@ async def raw_names(url: str, namespace: str) -> list[str]:
     return names
 
 
+@pytest.mark.parametrize(
+    "backend", [param for param in STORE_PARAMS if param.values[0].needs_redis]
+)
 async def test_on_redis_no_key_names_the_erased_user_in_that_tenant(
     request: pytest.FixtureRequest, backend: Backend, lifecycle: Lifecycle
 ) -> None:
     """After erase, a raw SCAN finds no key of the namespace naming the user in that tenant
     (nor any session, meta, hint or deadline key of theirs), while the other tenant's stay."""
-    if not backend.needs_redis:
-        pytest.skip("Redis key layout only")
     _, raw_url = backend_urls(request, backend)
     assert raw_url is not None
     store = lifecycle.open(idle_ttl=300, max_lifetime=3600)
