@@ -26,6 +26,7 @@ __all__ = [
     "check_key",
     "check_register_wait",
     "check_update",
+    "erase_slot",
     "lookup_slot",
     "own_slot",
     "owner_slot",
@@ -138,6 +139,17 @@ def own_slot(ctx: TenantCtx, user: str) -> UserSlot:
     mine = ctx.normalized_user
     if mine is not None and mine != user:
         raise _violation("user", "a caller with a user can only find or create its own session")
+    return slot
+
+
+def erase_slot(ctx: TenantCtx, user_id: str) -> UserSlot:
+    """The user `erase_user(ctx, user_id)` erases, in `ctx`'s env, tenant and team: an operator
+    context (no user) may erase any user there; a context with a user only itself (the rule of
+    `own_slot` and `wait_lookup_slot`)."""
+    slot = lookup_slot(ctx, user_id)
+    mine = ctx.normalized_user
+    if mine is not None and mine != user_id:
+        raise _violation("user", "a caller with a user can only erase its own sessions")
     return slot
 
 

@@ -96,6 +96,7 @@ OPERATIONS: Final[tuple[str, ...]] = (
     "clear_wait",
     "claim_due_waits",
     "settle_due",
+    "erase_user",
 )
 
 SCOPE_NAME: Final = "greentic_session"

@@ -142,6 +142,26 @@ class SessionStore(abc.ABC):
         session and all return it.
         """
 
+    @abc.abstractmethod
+    async def erase_user(self, ctx: TenantCtx, user_id: str) -> int:
+        """Delete every session owned by `user_id` in `ctx`'s env, tenant and team (its data's
+        user is `user_id`), whether or not a pointer still names it, with every pointer, wait
+        index, hint, expiry meta key and deadline that names them, and the user's own pointer
+        and wait keys; return how many sessions it deleted. The same user id in another env,
+        tenant or team is untouched.
+
+        An operator context (no user) may erase any user of its env, tenant and team; a context
+        with a user only itself (another user is `InvalidInputError`, the fence's refusal).
+        Sessions that have no user in their data are not the user's and stay.
+
+        Cost: in memory, one pass over every session under the lock. On Redis, a SCAN of the
+        namespace's session blobs (on a cluster, on every master) and one script per blob
+        found: O(sessions in the namespace) server work, whatever the user holds; meant for
+        data-protection requests, not a hot path. Each session is checked and deleted in one
+        atomic step, so a session re-created meanwhile under a key by another owner is kept; a
+        session the user creates while the erase runs may survive it.
+        """
+
     async def _read_for_update(self, key: str) -> tuple[SessionEntry, object] | None:
         """update_with's read: the entry and the token `_compare_and_set` checks (by default
         the revision; a backend may hand itself something cheaper to compare)."""

@@ -64,6 +64,7 @@ from ..fence import (
     check_key,
     check_register_wait,
     check_update,
+    erase_slot,
     lookup_slot,
     own_slot,
     scope_hash_of,
@@ -533,6 +534,21 @@ class InMemorySessionStore(SessionStore):
                 self._drop(key, entry)
             elif verdict == FOREIGN:
                 self._unindex(segments, scope_hash, key)
+
+    # -- erasure -----------------------------------------------------------------------------------
+
+    async def erase_user(self, ctx: TenantCtx, user_id: str) -> int:
+        self._check_open()
+        slot = erase_slot(ctx, user_id)
+        owner = Scope(slot.env, slot.tenant_id, slot.team, slot.user)
+        with self._lock:  # one pass, no await: no call sees the user half erased
+            if self._expiring:
+                self._now()  # expired sessions go first (they are not counted)
+            doomed = [(key, entry) for key, entry in self._sessions.items() if entry.owner == owner]
+            for key, entry in doomed:
+                self._drop(key, entry)
+            self._pointers.pop(slot, None)  # a pointer to a user-less session names the user too
+        return len(doomed)
 
     # -- deadlines (see `deadlines`) ---------------------------------------------------------------
 

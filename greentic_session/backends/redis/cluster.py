@@ -114,6 +114,12 @@ class ClusterCaller:
         """The node callers made so far (tests and operators' tools)."""
         return dict(self._nodes)
 
+    async def masters(self) -> list[RedisCaller]:
+        """A caller for every master that serves a slot, after a fresh read of the slot table
+        (for walks over the whole keyspace, such as `erase_user`'s SCAN)."""
+        await self._refreshed()
+        return [self._node(address) for address in dict.fromkeys(self._slots) if address]
+
     # -- calls ---------------------------------------------------------------------------------
 
     async def eval(

@@ -50,6 +50,7 @@ from ...fence import (
     check_find_or_create,
     check_key,
     check_register_wait,
+    erase_slot,
     lookup_slot,
     own_slot,
     owner_slot,
@@ -62,7 +63,7 @@ from ...fence import (
 from ...limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
 from ...schema import ReplyScope, SessionData, SessionKey, TenantCtx
 from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, resolve
-from . import factory, replies, scripts
+from . import erase, factory, replies, scripts
 from .caller import Caller, ConnectionStats
 from .due import RedisDue
 from .errors import ClusterRedirect
@@ -512,6 +513,14 @@ class RedisSessionStore(SessionStore):
         keys, args = scripts.clear_wait_call(self.keys, slot, scope_hash_of(scope))
         script = self._scripts.CLEAR_WAIT
         replies.cleared_wait(await self._caller.eval(script, keys, args, write=True))
+
+    # -- erasure (erase.py) ------------------------------------------------------------------------
+
+    async def erase_user(self, ctx: TenantCtx, user_id: str) -> int:
+        """See `SessionStore.erase_user`. Here it SCANs the namespace's session blobs (on a
+        cluster, every master) and runs one script per blob: O(keys in the namespace)."""
+        self._check_open()
+        return await erase.erase_user(self._caller, self.keys, erase_slot(ctx, user_id))
 
     # -- deadlines (due.py) ------------------------------------------------------------------------
 
