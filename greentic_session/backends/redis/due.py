@@ -53,7 +53,7 @@ from ...store import SessionEntry
 from .caller import Caller
 from .keys import RedisKeys, is_tagged
 from .scripts import Arg, Call, Script, load_script
-from .split import _in_order as in_order
+from .split import in_order
 
 __all__ = [
     "SHARDS",

@@ -24,7 +24,7 @@ from .keys import RedisKeys
 from .replies import CreateReply, FoundBlob, pointer_plan, text
 from .scripts import Scripts, refresh_pointer_call
 
-__all__ = ["SplitSteps"]
+__all__ = ["SplitSteps", "in_order"]
 
 T = TypeVar("T")
 
@@ -36,7 +36,7 @@ def _unawaited(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-async def _in_order(first: Awaitable[T], then: Callable[[T], Awaitable[None]]) -> T:
+async def in_order(first: Awaitable[T], then: Callable[[T], Awaitable[None]]) -> T:
     """A split call's session step, then (given its result) its index step, run as one task
     that a cancelled caller does not stop half way: the index step always follows a session
     step that ran (the caller still sees its cancellation)."""
@@ -63,15 +63,15 @@ class SplitSteps:
 
     def create(self, step: Awaitable[T], slot: UserSlot, key: str) -> Coroutine[Any, Any, T]:
         """create.lua's step, then the user pointer once the session exists."""
-        return _in_order(step, functools.partial(self._point, slot, key))
+        return in_order(step, functools.partial(self._point, slot, key))
 
     def write(self, step: Awaitable[T], key: str) -> Coroutine[Any, Any, T]:
         """update.lua's step, then the pointer's new TTL."""
-        return _in_order(step, functools.partial(self._refresh_pointer, key, "written"))
+        return in_order(step, functools.partial(self._refresh_pointer, key, "written"))
 
     def touch(self, step: Awaitable[T], key: str) -> Coroutine[Any, Any, T]:
         """touch.lua's step, then the pointer's new TTL."""
-        return _in_order(step, functools.partial(self._refresh_pointer, key, "touched"))
+        return in_order(step, functools.partial(self._refresh_pointer, key, "touched"))
 
     async def read_elsewhere(self, found: Any) -> Any:
         """find.lua's or create_for_user.lua's reply, with the blob of a session they name in
