@@ -28,9 +28,9 @@ CLUSTER_VARIABLE = "GREENTIC_SESSION_CLUSTER_URLS"
 
 DESCRIPTION = """\
 Look at and look after the sessions of a greentic-session Redis: read one, find a user's,
-count, check and repair, purge, export and import, copy into a Redis Cluster. Every command
-walks keys with SCAN in bounded batches (never KEYS or FLUSHALL) and touches only keys under
---namespace.
+count, check and repair, purge, erase a user, export and import, copy into a Redis Cluster.
+Every command walks keys with SCAN in bounded batches (never KEYS or FLUSHALL) and touches only
+keys under --namespace.
 """
 
 EPILOG = """\
@@ -70,6 +70,14 @@ new keys are listed (rekeyed in --json). Nothing in the cluster is overwritten: 
 already there with the same bytes counts as copied before, one with other data is a conflict
 (exit 1), a user pointer already naming another session is left alone. A dry run (checking
 the cluster, writing nothing) unless --yes. Running it again is safe. See docs/cli.md.
+"""
+
+ERASE_HELP = """\
+Erase one user (a data-protection request): every session of --env/--tenant/--team whose data
+names --user as its user, whether or not a pointer still names it, with its expiry meta key,
+wait hint and the pointers and waits naming it, then the user's own pointer and wait keys. The
+same user id in another env, tenant or team stays. It walks the whole namespace (SCAN). A dry
+run (counting, writing nothing) unless --yes. Only counts are printed, never the user id.
 """
 
 
@@ -126,6 +134,15 @@ def build_parser() -> Parser:
     _slot_options(purge, required=False)
     purge.add_argument("--yes", action="store_true", help="delete (without it: a dry run)")
 
+    erase = sub.add_parser(
+        "erase-user",
+        help="erase every session, pointer and wait of one user in an env/tenant/team",
+        description=ERASE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _slot_options(erase, required=True)
+    erase.add_argument("--yes", action="store_true", help="erase (without it: a dry run)")
+
     sub.add_parser(
         "export",
         help="write every session as JSON Lines to stdout",
@@ -177,37 +194,48 @@ async def _run(
     ctx = Context(conn, layout, stop, Progress(err))
     try:
         await conn.call(conn.client.ping)
-        match args.command:
-            case "get":
-                return await inspection.get(ctx, args.key)
-            case "find":
-                return await inspection.find(ctx, args.env, args.tenant, args.team, args.user)
-            case "stats":
-                return await inspection.stats(ctx)
-            case "check":
-                return await maintenance.check(ctx, repair=args.repair)
-            case "purge":
-                chosen = maintenance.selector(args.env, args.tenant, args.team, args.user)
-                return await maintenance.purge(ctx, chosen, yes=args.yes)
-            case "export":
-                sink = getattr(out, "buffer", None)
-                if sink is None:
-                    raise TypeError("export needs a binary stdout")
-                out.flush()
-                return await transfer.export(ctx, sink, err)
-            case "import":
-                return await transfer.import_(ctx, inp)
-            case "copy-to-cluster":
-                target = _cluster_store(args)
-                try:
-                    return await copy_to_cluster(ctx, target, yes=args.yes)
-                finally:
-                    await target.aclose()
-            case _:  # pragma: no cover - argparse allows no other
-                raise AssertionError(args.command)
+        return await _command(ctx, args, inp, out, err)
     finally:
         stop.uninstall()
         await conn.aclose()
+
+
+async def _command(
+    ctx: Context, args: argparse.Namespace, inp: IO[bytes], out: TextIO, err: TextIO
+) -> Report:
+    """Run the command `args` names on the connected `ctx`."""
+    match args.command:
+        case "get":
+            return await inspection.get(ctx, args.key)
+        case "find":
+            return await inspection.find(ctx, args.env, args.tenant, args.team, args.user)
+        case "stats":
+            return await inspection.stats(ctx)
+        case "check":
+            return await maintenance.check(ctx, repair=args.repair)
+        case "purge":
+            chosen = maintenance.selector(args.env, args.tenant, args.team, args.user)
+            return await maintenance.purge(ctx, chosen, yes=args.yes)
+        case "erase-user":
+            return await maintenance.erase_user(
+                ctx, args.env, args.tenant, args.team, args.user, yes=args.yes
+            )
+        case "export":
+            sink = getattr(out, "buffer", None)
+            if sink is None:
+                raise TypeError("export needs a binary stdout")
+            out.flush()
+            return await transfer.export(ctx, sink, err)
+        case "import":
+            return await transfer.import_(ctx, inp)
+        case "copy-to-cluster":
+            target = _cluster_store(args)
+            try:
+                return await copy_to_cluster(ctx, target, yes=args.yes)
+            finally:
+                await target.aclose()
+        case _:  # pragma: no cover - argparse allows no other
+            raise AssertionError(args.command)
 
 
 def _cluster_urls(args: argparse.Namespace) -> list[str]:
@@ -285,6 +313,8 @@ def main(
         cluster = _cluster_urls(args) if args.command == "copy-to-cluster" else []
         for secret_of in [url, *cluster]:
             text = scrub(text, _password(secret_of))
+        if args.command == "erase-user":  # user ids never appear in output
+            text = scrub(text, args.user)
         err.write(f"greentic-session: {text}\n")
         return ExitCode.PROBLEMS
     _print(report, args, out, err)

@@ -1,7 +1,8 @@
-"""The commands that delete: `check` (and `check --repair`) and `purge`.
+"""The commands that delete: `check` (and `check --repair`), `purge` and `erase-user`.
 
-Every deletion is a compare-and-delete script (scripts.py, lua/) that first checks the key is
-still what the walk read, sent in pipelined batches by `CompareDelete`.
+Every deletion of check and purge is a compare-and-delete script (scripts.py, lua/) that first
+checks the key is still what the walk read, sent in pipelined batches by `CompareDelete`;
+erase-user calls the store's own `erase_user`, which checks each blob's owner as it deletes it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..backends.redis.store import RedisSessionStore
 from ..errors import InvalidInputError
-from ..schema import validate_identifier
+from ..fence import NO_TEAM
+from ..schema import TenantCtx, validate_identifier
 from . import scripts
 from .census import Census, take_census
 from .context import (
@@ -29,7 +32,7 @@ from .context import (
 from .layout import COMPANION_KINDS, Kind, Layout
 from .walk import Entry
 
-__all__ = ["CompareDelete", "Selector", "check", "purge", "selector"]
+__all__ = ["CompareDelete", "Selector", "check", "erase_user", "purge", "selector"]
 
 DELETED, KEPT, GONE = 1, 0, -1  # what the compare-and-delete scripts return
 
@@ -258,3 +261,66 @@ async def purge(ctx: Context, chosen: Selector, *, yes: bool) -> Report:
         lines.append(f"{corrupt} corrupt blob(s) not examined (see `check`)")
     code = ExitCode.PROBLEMS if kept else ExitCode.OK
     return finish(Report(code, result, lines), walker)
+
+
+# -- erase-user ------------------------------------------------------------------------------
+
+
+async def erase_user(
+    ctx: Context, env: str, tenant: str, team: str | None, user: str, *, yes: bool
+) -> Report:
+    """Erase `user`'s sessions, pointers and waits in env/tenant/team (`team` None or "-": no
+    team) with the store's `erase_user`, called with an operator context; without `yes`, count
+    what it would erase. The report never holds the user id (only counts and where)."""
+    team = None if team is None or team == NO_TEAM else validate_identifier(team, "team")
+    operator = TenantCtx.new(
+        validate_identifier(env, "env"), validate_identifier(tenant, "tenant"), team=team
+    )
+    validate_identifier(user, "user")
+    where = f"env {env}, tenant {tenant}, team {team_label(team)}"
+    result: dict[str, Any] = {"dry_run": not yes, "env": env, "tenant": tenant}
+    result["team"] = team_label(team)
+    if not yes:
+        return await _erase_dry_run(ctx, Selector(env, tenant, team_label(team), user), result)
+    # The store's erase does not watch `ctx.stop`: Ctrl-C interrupts it at once (exit 130);
+    # each session goes in one atomic step, so running the command again is safe.
+    ctx.stop.uninstall()
+    store = RedisSessionStore(
+        ctx.conn.client, namespace=ctx.layout.namespace, socket_timeout=ctx.conn.timeout
+    )
+    try:
+        erased = await store.erase_user(operator, user)
+    finally:
+        await store.aclose()
+    result["erased"] = erased
+    lines = [f"erased {erased} session(s) of that user in {where}, with its pointers and waits"]
+    return Report(ExitCode.OK, result, lines)
+
+
+async def _erase_dry_run(ctx: Context, chosen: Selector, result: dict[str, Any]) -> Report:
+    """Count the sessions and the user's pointer and wait keys an erase would delete (purge's
+    selection by owner; blobs that fail to decode are left alone by the erase too)."""
+    walker = ctx.walker("erase-user: keys")
+    selected: Counter[str] = Counter()
+    corrupt = 0
+    kinds = (Kind.SESSION, Kind.POINTER, Kind.WAIT_SCOPE, Kind.WAIT_SET)
+    async for batch in walker.batches(frozenset(kinds)):
+        for entry in batch:
+            if entry.wrong_type:
+                continue
+            if _purge_step(ctx.layout, entry, chosen) is not None:
+                selected[entry.kind] += 1
+            elif entry.kind is Kind.SESSION and entry.value is not None:
+                corrupt += try_decode(entry.value)[0] is None
+    sessions = selected[Kind.SESSION]
+    indexes = sum(selected.values()) - sessions
+    result.update(walk_summary(walker), sessions=sessions, index_keys=indexes)
+    result["skipped_corrupt"] = corrupt
+    where = f"env {result['env']}, tenant {result['tenant']}, team {result['team']}"
+    lines = [
+        f"dry run: {sessions} session(s) and {indexes} pointer/wait key(s) of that user in "
+        f"{where} would be erased; run again with --yes",
+    ]
+    if corrupt:
+        lines.append(f"{corrupt} corrupt blob(s) not examined (see `check`)")
+    return finish(Report(ExitCode.OK, result, lines), walker)
