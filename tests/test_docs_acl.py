@@ -193,6 +193,10 @@ async def exercise(store: RedisSessionStore, admin: aioredis.Redis, *, limit: in
     else:
         await store.remove_session(await store.create_session(ctx, big))
     await exercise_waits(store, admin, ctx)
+    # erase_user: an operator (no user) erases one user's sessions and what names them.
+    erased_user = ctx.with_user("user-9")
+    await store.create_session(erased_user, paused(erased_user))
+    assert await store.erase_user(TenantCtx.new("prod", "acme", team="support"), "user-9") == 1
 
 
 async def exercise_update_with_conflict(store: SessionStore, key: str, ctx: TenantCtx) -> None:
@@ -302,6 +306,7 @@ async def run_whole_api(url: str, admin: aioredis.Redis) -> set[str]:
         "find_wait_by_scope",
         "list_waits_for_user",
         "clear_wait",
+        "erase_user",
         "claim_due_waits",
         "settle_due",
         "watch_due_waits",
@@ -344,9 +349,10 @@ def script_commands() -> set[str]:
 
 def test_the_page_lists_every_command_the_scripts_can_run() -> None:
     """Each command in any of the store's scripts, on any path, is in the page's ACL line, with
-    the commands the store sends itself (GET, SET, MULTI, EXEC, EVALSHA, EVAL)."""
+    the commands the store sends itself (GET, SET, MULTI, EXEC, EVALSHA, EVAL, and erase_user's
+    SCAN)."""
     allowed = {rule.removeprefix("+") for rule in documented_rules()[1] if rule.startswith("+")}
-    sent_directly = {"get", "set", "multi", "exec", "evalsha", "eval"}
+    sent_directly = {"get", "set", "multi", "exec", "evalsha", "eval", "scan"}
     needed = script_commands() | sent_directly
     assert {"getrange", "smembers", "sismember"} <= script_commands()  # helpers' calls seen
     assert needed - allowed == set(), "the page's ACL misses commands the store runs"
