@@ -105,9 +105,10 @@ def declared_floors(extras: tuple[str, ...], groups: tuple[str, ...]) -> list[st
 LOWEST_SUITES = tuple(
     f"tests/test_{name}.py"
     for name in (
-        "schema", "wire", "anyio", "mapping", "deadlines", "conformance", "lifecycle", "waits",
+        "schema", "wire", "anyio", "mapping", "time_limits", "conformance", "lifecycle", "waits",
         "redis_errors", "redis_event_loops", "redis_hostile", "redis_layout", "redis_lifecycle",
         "redis_security", "redis_sentinel", "redis_transport", "redis_waits", "sealing", "otel",
+        "erase_user",
     )
 )  # fmt: skip
 
