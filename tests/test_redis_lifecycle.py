@@ -17,7 +17,6 @@ from greentic_session import (
     ConflictError,
     NotFoundError,
     RedisSessionStore,
-    ReplyScope,
     SessionData,
     encode_session_data,
 )
@@ -26,6 +25,7 @@ from greentic_session.testing import SERVER_KINDS, Backend, RedisServer, find_se
 from tests import stores
 from tests.conftest import drop_namespace, make_data, shift_ttls
 from tests.identities import ALICE, NO_USER
+from tests.test_lifecycle import LIFETIME_WRITES, write_once
 from tests.test_redis_layout import counting_round_trips
 
 POINTER = "user:dev:tenant-42:support:alice"
@@ -245,27 +245,7 @@ async def expire_time(store: RedisSessionStore, key: str) -> int:
     return int(await untyped(store.client).execute_command("PEXPIRETIME", key))
 
 
-CAP_WRITES = ["touch", "update", "compare_and_set", "update_with", "register_wait"]
-
-
-async def cap_write(store: RedisSessionStore, key: str, write: str) -> None:
-    """One write of kind `write` (CAP_WRITES) to the session at `key`, owned by ALICE."""
-    data = make_data(ALICE, state='{"n":1}')
-    if write == "touch":
-        await store.touch_session(key)
-    elif write == "update":
-        await store.update_session(key, data)
-    elif write == "compare_and_set":
-        entry = await store.get_entry(key)
-        assert entry is not None
-        await store.update_session(key, data, expected_revision=entry.revision)
-    elif write == "update_with":
-        await store.update_with(key, lambda _: data)
-    else:
-        await store.register_wait(ALICE, "alice", ReplyScope(conversation="chat-1"), key, data)
-
-
-@pytest.mark.parametrize("write", CAP_WRITES)
+@pytest.mark.parametrize("write", LIFETIME_WRITES)
 async def test_a_blob_whose_meta_key_is_gone_keeps_its_expiry_as_the_cap(
     engine_store: OpenStore, write: str
 ) -> None:
@@ -277,13 +257,13 @@ async def test_a_blob_whose_meta_key_is_gone_keeps_its_expiry_as_the_cap(
     await store.client.delete(meta)
     await store.client.pexpire(blob, 10_000)  # what the meta key held: 10 s of lifetime left
     due = await expire_time(store, blob)
-    await cap_write(store, key, write)
+    await write_once(store, key, write)
     assert 0 < await expire_time(store, blob) <= due
     assert 0 < await expire_time(store, meta) <= due  # the lifetime is recorded again, unmoved
     assert await store.client.pttl(f"{store.keys.namespace}:{POINTER}") <= 10_000
 
 
-@pytest.mark.parametrize("write", CAP_WRITES)
+@pytest.mark.parametrize("write", LIFETIME_WRITES)
 async def test_a_write_leaves_the_blob_no_later_than_its_meta_key(
     engine_store: OpenStore, write: str
 ) -> None:
@@ -296,12 +276,12 @@ async def test_a_write_leaves_the_blob_no_later_than_its_meta_key(
     await store.client.pexpire(blob, 20_000)
     ends = await expire_time(store, meta)
     for _ in range(100):
-        await cap_write(store, key, write)
+        await write_once(store, key, write)
         assert await expire_time(store, meta) == ends
         assert ends - 1000 < await expire_time(store, blob) <= ends
 
 
-@pytest.mark.parametrize("write", CAP_WRITES)
+@pytest.mark.parametrize("write", LIFETIME_WRITES)
 async def test_every_write_starts_the_lifetime_of_a_blob_without_meta_or_expiry(
     engine_store: OpenStore, write: str
 ) -> None:
@@ -309,7 +289,7 @@ async def test_every_write_starts_the_lifetime_of_a_blob_without_meta_or_expiry(
     write of any kind, recorded in a new meta key."""
     store = engine_store(max_lifetime=120)
     await store.client.set(store.keys.session("rust-1"), encode_session_data(make_data(ALICE)))
-    await cap_write(store, "rust-1", write)
+    await write_once(store, "rust-1", write)
     assert near(await store.client.pttl(store.keys.session("rust-1")), 120_000)
     assert near(await store.client.pttl(store.keys.meta("rust-1")), 120_000)
     assert await expire_time(store, store.keys.session("rust-1")) <= await expire_time(
@@ -328,7 +308,7 @@ async def test_writes_racing_the_cap_never_keep_the_session(
     landed = 0
     while time.monotonic() < created_by + 0.4:  # 0.1 s past the cap, on the same machine's clock
         try:
-            await cap_write(store, key, "touch" if landed % 2 else "update")
+            await write_once(store, key, "touch" if landed % 2 else "update")
             landed += 1
         except NotFoundError:
             pass
