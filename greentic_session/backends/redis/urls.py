@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit
 
@@ -263,6 +263,25 @@ class SentinelAddress(NamedTuple):
     password: str | None
 
 
+def _multi_host_parts(
+    url: str, error: Callable[[str], InvalidInputError]
+) -> tuple[str, str, str, str, str | None, str]:
+    """A `scheme://[userinfo@]host1,host2[/path][?query]` URL's (scheme, userinfo, "@" or "",
+    hosts, path or None when there is no "/", query); `error` names what is wrong. A '#' or '@'
+    after the hosts means an unescaped character in the user info ended the address early."""
+    scheme, _, rest = url.partition("://")
+    rest, _, fragment = rest.partition("#")
+    rest, _, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    if fragment or ("@" in path) or ("@" in query and "@" not in netloc):
+        raise error(
+            "unexpected '#' or '@' after the hosts (an unescaped '/', '?', '#' or '@' in "
+            "the user name or password ends the address early: percent-encode them)"
+        )
+    userinfo, at, hosts = netloc.rpartition("@")
+    return scheme, userinfo, at, hosts, (path if slash else None), query
+
+
 def parse_sentinel_url(url: str) -> SentinelAddress:
     """`redis+sentinel://[user:password@]host1[:port],host2[:port]/service[/db]`, parsed.
 
@@ -271,16 +290,7 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
     """
     if not is_sentinel_url(url):
         raise _sentinel_error("the scheme must be redis+sentinel:// or rediss+sentinel://")
-    scheme, _, rest = url.partition("://")
-    rest, _, fragment = rest.partition("#")
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
-    if fragment or ("@" in path) or ("@" in query and "@" not in netloc):
-        raise _sentinel_error(
-            "unexpected '#' or '@' after the hosts (an unescaped '/', '?', '#' or '@' in "
-            "the user name or password ends the address early: percent-encode them)"
-        )
-    userinfo, _, hosts = netloc.rpartition("@")
+    scheme, userinfo, _, hosts, path, query = _multi_host_parts(url, _sentinel_error)
     sentinel_username, sentinel_password = _credentials(userinfo, "the sentinels' user info")
     if not hosts:
         raise _sentinel_error("no sentinel host (expected host1:port,host2:port after //)")
@@ -288,7 +298,7 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
         _host_port(host, f"sentinel host #{number}")
         for number, host in enumerate(hosts.split(","), 1)
     )
-    service, _, db_text = path.partition("/")
+    service, _, db_text = (path or "").partition("/")
     if not service:
         raise _sentinel_error("the path must name the service: /service_name[/db]")
     service = unquote(service)
@@ -335,16 +345,8 @@ def cluster_startup_urls(url: str) -> tuple[str, ...]:
     database and query; `RedisClusterOptions` checks them as it checks startup URLs."""
     if not is_cluster_url(url):
         raise _cluster_error("the scheme must be redis+cluster:// or rediss+cluster://")
-    scheme, _, rest = url.partition("://")
-    rest, _, fragment = rest.partition("#")
-    rest, _, query = rest.partition("?")
-    netloc, slash, path = rest.partition("/")
-    if fragment or ("@" in path) or ("@" in query and "@" not in netloc):
-        raise _cluster_error(
-            "unexpected '#' or '@' after the hosts (an unescaped '/', '?', '#' or '@' in "
-            "the user name or password ends the address early: percent-encode them)"
-        )
-    userinfo, at, hosts = netloc.rpartition("@")
+    scheme, userinfo, at, hosts, path, query = _multi_host_parts(url, _cluster_error)
+    slash, path = ("/", path) if path is not None else ("", "")
     if not hosts:
         raise _cluster_error("no cluster host (expected host1:port,host2:port after //)")
     urls = []
