@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -128,13 +129,14 @@ async def test_url_database_is_selected(redis_url: str, prefix: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+def private_server() -> Iterator[RedisServer]:
     """A server of this module's own, with a unix socket: ACL users and restarts are
-    server-wide."""
-    socket_path = tmp_path_factory.mktemp("sock") / "redis.sock"
-    extra = ("--unixsocket", str(socket_path), "--unixsocketperm", "700")
-    with RedisServer(extra_args=extra) as server:
-        yield server
+    server-wide. The socket lies under /tmp: its path must be under 108 bytes, wherever the
+    checkout (and so nox's TMPDIR) is."""
+    with tempfile.TemporaryDirectory(prefix="gs-", dir="/tmp") as folder:
+        extra = ("--unixsocket", f"{folder}/redis.sock", "--unixsocketperm", "700")
+        with RedisServer(extra_args=extra) as server:
+            yield server
 
 
 def unix_url(server: RedisServer, db: int) -> str:
