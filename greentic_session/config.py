@@ -21,6 +21,7 @@ from .backends.redis.options import (
 from .errors import InvalidInputError
 from .expiry import Expiry
 from .limits import check_max_blob_bytes
+from .sealing import check_sealing
 from .store import SessionStore, StoreOptions
 
 __all__ = ["SessionBackendConfig", "create_session_store"]
@@ -69,10 +70,12 @@ class SessionBackendConfig:
             )
         Expiry(self.store.get("idle_ttl"), self.store.get("max_lifetime"))
         check_max_blob_bytes(self.store.get("max_blob_bytes"))
+        check_sealing(self.store.get("encryption"), self.store.get("compression"))
 
     @classmethod
     def in_memory(cls, **store: Unpack[StoreOptions]) -> SessionBackendConfig:
-        """The in-memory store; `store` options: idle_ttl, max_lifetime, max_blob_bytes."""
+        """The in-memory store; `store` options: idle_ttl, max_lifetime, max_blob_bytes,
+        encryption, compression."""
         return cls("memory", store=store)
 
     @classmethod
@@ -85,8 +88,8 @@ class SessionBackendConfig:
         (see `RedisClusterOptions.from_url` and `redis_cluster`).
         `options` (`RedisStoreOptions`): the `namespace`; the pool's, as `RedisPoolOptions`:
         max_connections, connect_timeout, socket_timeout, pool_timeout, tls_ca_file, batching;
-        and `idle_ttl`, `max_lifetime` (seconds) and `max_blob_bytes`, the `StoreOptions` every
-        backend takes.
+        and `idle_ttl`, `max_lifetime` (seconds), `max_blob_bytes`, `encryption` and
+        `compression`, the `StoreOptions` every backend takes.
         """
         namespace, pool, store = split_store_options(options)
         return cls("redis", options_for_url(url, namespace=namespace, **pool), store)

@@ -126,6 +126,16 @@ def check_update(stored: Scope, data: SessionData) -> None:
         raise _violation("user", "an update cannot change, add or remove the session's user")
 
 
+def hidden_owner_differs() -> InvalidInputError:
+    """`check_update`'s refusal where the stored owner is hidden (a sealed blob, whose owner
+    digest the server compared): which field differs is not known."""
+    return _violation(
+        "owner",
+        "the stored session has another env, tenant_id, team or user, which an update "
+        "cannot change",
+    )
+
+
 def lookup_slot(ctx: TenantCtx, user: str) -> UserSlot:
     """The slot `find_by_user(ctx, user)` reads."""
     _require(ctx, TenantCtx, "ctx")
@@ -244,6 +254,20 @@ def wait_verdict(slot: UserSlot, owner: Scope) -> str:
     if owner.user is not None and owner.user != slot.user:
         return FOREIGN
     return LIVE if owner.team == slot.team else SHARED
+
+
+def wait_owners(slot: UserSlot) -> tuple[tuple[Scope, str], ...]:
+    """Every owner a wait lookup at `slot` does not find FOREIGN, with its `wait_verdict`: the
+    slot's user and no user, in the slot's team and, where "-" and no team share keys, in the
+    other spelling. A sealing store sends these owners' digests to the wait scripts, which cannot
+    read a sealed blob's owner (sealing.py)."""
+    teams: tuple[str | None, ...] = (slot.team,)
+    if slot.team is None or slot.team == NO_TEAM:
+        teams = (slot.team, NO_TEAM if slot.team is None else None)
+    owners = [
+        Scope(slot.env, slot.tenant_id, team, user) for team in teams for user in (slot.user, None)
+    ]
+    return tuple((owner, wait_verdict(slot, owner)) for owner in owners)
 
 
 def wait_ttl_millis(ttl: object, idle_ttl: float | None) -> int | None:

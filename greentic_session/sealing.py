@@ -105,6 +105,7 @@ __all__ = [
     "Encryption",
     "SealedHeader",
     "Sealer",
+    "check_sealing",
     "read_header",
 ]
 
@@ -422,6 +423,17 @@ def _parse(stored: bytes) -> tuple[int, bytes, int] | str | None:
     return flags, kid, end
 
 
+def check_sealing(encryption: object, compression: object) -> None:
+    """`InvalidInputError` unless `encryption` is an `Encryption` or None and `compression` one
+    of `COMPRESSIONS` or None: the store options' check, where a config is written."""
+    if encryption is not None and not isinstance(encryption, Encryption):
+        raise InvalidInputError(
+            f"encryption must be an Encryption or None, not {type(encryption).__name__}"
+        )
+    if compression is not None and compression not in COMPRESSIONS:
+        raise InvalidInputError(f"compression must be one of {list(COMPRESSIONS)} or None")
+
+
 class Sealer:
     """Seals and opens one store's blobs: built once from the store's namespace, its
     `Encryption` (or None) and its compression ("zstd" or None).
@@ -452,12 +464,7 @@ class Sealer:
     ) -> None:
         if not isinstance(namespace, str) or not namespace:
             raise InvalidInputError("namespace must be a non-empty str")
-        if encryption is not None and not isinstance(encryption, Encryption):
-            raise InvalidInputError(
-                f"encryption must be an Encryption or None, not {type(encryption).__name__}"
-            )
-        if compression is not None and compression not in COMPRESSIONS:
-            raise InvalidInputError(f"compression must be one of {list(COMPRESSIONS)} or None")
+        check_sealing(encryption, compression)
         self._namespace = namespace
         self._encryption = encryption
         # zstd is loaded here when this store compresses, else on the first compressed read.

@@ -7,7 +7,7 @@ import inspect
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypedDict
+from typing import TYPE_CHECKING, Literal, Self, TypedDict
 
 import anyio
 import msgspec
@@ -17,6 +17,7 @@ from .schema import ReplyScope, SessionData, SessionKey, TenantCtx
 
 if TYPE_CHECKING:
     from .deadlines import DueWait
+    from .sealing import Encryption
 
 __all__ = [
     "DEFAULT_UPDATE_ATTEMPTS",
@@ -42,12 +43,15 @@ SessionBuilder = Callable[[], SessionData | Awaitable[SessionData]]
 
 class StoreOptions(TypedDict, total=False):
     """What every backend's constructor (and `SessionBackendConfig`) accepts besides its own
-    connection options: `idle_ttl` and `max_lifetime` in seconds (`expiry`), and
-    `max_blob_bytes` (`limits`)."""
+    connection options: `idle_ttl` and `max_lifetime` in seconds (`expiry`), `max_blob_bytes`
+    (`limits`, counted on the uncompressed encoding), and sealing at rest (`sealing`):
+    `encryption` (an `Encryption` key ring) and `compression` ("zstd")."""
 
     idle_ttl: float | None
     max_lifetime: float | None
     max_blob_bytes: int | None
+    encryption: Encryption | None
+    compression: Literal["zstd"] | None
 
 
 class SessionEntry(msgspec.Struct, frozen=True):

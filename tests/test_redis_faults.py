@@ -50,7 +50,9 @@ from greentic_session.backends.redis.transport import (
     BatchingPool,
 )
 from greentic_session.fence import UserSlot, scope_of
+from greentic_session.sealing import Sealer
 from greentic_session.testing import Backend, RedisServer, find_server, free_port
+from greentic_session.testing.backends import sealed_row_encryption
 from tests.conftest import STORE_PARAMS, drop_namespace, make_data, server_url
 from tests.faultproxy import FaultProxy
 from tests.identities import ALICE
@@ -187,14 +189,17 @@ async def assert_pointers_consistent(raw: aioredis.Redis, namespace: str) -> int
     has its pointer on one of them. (Every session written by these tests has a user.)
     """
     keys = RedisKeys(namespace)
+    # The sealed row's blobs open with its test key ring (any other value is left as stored).
+    opener = Sealer(namespace, encryption=sealed_row_encryption())
     blobs: dict[str, SessionData] = {}
     pointers: dict[str, str] = {}
     async for name in raw.scan_iter(match=f"{namespace}:*", count=1000):
         text, value = name.decode(), await raw.get(name)
         assert isinstance(value, bytes), f"{text} vanished during the scan"
         if text.startswith(keys.session_prefix):
-            blobs[text.removeprefix(keys.session_prefix)] = decode_session_data(value)
-        else:
+            key = text.removeprefix(keys.session_prefix)
+            blobs[key] = decode_session_data(opener.open(value, session_key=key, limit=None))
+        elif not text.startswith(keys.meta_prefix):  # a sealing store's pointer records
             pointers[text] = value.decode()
     by_slot: defaultdict[str, set[str]] = defaultdict(set)
     for key, data in blobs.items():

@@ -45,7 +45,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 from msgspec.structs import force_setattr
@@ -68,6 +68,7 @@ from ..fence import (
     lookup_slot,
     own_slot,
     scope_hash_of,
+    scope_of,
     visible_to,
     wait_lookup_slot,
     wait_segments,
@@ -86,6 +87,7 @@ from ..schema import (
     check_writable,
     new_session_key,
 )
+from ..sealing import Encryption, Sealer
 from ..store import SessionBuilder, SessionEntry, SessionStore, resolve
 from .memory_due import DueBook
 
@@ -125,6 +127,9 @@ def _stored_form(data: SessionData, max_blob_bytes: int | None) -> SessionData:
     return decode_session_data(encode_session_data(data))
 
 
+# The namespace a sealing in-memory store binds its blobs to (sealing.py's associated data).
+_NAMESPACE = "in-memory"
+
 Segments = tuple[str, str, str, str]  # fence.wait_segments: a user's waits, as Redis keys them
 
 
@@ -138,7 +143,9 @@ class _Wait(NamedTuple):
 
 
 class _Entry(NamedTuple):
-    data: SessionData  # private: never mutated, never handed out (reads get a copy)
+    # Private: never mutated, never handed out (reads get a copy). In a sealing store, the
+    # sealed bytes (sealing.py), opened on every read.
+    data: SessionData | bytes
     owner: Scope
     # The slot create pointed at this session: lets remove clear a pointer made from the
     # caller's user when the data itself has none.
@@ -166,11 +173,17 @@ class InMemorySessionStore(SessionStore):
         idle_ttl: float | None = None,
         max_lifetime: float | None = None,
         max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
+        encryption: Encryption | None = None,
+        compression: Literal["zstd"] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self._expiry = Expiry(idle_ttl, max_lifetime)
         self._expiring = self._expiry.enabled
         self._max_blob_bytes = check_max_blob_bytes(max_blob_bytes)
+        # With an option, sessions are held sealed, as Redis holds them: a heap dump or a core
+        # file shows no session data (the indexes still name users, as Redis key names do).
+        sealer = Sealer(_NAMESPACE, encryption=encryption, compression=compression)
+        self._sealer = None if sealer.identity else sealer
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, _Entry] = {}
@@ -187,7 +200,34 @@ class InMemorySessionStore(SessionStore):
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"InMemorySessionStore(sessions={len(self._sessions)}, closed={self._closed})"
+        sealing = "" if self._sealer is None else f", sealer={self._sealer!r}"
+        return (
+            f"InMemorySessionStore(sessions={len(self._sessions)}, closed={self._closed}{sealing})"
+        )
+
+    # -- sealing: only when the store has an option ------------------------------------------------
+
+    def _held(self, key: str, stored: SessionData, owner: Scope) -> SessionData | bytes:
+        """What the store holds for `stored` at `key`: itself, or in a sealing store its sealed
+        bytes."""
+        sealer = self._sealer
+        if sealer is None:
+            return stored
+        blob = encode_session_data(stored)
+        return sealer.seal(blob, session_key=key, owner_digest=sealer.owner_digest(owner))
+
+    def _data_of(self, key: str, held: SessionData | bytes) -> SessionData:
+        """A private copy of what the store holds at `key`."""
+        if type(held) is bytes:
+            assert self._sealer is not None
+            return decode_session_data(
+                self._sealer.open(held, session_key=key, limit=self._max_blob_bytes)
+            )
+        assert isinstance(held, SessionData)
+        return _private_copy(held)
+
+    def _entry_of(self, key: str, entry: _Entry) -> SessionEntry:
+        return SessionEntry(SessionKey(key), self._data_of(key, entry.data), str(entry.revision))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -252,7 +292,7 @@ class InMemorySessionStore(SessionStore):
             if not members:
                 del self._waits[segments]
 
-    def _add(self, key: str, data: SessionData, owner: Scope, slot: UserSlot | None) -> int:
+    def _add(self, key: str, data: SessionData | bytes, owner: Scope, slot: UserSlot | None) -> int:
         """Store a new session (and its pointer); return its revision."""
         revision = next(self._revisions)
         if self._expiring:
@@ -296,10 +336,11 @@ class InMemorySessionStore(SessionStore):
         stored = _stored_form(data, self._max_blob_bytes)  # first: the fence reads its fields
         owner, slot = check_create(ctx, data)
         new_key = new_session_key() if key is None else SessionKey(key)
+        held = self._held(new_key, stored, owner)
         with self._lock:
             if key is not None and self._live(key) is not None:
                 raise ConflictError(f"a session with key {key!r} already exists")
-            self._add(new_key, stored, owner, slot)
+            self._add(new_key, held, owner, slot)
         return new_key
 
     async def get_session(self, key: str) -> SessionData | None:
@@ -307,14 +348,14 @@ class InMemorySessionStore(SessionStore):
         check_key(key)
         with self._lock:
             entry = self._live(key) if self._expiring else self._sessions.get(key)
-        return None if entry is None else _private_copy(entry.data)
+        return None if entry is None else self._data_of(key, entry.data)
 
     async def get_entry(self, key: str) -> SessionEntry | None:
         self._check_open()
         check_key(key)
         with self._lock:
             entry = self._live(key) if self._expiring else self._sessions.get(key)
-        return None if entry is None else _entry_of(key, entry)
+        return None if entry is None else self._entry_of(key, entry)
 
     async def update_session(
         self, key: str, data: SessionData, *, expected_revision: str | None = None
@@ -332,6 +373,10 @@ class InMemorySessionStore(SessionStore):
         if expected is not None and not isinstance(expected, str):
             raise TypeError(f"expected_revision must be str, not {type(expected).__name__}")
         stored = _stored_form(data, self._max_blob_bytes)
+        # (A write by another owner is refused below; its sealed bytes are never stored.)
+        held = (
+            stored if self._sealer is None else self._held(key, stored, scope_of(data.tenant_ctx))
+        )
         with self._lock:
             entry = self._live(key) if self._expiring else self._sessions.get(key)
             if entry is None:
@@ -343,11 +388,9 @@ class InMemorySessionStore(SessionStore):
             if entry.expires is None:
                 # Built directly: NamedTuple._replace costs a few hundred ns on this hot path.
                 _, owner, slot, _, created, _, wait = entry
-                self._sessions[key] = _Entry(stored, owner, slot, revision, created, None, wait)
+                self._sessions[key] = _Entry(held, owner, slot, revision, created, None, wait)
             else:
-                entry = entry._replace(
-                    data=stored, revision=revision, expires=self._restarted(entry)
-                )
+                entry = entry._replace(data=held, revision=revision, expires=self._restarted(entry))
                 self._sessions[key] = entry
                 self._schedule(key, entry)
         return revision
@@ -380,14 +423,18 @@ class InMemorySessionStore(SessionStore):
         slot = lookup_slot(ctx, user)
         with self._lock:
             found = self._at_slot(slot)
-        return None if found is None else (SessionKey(found[0]), _private_copy(found[1].data))
+        return (
+            None
+            if found is None
+            else (SessionKey(found[0]), self._data_of(found[0], found[1].data))
+        )
 
     async def find_entry(self, ctx: TenantCtx, user: str) -> SessionEntry | None:
         self._check_open()
         slot = lookup_slot(ctx, user)
         with self._lock:
             found = self._at_slot(slot)
-        return None if found is None else _entry_of(*found)
+        return None if found is None else self._entry_of(*found)
 
     def _at_slot(self, slot: UserSlot) -> tuple[str, _Entry] | None:
         """The live session `slot` points at, visible to it; drops a stale pointer (lock held)."""
@@ -408,7 +455,7 @@ class InMemorySessionStore(SessionStore):
         with self._lock:
             found = self._at_slot(slot)
         if found is not None:
-            return _entry_of(*found), False
+            return self._entry_of(*found), False
         # Built outside the lock: a slow or cancelled builder holds nothing.
         data = await resolve(build())
         stored = _stored_form(data, self._max_blob_bytes)
@@ -417,8 +464,8 @@ class InMemorySessionStore(SessionStore):
         with self._lock:
             found = self._at_slot(slot)
             if found is not None:  # another call created it while we built
-                return _entry_of(*found), False
-            revision = self._add(key, stored, owner, slot)
+                return self._entry_of(*found), False
+            revision = self._add(key, self._held(key, stored, owner), slot=slot, owner=owner)
         return SessionEntry(key, _private_copy(stored), str(revision)), True
 
     # -- reply-scope waits -----------------------------------------------------------------------
@@ -458,7 +505,7 @@ class InMemorySessionStore(SessionStore):
                 self._supersede(previous, wait)
             created = now if existing is None else existing.created
             entry = _Entry(
-                stored,
+                self._held(key, stored, owner),
                 owner,
                 None if existing is None else existing.slot,  # never moves a user pointer
                 next(self._revisions),
@@ -562,7 +609,7 @@ class InMemorySessionStore(SessionStore):
                 SessionKey(key),
                 record.user_id,
                 record.scope,
-                _entry_of(key, entry),
+                self._entry_of(key, entry),
                 record.due + self._epoch,
                 record.attempt,
                 record.lease_id or "",
@@ -586,7 +633,3 @@ class InMemorySessionStore(SessionStore):
 
     async def aclose(self) -> None:
         self._closed = True
-
-
-def _entry_of(key: str, entry: _Entry) -> SessionEntry:
-    return SessionEntry(SessionKey(key), _private_copy(entry.data), str(entry.revision))

@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack
 
 from ..config import SessionBackendConfig, create_session_store
 from ..store import SessionStore, StoreOptions
+
+if TYPE_CHECKING:
+    from ..sealing import Encryption
 
 T = TypeVar("T")
 
@@ -50,6 +53,7 @@ class Backend:
     batching: bool = True  # Redis: calls auto-pipelined on shared connections (the default)
     server: str | None = None  # the server engine (SERVER_KINDS) holding a Redis row's keys
     loops: tuple[str, ...] = LOOP_KINDS  # the event loops this row's tests run on
+    sealed: bool = False  # blobs encrypted (TEST_ENCRYPTION) and zstd-compressed at rest
 
     @property
     def needs_redis(self) -> bool:
@@ -67,6 +71,8 @@ class Backend:
         `namespace`; `clock` drives the in-memory store's expiry (Redis uses its own clock).
         `redis_url` is a plain URL (single), a redis+sentinel:// URL (sentinel) or the cluster's
         node URLs, comma-separated (cluster)."""
+        if self.sealed:
+            store = {"encryption": sealed_row_encryption(), "compression": "zstd", **store}
         if self.topology == "memory":
             if clock is not None:
                 from ..backends.memory import InMemorySessionStore
@@ -88,6 +94,13 @@ class Backend:
         return create_session_store(config)
 
 
+def sealed_row_encryption() -> Encryption:
+    """The sealed rows' key ring: one fixed, public test key (never use it for real data)."""
+    from ..sealing import Encryption
+
+    return Encryption({"test-key-1": bytes(range(32))}, "test-key-1")
+
+
 def _single_node_rows() -> tuple[Backend, ...]:
     """Every transport on every server engine (Redis's rows keep their historical ids)."""
     rows = []
@@ -99,8 +112,11 @@ def _single_node_rows() -> tuple[Backend, ...]:
 
 BACKENDS: tuple[Backend, ...] = (
     Backend("memory", "memory", loops=("asyncio", "trio")),
+    Backend("memory-sealed", "memory", loops=("asyncio", "trio"), sealed=True),
     *_single_node_rows(),
     # redis-py's pool behind Sentinel (never batched); a primary, a replica, three sentinels.
     Backend("sentinel", "sentinel", batching=False, server="redis"),
     Backend("cluster", "cluster", server="redis"),  # 3 masters, batched per master
+    # Encrypted and compressed at rest (sealing.py): the scripts check owner digests.
+    Backend("redis-sealed", "single", server="redis", sealed=True),
 )

@@ -48,6 +48,7 @@ import msgspec
 
 from ...deadlines import DueWait
 from ...errors import InternalError, SessionError, UnknownOutcomeError
+from ...fence import FOREIGN, UserSlot, scope_of, wait_verdict
 from ...schema import ReplyScope, SessionKey
 from ...store import SessionEntry
 from .caller import Caller
@@ -337,8 +338,14 @@ class RedisDue:
 
     def _due_wait(self, reply: Any) -> DueWait | tuple[str, str] | None:
         try:
-            raw_key, blob, json, due_ms, attempt, raw_lease, raw_user = reply
+            raw_key, blob, json, due_ms, attempt, raw_lease, raw_user, *judge = reply
             key, lease_id, user = raw_key.decode(), raw_lease.decode(), raw_user.decode()
+            # A sealed blob comes with its wait's env, tenant_id and team ('' none): its owner,
+            # hidden from the script, is judged here once it is opened (due_record.lua).
+            slot = None
+            if judge:
+                env, tenant_id, team = (part.decode() for part in judge[0])
+                slot = UserSlot(env, tenant_id, team or None, user)
         except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
             return None  # not a reply our scripts give
         try:
@@ -346,6 +353,8 @@ class RedisDue:
             scope = _scope_decoder.decode(json)
         except (SessionError, msgspec.MsgspecError, ValueError):
             return key, lease_id
+        if slot is not None and wait_verdict(slot, scope_of(entry.data.tenant_ctx)) == FOREIGN:
+            return key, lease_id  # not the wait's owner's: its deadline is dead
         return DueWait(SessionKey(key), user, scope, entry, due_ms / 1000, attempt, lease_id)
 
     # -- settle ----------------------------------------------------------------------------------

@@ -22,11 +22,12 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from ...fence import UserSlot
+from ...fence import Scope, UserSlot
+from ...sealing import Sealer
 from .caller import Caller
 from .cluster import ClusterCaller
 from .keys import RedisKeys
-from .scripts import load_script, remove_call
+from .scripts import Arg, load_script, remove_call, sealed_tail
 
 __all__ = ["SCAN_COUNT", "erase_user"]
 
@@ -63,17 +64,24 @@ def _erased(reply: object, split: bool) -> bool:
     return reply == 1 or (split and isinstance(reply, bytes))
 
 
-async def erase_user(caller: Caller, keys: RedisKeys, slot: UserSlot) -> int:
-    """Erase `slot`'s user (see the module docstring); return how many sessions went."""
+async def erase_user(
+    caller: Caller, keys: RedisKeys, slot: UserSlot, sealer: Sealer | None = None
+) -> int:
+    """Erase `slot`'s user (see the module docstring); return how many sessions went. A sealing
+    store's `sealer` gives the digest the script compares with a sealed blob's (seal.lua)."""
     script = _ERASE[keys.cluster]
     owner = (slot.env, slot.tenant_id, slot.team or "", slot.user)
+    tail: tuple[Arg, ...] = ()
+    if sealer is not None:
+        erased_owner = Scope(slot.env, slot.tenant_id, slot.team, slot.user)
+        tail = sealed_tail(sealer, ((erased_owner, "owner", keys.slot_suffix(slot)),))
     seen: set[str] = set()
     erased = 0
 
     async def erase_one(key: str) -> bool:
         split = keys.local_only(key)
         call_keys, args = remove_call(keys, key, split)
-        reply = await caller.eval(script, call_keys, (*args, *owner), write=True, key=key)
+        reply = await caller.eval(script, call_keys, (*args, *owner, *tail), write=True, key=key)
         return _erased(reply, split)
 
     for node in await _nodes(caller):

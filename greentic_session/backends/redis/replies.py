@@ -12,7 +12,7 @@ from enum import IntEnum
 from typing import Any
 
 from ...errors import ConflictError, InternalError, NotFoundError
-from ...fence import Scope, check_update
+from ...fence import Scope, check_update, hidden_owner_differs
 from ...schema import SessionData, SessionKey
 
 __all__ = [
@@ -72,6 +72,7 @@ class UpdateReply(IntEnum):
     MISSING = 0
     CORRUPT = -1
     REVISION_DIFFERS = -2
+    SEALED_OWNER_DIFFERS = -4
 
 
 class TouchReply(IntEnum):
@@ -95,6 +96,7 @@ class RegisterWaitReply(IntEnum):
     REGISTERED = 1
     CORRUPT = -1
     SET_WRONG_TYPE = -3
+    SEALED_OWNER_DIFFERS = -4
 
 
 class FindWaitReply(IntEnum):
@@ -146,7 +148,12 @@ def corrupt(key: str, why: str) -> InternalError:
 
 def _owner_differs(reply: Any, key: str, data: SessionData) -> InternalError:
     """A script's {env, tenant_id, team, user} of the stored owner ('' for none), which differs
-    from `data`'s: the tenant fence raises for it; if it does not, the two disagree."""
+    from `data`'s: the tenant fence raises for it; if it does not, the two disagree. A sealed
+    blob's owner differs too (-4, owner.lua's owner_reply), unseen."""
+    if reply == UpdateReply.SEALED_OWNER_DIFFERS:
+        raise hidden_owner_differs()
+    if not isinstance(reply, list) or len(reply) != 4:
+        return InternalError(f"session {key!r}: unexpected reply from the write script")
     env, tenant_id, team, user = (text(part) for part in reply)
     check_update(Scope(env, tenant_id, team or None, user or None), data)
     return InternalError(f"session {key!r}: the owner check disagreed with the tenant fence")
@@ -185,7 +192,7 @@ def updated(reply: Any, key: str, expected: str, data: SessionData, *, split: bo
     if reply == UpdateReply.MISSING:
         raise NotFoundError(f"session {key!r} not found")
     if reply == UpdateReply.CORRUPT:
-        raise corrupt(key, "stored blob is not SessionData JSON")
+        raise corrupt(key, "stored blob is not SessionData JSON nor a sealed blob this store reads")
     if reply == UpdateReply.REVISION_DIFFERS:
         raise ConflictError(f"session {key!r} changed since revision {expected!r}")
     raise _owner_differs(reply, key, data)
@@ -221,7 +228,7 @@ def registered(reply: Any, key: str, data: SessionData) -> None:
     if reply == _REGISTERED or (type(reply) is int and reply > _REGISTERED):
         return
     if reply == RegisterWaitReply.CORRUPT:
-        raise corrupt(key, "stored blob is not SessionData JSON")
+        raise corrupt(key, "stored blob is not SessionData JSON nor a sealed blob this store reads")
     if reply == RegisterWaitReply.SET_WRONG_TYPE:
         raise InternalError("a wait index key holds a value of another Redis type")
     raise _owner_differs(reply, key, data)

@@ -9,10 +9,12 @@ that is off, the index prefixes of a key whose indexes live in another cluster s
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from importlib import resources
 from typing import NamedTuple
 
-from ...fence import Scope, UserSlot
+from ...fence import Scope, UserSlot, wait_owners
+from ...sealing import Sealer
 from .keys import RedisKeys
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "LIST_WAITS",
     "REGISTER_WAIT",
     "REMOVE",
+    "SEALED_NO_OWNERS",
+    "SEAL_MARK",
     "SINGLE_NODE",
     "TOUCH",
     "UPDATE",
@@ -43,9 +47,22 @@ __all__ = [
     "refresh_pointer_call",
     "register_wait_call",
     "remove_call",
+    "sealed_tail",
     "touch_call",
     "update_call",
+    "wait_tail",
 ]
+
+
+Arg = str | bytes | int
+
+_SEAL_LUA = resources.files(__package__).joinpath("lua", "seal.lua").read_text(encoding="utf-8")
+
+# The last argument of a sealing store's every call (seal.lua): no argument a script takes is it.
+SEAL_MARK = b"\xc5greentic-sealed-v1"
+
+# A sealing store's tail for a call that checks no owner: it says only that the store seals.
+SEALED_NO_OWNERS: tuple[Arg, ...] = (0, SEAL_MARK)
 
 
 class Script(NamedTuple):
@@ -55,9 +72,10 @@ class Script(NamedTuple):
 
 def load_script(*names: str, cluster: bool = False) -> Script:
     """A script from package data files, concatenated (shared Lua functions come first), led
-    by the layout flag owner.lua reads (`CLUSTER_TAGS`, keys.py's cluster hash tags)."""
+    by the layout flag owner.lua reads (`CLUSTER_TAGS`, keys.py's cluster hash tags) and by
+    seal.lua, which takes a sealing store's tail (`sealed_tail`) off ARGV."""
     lua = resources.files(__package__).joinpath("lua")
-    parts = [f"local CLUSTER_TAGS = {'true' if cluster else 'false'}"]
+    parts = [f"local CLUSTER_TAGS = {'true' if cluster else 'false'}", _SEAL_LUA]
     parts += [lua.joinpath(name).read_text(encoding="utf-8") for name in names]
     source = "\n".join(parts).encode()
     return Script(source, hashlib.sha1(source, usedforsecurity=False).hexdigest())
@@ -122,7 +140,6 @@ FIND, CLEAR_POINTER = SINGLE_NODE.FIND, SINGLE_NODE.CLEAR_POINTER
 # The builders of the common calls (update, find, remove, create) build flat tuples with no
 # helper calls: they run on every call, and each Python call costs ~0.1 us here.
 
-Arg = str | bytes | int
 Call = tuple[tuple[str, ...], tuple[Arg, ...]]
 """A script call's (KEYS, ARGV)."""
 
@@ -131,6 +148,26 @@ Ttl = tuple[str, str]
 
 # The index prefixes of a key whose indexes live in another cluster slot (`split`): none.
 _NO_INDEXES = ("", "", "")
+
+
+def sealed_tail(sealer: Sealer, owners: Iterable[tuple[Scope, str, str]]) -> tuple[Arg, ...]:
+    """A sealing store's ARGV tail (seal.lua) for a call that checks `owners`: each as (owner,
+    verdict, pointer suffix), sent as its digest under every key id the store reads."""
+    args: list[Arg] = []
+    for owner, verdict, suffix in owners:
+        for kid, digest in sealer.owner_digests(owner).items():
+            args += (kid, digest, verdict, suffix)
+    return (*args, len(args) // 4, SEAL_MARK)
+
+
+def wait_tail(sealer: Sealer, keys: RedisKeys, slot: UserSlot) -> tuple[Arg, ...]:
+    """`sealed_tail` of a wait lookup at `slot`: the owners it may see (`fence.wait_owners`)."""
+    suffix = keys.slot_suffix(slot)
+    owners = wait_owners(slot)
+    return sealed_tail(
+        sealer,
+        ((owner, verdict, "" if owner.user is None else suffix) for owner, verdict in owners),
+    )
 
 
 def _owner(owner: Scope) -> tuple[str, str, str, str]:

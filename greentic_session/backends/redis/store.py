@@ -22,10 +22,11 @@ caller's key in `split`; each script's KEYS and ARGV in `scripts`, and what its 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Self, Unpack, cast
+from typing import Any, Literal, NamedTuple, Self, Unpack, cast
 
 try:
     import redis.asyncio as aioredis
@@ -39,17 +40,20 @@ from ...config import SessionBackendConfig
 from ...deadlines import DueWait, check_claim, check_due, due_millis
 from ...errors import (
     ConflictError,
+    InternalError,
     InvalidInputError,
     StoreClosedError,
     UnavailableError,
 )
 from ...expiry import Expiry
 from ...fence import (
+    Scope,
     UserSlot,
     check_create,
     check_find_or_create,
     check_key,
     check_register_wait,
+    check_update,
     erase_slot,
     lookup_slot,
     own_slot,
@@ -62,6 +66,7 @@ from ...fence import (
 )
 from ...limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
 from ...schema import ReplyScope, SessionData, SessionKey, TenantCtx
+from ...sealing import Encryption, Sealer
 from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, resolve
 from . import erase, factory, replies, scripts
 from .caller import Caller, ConnectionStats
@@ -87,6 +92,7 @@ _log = logging.getLogger("greentic_session.redis")
 
 # Bound once, as replies.py's own: an enum member lookup costs ~0.25 us on Python 3.11.
 _IN_OTHER_SLOT = FoundBlob.IN_OTHER_SLOT
+_SEALED_OWNER_DIFFERS = replies.UpdateReply.SEALED_OWNER_DIFFERS
 
 # find_or_create's create step retries when the user's pointer names a foreign session that is
 # replaced meanwhile; more than a couple of rounds means the slot is being fought over.
@@ -125,6 +131,8 @@ class RedisSessionStore(SessionStore):
         idle_ttl: float | None = None,
         max_lifetime: float | None = None,
         max_blob_bytes: int | None = DEFAULT_MAX_BLOB_BYTES,
+        encryption: Encryption | None = None,
+        compression: Literal["zstd"] | None = None,
     ) -> None:
         # Every store comes through here: around your client (pool_timeout and socket_timeout
         # apply to it), or on the `factory.Connection` a `from_*` constructor built.
@@ -139,6 +147,14 @@ class RedisSessionStore(SessionStore):
         self._ttl_args = self._expiry.as_millis()
         self._max_blob_bytes = check_max_blob_bytes(max_blob_bytes)
         self.keys = RedisKeys(namespace, cluster=connection.cluster)
+        # Every blob read goes through `_opener` (a store without options reads compressed
+        # blobs too); writes are sealed, and every script call carries a tail (seal.lua), only
+        # when `_sealer` is set.
+        self._opener = Sealer(namespace, encryption=encryption, compression=compression)
+        self._sealer = None if self._opener.identity else self._opener
+        self._tail: tuple[scripts.Arg, ...] = (
+            () if self._sealer is None else scripts.SEALED_NO_OWNERS
+        )
         # On a cluster, find.lua and create_for_user.lua get the pointer's tag (see keys.py).
         self._scripts = scripts.CLUSTER if connection.cluster else scripts.SINGLE_NODE
         self._owns_client = connection.owned
@@ -206,7 +222,14 @@ class RedisSessionStore(SessionStore):
         return factory.from_config(cls, SessionBackendConfig.redis_cluster(startup_urls, **options))
 
     def __repr__(self) -> str:
-        return f"RedisSessionStore(url={self._where!r}, namespace={self.keys.namespace!r})"
+        sealing = "" if self._sealer is None else f", sealer={self._sealer!r}"
+        return f"RedisSessionStore(url={self._where!r}, namespace={self.keys.namespace!r}{sealing})"
+
+    @property
+    def sealer(self) -> Sealer:
+        """How this store seals and opens blobs (`sealing.Sealer`; the identity without
+        options): the CLI opens and reseals raw blobs with it."""
+        return self._opener
 
     @property
     def is_cluster(self) -> bool:
@@ -237,17 +260,22 @@ class RedisSessionStore(SessionStore):
                 "this session key carries another user's cluster hash tag: build it with "
                 "session_key_for(ctx, user_id, key)"
             )
+        if self._sealer is not None:
+            blob = self._seal(new_key, blob, scope_of(data.tenant_ctx))
         if key is None and not self._expiry.enabled:
             # A fresh random key cannot be taken: a plain MULTI is enough (and cheapest).
             writes: list[tuple[str, str, bytes | str]] = [("SET", self.keys.session(new_key), blob)]
             if slot is not None:
                 writes.append(("SET", self.keys.user(slot), new_key))
+                if self._sealer is not None:  # the pointer's record (seal.lua)
+                    writes.append(("SET", self.keys.meta(new_key), self.keys.slot_suffix(slot)))
             await self._caller.transaction(writes, key=new_key)
             return new_key
         userless = data.tenant_ctx.normalized_user is None
         keys, args = scripts.create_call(
             self.keys, new_key, blob, slot, self._ttl_args, userless=userless, split=split
         )
+        args += self._tail
         step = self._caller.eval(self._scripts.CREATE, keys, args, write=True, key=new_key)
         if split:
             assert slot is not None
@@ -314,22 +342,31 @@ class RedisSessionStore(SessionStore):
         blob = self._encode(data)
         owner = scope_of(data.tenant_ctx)
         split = self.keys.local_only(key)
+        sealer = self._sealer
+        if sealer is not None:
+            blob = self._seal(key, blob, owner)
         keys, args = scripts.update_call(
             self.keys,
             key,
             owner,
             blob,
-            owner_prefix_length(data.tenant_ctx),
+            owner_prefix_length(data.tenant_ctx) if sealer is None else 0,
             expected=check,
             compare=compare,
             ttl=self._ttl_args,
-            pointer_slot=owner_slot(owner) if self._expiry.enabled else None,
+            # A sealing store records the pointer with or without expiry (update.lua).
+            pointer_slot=owner_slot(owner) if self._expiry.enabled or sealer else None,
             split=split,
         )
+        if sealer is not None:
+            args += scripts.sealed_tail(sealer, ((owner, "owner", str(args[11])),))
         step = self._caller.eval(self._scripts.UPDATE, keys, args, write=True, key=key)
         if split:
             step = self._split.write(step, key)
-        replies.updated(await step, key, revision, data, split=split)
+        reply = await step
+        if reply == _SEALED_OWNER_DIFFERS:
+            await self._explain_owner(key, data)
+        replies.updated(reply, key, revision, data, split=split)
         return blob
 
     async def touch_session(self, key: str) -> None:
@@ -337,6 +374,7 @@ class RedisSessionStore(SessionStore):
         check_key(key)
         split = self.keys.local_only(key)
         keys, args = scripts.touch_call(self.keys, key, self._ttl_args, split)
+        args += self._tail
         step = self._caller.eval(self._scripts.TOUCH, keys, args, write=True, key=key)
         if split:
             step = self._split.touch(step, key)
@@ -347,6 +385,7 @@ class RedisSessionStore(SessionStore):
         check_key(key)
         split = self.keys.local_only(key)
         keys, args = scripts.remove_call(self.keys, key, split)
+        args += self._tail
         removed = await self._caller.eval(self._scripts.REMOVE, keys, args, write=True, key=key)
         replies.removed(removed, key, split=split)
 
@@ -427,6 +466,8 @@ class RedisSessionStore(SessionStore):
         blob = self._encode(data)
         check_find_or_create(ctx, slot, data)
         key = self.keys.mint(slot)
+        if self._sealer is not None:
+            blob = self._seal(key, blob, scope_of(data.tenant_ctx))
         userless = data.tenant_ctx.normalized_user is None
         for _ in range(_CREATE_ATTEMPTS):
             call = scripts.create_for_user_call(
@@ -439,6 +480,7 @@ class RedisSessionStore(SessionStore):
                 foreign=foreign,
                 userless=userless,
             )
+            call = (call[0], call[1] + self._tail)
             other = replies.created_for_user(
                 await self._follow(self._scripts.CREATE_FOR_USER, call)
             )
@@ -470,6 +512,8 @@ class RedisSessionStore(SessionStore):
         scope_hash = scope_hash_of(scope)
         blob = self._encode(data)  # first: the fence reads fields this checks
         owner, slot = check_register_wait(ctx, user_id, data)
+        if self._sealer is not None:
+            blob = self._seal(key, blob, owner)
         if self.keys.cluster and not key.startswith(self.keys.tag(slot)):
             raise InvalidInputError(
                 "on a Redis Cluster a wait's session key must carry its user's hash tag, so that "
@@ -488,11 +532,18 @@ class RedisSessionStore(SessionStore):
             lifetime_ms=self._ttl_args[1],
             deadline=deadline,
         )
+        if self._sealer is not None:
+            args += scripts.sealed_tail(
+                self._sealer, ((owner, "owner", self.keys.slot_suffix(slot)),)
+            )
         script = self._scripts.REGISTER_WAIT
         step = self._caller.eval(script, keys, args, write=True, key=key)
         if deadline is not None and self.keys.cluster:
             step = self._due.indexed_after(step, key, deadline[1])
-        replies.registered(await step, key, data)
+        reply = await step
+        if reply == _SEALED_OWNER_DIFFERS:
+            await self._explain_owner(key, data)
+        replies.registered(reply, key, data)
 
     async def find_wait_by_scope(
         self, ctx: TenantCtx, user_id: str, scope: ReplyScope
@@ -500,17 +551,24 @@ class RedisSessionStore(SessionStore):
         self._check_open()
         slot = wait_lookup_slot(ctx, user_id)
         keys, args = scripts.find_wait_call(self.keys, slot, scope_hash_of(scope))
+        if self._sealer is not None:
+            args += scripts.wait_tail(self._sealer, self.keys, slot)
         return replies.found_wait(await self._caller.eval(self._scripts.FIND_WAIT, keys, args))
 
     async def list_waits_for_user(self, ctx: TenantCtx, user_id: str) -> list[SessionKey]:
         self._check_open()
-        keys, args = scripts.list_waits_call(self.keys, wait_lookup_slot(ctx, user_id))
+        slot = wait_lookup_slot(ctx, user_id)
+        keys, args = scripts.list_waits_call(self.keys, slot)
+        if self._sealer is not None:
+            args += scripts.wait_tail(self._sealer, self.keys, slot)
         return replies.listed_waits(await self._caller.eval(self._scripts.LIST_WAITS, keys, args))
 
     async def clear_wait(self, ctx: TenantCtx, user_id: str, scope: ReplyScope) -> None:
         self._check_open()
         slot = wait_lookup_slot(ctx, user_id)
         keys, args = scripts.clear_wait_call(self.keys, slot, scope_hash_of(scope))
+        if self._sealer is not None:
+            args += scripts.wait_tail(self._sealer, self.keys, slot)
         script = self._scripts.CLEAR_WAIT
         replies.cleared_wait(await self._caller.eval(script, keys, args, write=True))
 
@@ -520,7 +578,9 @@ class RedisSessionStore(SessionStore):
         """See `SessionStore.erase_user`. Here it SCANs the namespace's session blobs (on a
         cluster, every master) and runs one script per blob: O(keys in the namespace)."""
         self._check_open()
-        return await erase.erase_user(self._caller, self.keys, erase_slot(ctx, user_id))
+        return await erase.erase_user(
+            self._caller, self.keys, erase_slot(ctx, user_id), self._sealer
+        )
 
     # -- deadlines (due.py) ------------------------------------------------------------------------
 
@@ -559,7 +619,24 @@ class RedisSessionStore(SessionStore):
             raise StoreClosedError("the session store is closed")
 
     def _encode(self, data: SessionData) -> bytes:
+        """`data`'s JSON (the codec's), within `max_blob_bytes`: checked before it is sealed."""
         return encode_session_data(data, max_bytes=self._max_blob_bytes)
+
+    def _seal(self, key: str, blob: bytes, owner: Scope) -> bytes:
+        """The sealed form of `blob` stored at `key` (a sealing store only)."""
+        sealer = self._sealer
+        assert sealer is not None
+        return sealer.seal(blob, session_key=key, owner_digest=sealer.owner_digest(owner))
+
+    async def _explain_owner(self, key: str, data: SessionData) -> None:
+        """A script found a sealed blob of another owner than `data`'s at `key`: read and open
+        it (one more round trip, on this error path only) so that the fence names the rule it
+        breaks, as it does for plaintext. Returns only when the blob is gone or unreadable
+        meanwhile (the caller then raises the fence's general refusal)."""
+        raw = await self._caller.execute("GET", self.keys.session(key), key=key)
+        if isinstance(raw, bytes):
+            with contextlib.suppress(InternalError):
+                check_update(scope_of(self._decode(key, raw).tenant_ctx), data)
 
     def _visible(self, slot: UserSlot, key: str, raw: bytes | None) -> SessionData | None:
         """The data of a blob found through `slot`'s pointer if the slot may see it, else None
@@ -569,9 +646,10 @@ class RedisSessionStore(SessionStore):
         data = self._decode(key, raw)
         return data if visible_to(slot, scope_of(data.tenant_ctx)) else None
 
-    def _decode(self, key: str, raw: bytes | str) -> SessionData:
+    def _decode(self, key: str, raw: bytes) -> SessionData:
+        plain = self._opener.open(raw, session_key=key, limit=self._max_blob_bytes)
         try:
-            return decode_session_data(raw)
+            return decode_session_data(plain)
         except InvalidInputError as exc:
             _log.warning("met a stored session that does not decode (raised InternalError)")
             raise replies.corrupt(key, exc.message) from None

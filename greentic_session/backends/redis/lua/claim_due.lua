@@ -8,7 +8,8 @@
 -- claimed gets '{prefix}.{n}'); ARGV[4] deadline record prefix; ARGV[5] blob key prefix;
 -- ARGV[6] scope pointer prefix
 -- Returns the claimed waits, each {session key, blob, scope JSON, due ms, attempt, lease id,
--- user}, or -3 when the index key holds another type.
+-- user} (and for a sealed blob {env, tenant_id, team} for the claimer to judge it: due_record.lua),
+-- or -3 when the index key holds another type.
 local now = due_now()
 local limit = tonumber(ARGV[1])
 -- Dead or early members met on the way do not count against the limit: further pages are read
@@ -35,7 +36,8 @@ for i, plan in ipairs(plans) do
     local lease = ARGV[3] .. '.' .. #claimed
     redis.call('HSET', plan.record, 'attempt', plan.attempt, 'lease', lease, 'until', ends)
     redis.call('ZADD', KEYS[1], ends, members[i])
-    claimed[#claimed + 1] = {plan.key, plan.blob, plan.json, plan.due, plan.attempt, lease, plan.user}
+    claimed[#claimed + 1] = {plan.key, plan.blob, plan.json, plan.due, plan.attempt, lease, plan.user,
+                             plan.judge}
   elseif plan.verdict == 'later' then
     redis.call('ZADD', KEYS[1], plan.at, members[i])
   else

@@ -18,7 +18,8 @@ local function due_now()
 end
 
 -- Judge the index member `member`, met due at `now` (reads only). Returns
---   {verdict = 'deliver', key, record, blob, json, due, attempt (the new count), user}
+--   {verdict = 'deliver', key, record, blob, json, due, attempt (the new count), user, judge}
+--     (`judge` only for a sealed blob: {env, tenant_id, team ('' none)} of the wait's scope)
 --   {verdict = 'later', at}: leased, or not yet due by this node's clock: score it at `at`
 --   {verdict = 'drop', record}: the member is stale; with `record`, its deadline is dead
 --     (garbage fields, the wait gone, replaced or foreign) and the record goes too.
@@ -49,6 +50,12 @@ local function due_judge(member, record_prefix, blob_prefix, scope_prefix, now)
   -- (a short copy: long strings are most of a claim's garbage), the whole only when that fails.
   local blob, blob_wrong = W.read_typed('GET', blob_prefix .. key)
   if blob_wrong or not blob then return {verdict = 'drop', record = record} end
+  -- A sealed blob's owner is hidden and a claim holds no digests (it spans tenants): it is
+  -- delivered with the scope's owner fields, and the claimer, who opens it, judges it.
+  if is_sealed(blob) then
+    return {verdict = 'deliver', key = key, record = record, blob = blob, json = json, due = due,
+            attempt = attempt + 1, user = user, judge = {env, tenant, team}}
+  end
   local owner = owner_of_head(string.sub(blob, 1, 512)) or owner_of_blob(blob)
   if not owner or wait_verdict(owner, env, tenant, team, user) == 'foreign' then
     return {verdict = 'drop', record = record}

@@ -7,12 +7,11 @@
 local erase_raw, erase_wrong_type = get_string(KEYS[1])
 if not erase_raw or erase_wrong_type then return 0 end
 local erase_owner = owner_of_head(string.sub(erase_raw, 1, 4096))
+if not erase_owner and is_sealed(erase_raw) then return 0 end
 if not erase_owner then
   local decoded, data = pcall(cjson.decode, erase_raw)
   if not decoded or type(data) ~= 'table' or type(data.tenant_ctx) ~= 'table' then return 0 end
   erase_owner = owner_of_ctx(data.tenant_ctx)
 end
 if owner_is_ambiguous(erase_raw, erase_owner) then return 0 end
-for i = 1, 4 do
-  if erase_owner[i] ~= ARGV[4 + i] then return 0 end
-end
+if owner_differs(erase_owner, 5) then return 0 end

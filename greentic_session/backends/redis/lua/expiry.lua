@@ -4,7 +4,8 @@
 -- The meta key (keys.RedisKeys.meta) is written only when it is needed: under max_lifetime (it
 -- expires when the lifetime ends, set once at creation), and under idle_ttl alone for a user-less
 -- session whose creator's user got a pointer (its value, the pointer suffix, is the only record
--- of that pointer). `idle` and `life` are whole milliseconds as strings, '' when that option is
+-- of that pointer); in a sealing store (seal.lua) for every session with a pointer, with or
+-- without expiry, since a sealed blob's owner is hidden from the scripts. `idle` and `life` are whole milliseconds as strings, '' when that option is
 -- off. Every read here (get.lua's get_string) comes before the script's first write, so a refused
 -- read writes nothing; SET and PEXPIRE work on a key of any type.
 -- Expiry times are absolute (SET PXAT, PEXPIREAT) and derived from one clock reading taken before
@@ -23,12 +24,16 @@ end
 -- (the same, relative)}.
 local function expiry_start(meta_key, suffix, idle, life, userless)
   local i, l = tonumber(idle), tonumber(life)
-  if not i and not l then return nil end
+  if not i and not l then
+    -- A sealing store records every pointer (seal.lua: a sealed blob's owner is hidden).
+    if SEALED and suffix ~= '' then redis.call('SET', meta_key, suffix) end
+    return nil
+  end
   local now = expiry_now()
   local ends = l and now + l
   local at = ends
   if i and (not at or now + i < at) then at = now + i end
-  if l or (userless and suffix ~= '') then
+  if l or ((userless or SEALED) and suffix ~= '') then
     redis.call('SET', meta_key, suffix, 'PXAT', ends or at)
   end
   return {at = at, ttl = at - now}
@@ -61,10 +66,12 @@ local function expiry_plan(meta_key, blob_key, fallback, idle, life, user_prefix
   if not i and not l then return nil end
   local now = expiry_now()  -- before any PTTL: now + PTTL is then never after the key's expiry
   local plan = {suffix = fallback, reset = false}
-  if l or fallback == '' then
+  if l or fallback == '' or SEALED then
     local suffix = get_string(meta_key)
-    -- Under idle_ttl alone a user-less session keeps its meta key only while it has one.
-    plan.suffix, plan.reset = suffix or fallback, suffix ~= false
+    -- Under idle_ttl alone a user-less session keeps its meta key only while it has one; in a
+    -- sealing store every session with a pointer has one (written here if it went missing).
+    plan.suffix = suffix or fallback
+    plan.reset = suffix ~= false or (SEALED ~= nil and fallback ~= '')
     if l then plan.ends, plan.reset = expiry_lifetime(meta_key, blob_key, suffix, now, l) end
   end
   plan.at = plan.ends

@@ -18,6 +18,7 @@ end
 -- identifiers cannot hold quotes, so the owner fields lead the blob in one fixed shape. Returns
 -- nil for any other shape (the caller then decodes the whole blob).
 local function owner_of_head(text)
+  if is_sealed(text) then return owner_of_sealed(text) end
   local env, tenant_id, rest = string.match(text,
     '^{"tenant_ctx":{"env":"([^"]*)","tenant":"[^"]*","tenant_id":"([^"]*)"(.*)$')
   if not env then return nil end
@@ -48,6 +49,7 @@ end
 -- {env}:{tenant_id}:{team_segment}:{user}; '' when the owner has no user (no pointer). On a
 -- cluster (CLUSTER_TAGS, scripts.py's first line) led by the user's hash tag, as keys.py's _tag.
 local function pointer_suffix(owner)
+  if owner.sealed then return owner.suffix end
   if owner[1] == '' or owner[2] == '' or owner[4] == '' then return '' end
   local plain = owner[1] .. ':' .. owner[2] .. ':' .. team_segment(owner[3]) .. ':' .. owner[4]
   if CLUSTER_TAGS then return '{' .. string.sub(redis.sha1hex(plain), 1, 8) .. '}:' .. plain end
@@ -60,6 +62,7 @@ end
 -- showing one is ambiguous unless its head states the owner in the writers' shape and that owner
 -- is the one cjson read (`owner`), as for a legal blob with an attributes key named "team".
 local function owner_is_ambiguous(raw, owner)
+  if owner.sealed then return false end  -- its owner is read from one digest: never two ways
   local suspect = string.find(raw, '\\u[0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][^"]*":') ~= nil
   if not suspect then
     for _, name in ipairs({'env', 'tenant_id', 'team', 'team_id', 'user', 'user_id'}) do
@@ -78,4 +81,22 @@ local function owner_is_ambiguous(raw, owner)
     if head[i] ~= owner[i] then return true end
   end
   return false
+end
+
+-- Whether `owner` (as the functions above read it) differs from the owner ARGV[first ..
+-- first + 3] names (env, tenant_id, team, user; '' for none). A sealed owner is the caller's
+-- when its digest is the one the client sent as 'owner'.
+local function owner_differs(owner, first)
+  if owner.sealed then return owner.verdict ~= 'owner' end
+  for i = 1, 4 do
+    if owner[i] ~= ARGV[first + i - 1] then return true end
+  end
+  return false
+end
+
+-- A differing owner as update.lua and register_wait.lua report it: the stored owner's fields,
+-- or -4 for a sealed one (whose fields the server never sees).
+local function owner_reply(owner)
+  if owner.sealed then return -4 end
+  return owner
 end

@@ -16,7 +16,7 @@
 -- ARGV[17] the ReplyScope as JSON
 -- Returns 1 when registered (with a deadline: the deadline, ms since the epoch), -1 when the key
 -- holds a blob that is not SessionData (or not a string), -3 when the user SET key holds another
--- type, or the stored owner when it differs.
+-- type, or the stored owner when it differs (-4 when it is sealed: owner.lua's owner_reply).
 local key, hint = ARGV[6], ARGV[8]
 local wait_ttl, scope_suffix = hint_parts(hint)
 
@@ -29,11 +29,7 @@ if owner and (wait_ttl ~= '' or ARGV[7] ~= '') then
   if plan.expired then owner, plan = nil, nil end
 end
 local stored = owner ~= nil
-if stored then
-  for i = 1, 4 do
-    if owner[i] ~= ARGV[i] then return owner end
-  end
-end
+if stored and owner_differs(owner, 1) then return owner_reply(owner) end
 
 -- This key's old scope pointer, if it named another scope and still names this key.
 local _, old_scope = hint_parts(get_string(KEYS[3]))

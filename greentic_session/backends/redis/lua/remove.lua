@@ -19,7 +19,7 @@
 local head = redis.call('GETRANGE', KEYS[1], 0, 4095)
 if head == '' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local owner = owner_of_head(head)
-if not owner and head ~= '' then
+if not owner and head ~= '' and not is_sealed(head) then
   local decoded, data = pcall(cjson.decode, redis.call('GET', KEYS[1]))
   if decoded and type(data) == 'table' and type(data.tenant_ctx) == 'table' then
     owner = owner_of_ctx(data.tenant_ctx)

@@ -19,8 +19,12 @@
 -- ARGV[10], ARGV[14] and ARGV[15] are '': no pointer or wait key is read or written, and success
 -- returns {pointer suffix to refresh ('' for none), its TTL ms (-1 for none)} instead of 1.
 -- Returns 1 when written, 0 when the session is missing (or its lifetime has ended), -1 when the
--- stored blob is not SessionData JSON, -2 when the revision differs, or {env, tenant_id, team,
--- user} of the stored owner when it differs.
+-- stored blob is not SessionData JSON (nor a sealed blob this store reads), -2 when the revision
+-- differs, {env, tenant_id, team, user} of the stored owner when it differs, -4 when a sealed
+-- blob's owner differs (seal.lua: its digest is not the caller's owner's).
+-- A sealing store (SEALED) never takes the fast path (its new blob holds no owner fields) and
+-- keeps the pointer suffix in the meta key (ARGV[12] is always sent): the owner of a sealed blob
+-- is hidden from remove.lua and touch.lua, which read the pointer from there.
 local n = tonumber(ARGV[6])
 local new = ARGV[5]
 
@@ -43,12 +47,16 @@ end
 -- further team/user field follows them (both writers emit serde's field order). A cheap shape
 -- check keeps an obviously broken blob on the slow path, which reports it.
 local after = string.sub(head, n + 1, n + 5)
-local same_owner = head ~= '' and string.sub(head, 1, n) == string.sub(new, 1, n)
+local same_owner = not SEALED and head ~= '' and string.sub(head, 1, n) == string.sub(new, 1, n)
     and after ~= '"team' and after ~= '"user'
     and string.find(head, ',"cursor":{"node_pointer":"', n, true)
     and (tail or redis.call('GETRANGE', KEYS[1], -2, -1)) == '"}'
 
-if not same_owner then
+if not same_owner and is_sealed(head) then
+  local owner = owner_of_sealed(head)
+  if not owner then return -1 end
+  if owner_differs(owner, 1) then return -4 end
+elseif not same_owner then
   raw = raw or redis.call('GET', KEYS[1])
   if not raw then return 0 end
   local ok, data = pcall(cjson.decode, raw)
@@ -62,9 +70,7 @@ if not same_owner then
   local owner = owner_of_ctx(data.tenant_ctx)
   -- So is one whose owner another reader could see differently.
   if owner_is_ambiguous(raw, owner) then return -1 end
-  for i = 1, 4 do
-    if owner[i] ~= ARGV[i] then return owner end
-  end
+  if owner_differs(owner, 1) then return owner end
 end
 
 local W, wait = nil, nil
@@ -84,6 +90,8 @@ if plan then
   if wait then W.wait_apply(wait, plan.ttl) end
 else
   redis.call('SET', KEYS[1], new, 'KEEPTTL')
+  -- A session first written in plaintext gets its pointer recorded as it is sealed.
+  if SEALED and ARGV[12] ~= '' then redis.call('SET', KEYS[2], ARGV[12], 'NX') end
 end
 if ARGV[10] == '' then return plan and {plan.suffix, plan.ttl} or {'', -1} end
 return 1

@@ -20,6 +20,7 @@ end
 -- fence.wait_verdict for Redis: 'live', 'foreign' (provably dead here) or 'shared' (a team '-'
 -- against no team: same keys, another owner). env, tenant, team ('' none), user: the lookup's.
 local function wait_verdict(owner, env, tenant, team, user)
+  if owner.sealed then return owner.verdict end  -- the client sent the digests it sees, judged
   if owner[1] ~= env or owner[2] ~= tenant or team_segment(owner[3]) ~= team_segment(team) then
     return 'foreign'
   end
