@@ -101,14 +101,15 @@ def declared_floors(extras: tuple[str, ...], groups: tuple[str, ...]) -> list[st
 # What `lowest` runs (about 2.5 min; the whole suite takes several times that): the suites that
 # exercise the runtime dependencies. msgspec: schema, wire; anyio: anyio, and the trio rows; every
 # backend row (Sentinel and Cluster included) of redis-py and hiredis: conformance, lifecycle,
-# waits and the Redis files; cryptography and zstd: sealing; OpenTelemetry: otel.
+# waits and the Redis files; cryptography and zstd: sealing, sealed_store and the sealed rows;
+# OpenTelemetry: otel.
 LOWEST_SUITES = tuple(
     f"tests/test_{name}.py"
     for name in (
         "schema", "wire", "anyio", "mapping", "time_limits", "conformance", "lifecycle", "waits",
         "redis_errors", "redis_event_loops", "redis_hostile", "redis_layout", "redis_lifecycle",
         "redis_security", "redis_sentinel", "redis_transport", "redis_waits", "sealing", "otel",
-        "erase_user",
+        "erase_user", "sealed_store",
     )
 )  # fmt: skip
 

@@ -14,10 +14,10 @@ import msgspec
 
 from .errors import ConflictError, InvalidInputError, NotFoundError
 from .schema import ReplyScope, SessionData, SessionKey, TenantCtx
+from .sealing import Encryption  # at run time too: typing.get_type_hints(StoreOptions)
 
 if TYPE_CHECKING:
     from .deadlines import DueWait
-    from .sealing import Encryption
 
 __all__ = [
     "DEFAULT_UPDATE_ATTEMPTS",

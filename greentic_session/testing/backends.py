@@ -94,11 +94,13 @@ class Backend:
         return create_session_store(config)
 
 
-def sealed_row_encryption() -> Encryption:
+def sealed_row_encryption(*, accept_plaintext: bool = False) -> Encryption:
     """The sealed rows' key ring: one fixed, public test key (never use it for real data)."""
     from ..sealing import Encryption
 
-    return Encryption({"test-key-1": bytes(range(32))}, "test-key-1")
+    return Encryption(
+        {"test-key-1": bytes(range(32))}, "test-key-1", accept_plaintext=accept_plaintext
+    )
 
 
 def _single_node_rows() -> tuple[Backend, ...]:

@@ -1,0 +1,398 @@
+"""Sealing at rest on a real Redis: what the server holds, what it refuses, how a plaintext
+namespace migrates, and how the scripts keep the tenant fence over blobs they cannot read.
+
+The conformance suite runs whole on the sealed rows of the backend table (`memory-sealed`,
+`redis-sealed`); these tests look at the raw keys and at hostile bytes, which it does not.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from greentic_session import (
+    InternalError,
+    InvalidInputError,
+    RedisSessionStore,
+    ReplyScope,
+    SessionData,
+    SessionStore,
+    TenantCtx,
+)
+from greentic_session.backends.redis.keys import RedisKeys
+from greentic_session.fence import scope_of
+from greentic_session.sealing import Encryption, Sealer
+from tests.conftest import drop_namespace, make_data
+from tests.test_due_waits import shift_deadlines
+
+pytestmark = pytest.mark.loops("asyncio", "uvloop")
+
+# Identifiers no encoding could produce by chance: each must be absent from a sealed blob.
+SECRET_USER = "user-q7zx41"
+ALICE = TenantCtx.new("prod", "tenant-vk83", team="team-hw27", user=SECRET_USER)
+BOB = ALICE.with_user("user-b0b55")
+FLOW = "flow.secret-m9p2"
+STATE_MARKER = "PLAINTEXT-MARKER-5d1c"
+KEY_1, KEY_2 = os.urandom(32), os.urandom(32)
+CHAT = ReplyScope(conversation="conv-1")
+
+
+def ring(*, accept_plaintext: bool = False, **keys: bytes) -> Encryption:
+    """A key ring of `keys` whose last key is the active one."""
+    return Encryption(keys, list(keys)[-1], accept_plaintext=accept_plaintext)
+
+
+def chat_history(size: int = 4096) -> str:
+    """A realistic chat history as JSON text of about `size` bytes: ids, ISO timestamps, roles
+    and varied sentences (a fixed seed: the same text every run)."""
+    rng = random.Random(7)
+    words = [
+        "order",
+        "refund",
+        "delivery",
+        "address",
+        "account",
+        "password",
+        "invoice",
+        "tracking",
+        "parcel",
+        "weekend",
+        "please",
+        "thanks",
+        "agent",
+        "customer",
+        "question",
+        "answer",
+        "update",
+        "status",
+        "today",
+        "tomorrow",
+        "issue",
+        "payment",
+        "card",
+        "billing",
+        "shipping",
+        "store",
+        "return",
+        "policy",
+        "warranty",
+        "support",
+        "ticket",
+    ]
+    turns, text = [], ""
+    while len(text) < size:
+        sentence = " ".join(rng.choice(words) for _ in range(rng.randint(6, 18)))
+        turns.append(
+            f'{{"id":"m-{rng.getrandbits(48):012x}","ts":"2026-12-05T{rng.randint(0, 23):02d}:'
+            f'{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z","role":'
+            f'"{rng.choice(["user", "assistant"])}","text":"{sentence.capitalize()}."}}'
+        )
+        text = '{"history":[' + ",".join(turns) + "]}"
+    return text
+
+
+def secret_data(ctx: TenantCtx = ALICE, *, state: str | None = None) -> SessionData:
+    return make_data(ctx, flow=FLOW, state=state or f'{{"note":"{STATE_MARKER}"}}')
+
+
+class Bench:
+    """Stores on one namespace of the run's private redis-server, and a raw client on it."""
+
+    def __init__(self, url: str, namespace: str, raw: aioredis.Redis) -> None:
+        self.url, self.namespace, self.raw = url, namespace, raw
+        self.keys = RedisKeys(namespace)
+        self._opened: list[SessionStore] = []
+
+    def open(self, namespace: str | None = None, **options: Any) -> RedisSessionStore:
+        store = RedisSessionStore.from_url(
+            self.url, namespace=namespace or self.namespace, **options
+        )
+        self._opened.append(store)
+        return store
+
+    async def blob(self, key: str) -> bytes:
+        raw = await self.raw.get(self.keys.session(key))
+        assert isinstance(raw, bytes)
+        return raw
+
+    async def aclose(self) -> None:
+        for store in self._opened:
+            await store.aclose()
+
+
+@pytest.fixture
+async def bench(redis_url: str, namespace: str) -> AsyncIterator[Bench]:
+    raw = aioredis.Redis.from_url(redis_url)
+    bench = Bench(redis_url, namespace, raw)
+    try:
+        yield bench
+    finally:
+        await bench.aclose()
+        await drop_namespace(redis_url, namespace)
+        await drop_namespace(redis_url, namespace + "-elsewhere")
+        await raw.aclose()
+
+
+def assert_clean(error: BaseException, *secrets: bytes) -> None:
+    """`error` carries no chain, and neither its text nor its repr holds a user id, the
+    plaintext marker or any of `secrets` (key material, in any spelling)."""
+    assert error.__cause__ is None
+    assert error.__context__ is None
+    shown = f"{error} {error!r}"
+    for word in (SECRET_USER, STATE_MARKER, FLOW):
+        assert word not in shown
+    for secret in secrets:
+        for spelling in (secret.hex(), repr(secret), secret.decode("latin-1")):
+            assert spelling not in shown
+
+
+SEALINGS: list[Any] = [
+    pytest.param({"encryption": ring(k1=KEY_1)}, id="encrypted"),
+    pytest.param({"encryption": ring(k1=KEY_1), "compression": "zstd"}, id="encrypted+zstd"),
+]
+
+
+@pytest.mark.parametrize("options", SEALINGS)
+async def test_a_sealed_blob_holds_no_owner_flow_or_state(
+    bench: Bench, options: dict[str, Any]
+) -> None:
+    """On Redis, the raw bytes of a sealed session (and of a sealed wait) hold no plaintext
+    marker, user id, tenant, team or flow id, and yet the store reads them back whole."""
+    store = bench.open(**options)
+    key = await store.create_session(ALICE, secret_data())
+    wait = await store.create_session(ALICE, secret_data())
+    await store.register_wait(ALICE, SECRET_USER, CHAT, wait, secret_data())
+    for name in (key, wait):
+        raw = await bench.blob(name)
+        assert raw[0] == 0xC5
+        for word in (SECRET_USER, "tenant-vk83", "team-hw27", FLOW, STATE_MARKER, "tenant_ctx"):
+            assert word.encode() not in raw
+        assert await store.get_session(name) == secret_data()
+
+
+@pytest.mark.parametrize("options", SEALINGS)
+async def test_a_blob_moved_under_another_key_or_namespace_is_refused(
+    bench: Bench, options: dict[str, Any]
+) -> None:
+    """The same sealed bytes under another session key, or under the same key in another
+    namespace, are refused with an InternalError naming the key, not a byte of plaintext."""
+    store = bench.open(**options)
+    key = await store.create_session(ALICE, secret_data())
+    raw = await bench.blob(key)
+    await bench.raw.set(bench.keys.session("moved"), raw)
+    with pytest.raises(InternalError, match=r"'moved'.*moved from another session key") as moved:
+        await store.get_session("moved")
+    assert_clean(moved.value, KEY_1)
+    elsewhere = bench.namespace + "-elsewhere"
+    await bench.raw.set(RedisKeys(elsewhere).session(key), raw)
+    with pytest.raises(InternalError, match="does not verify") as other:
+        await bench.open(elsewhere, **options).get_session(key)
+    assert_clean(other.value, KEY_1)
+
+
+async def test_every_tampered_byte_is_refused(bench: Bench) -> None:
+    """Flipping one bit anywhere in a sealed blob (magic, version, flags, owner digest, key id,
+    salt, nonce, ciphertext, tag) makes every read refuse it with InternalError."""
+    store = bench.open(encryption=ring(k1=KEY_1), compression="zstd")
+    key = await store.create_session(ALICE, secret_data())
+    raw = await bench.blob(key)
+    positions = [*range(70), *range(70, len(raw), 37), len(raw) - 1]
+    for position in positions:
+        tampered = bytearray(raw)
+        tampered[position] ^= 0x01
+        await bench.raw.set(bench.keys.session(key), bytes(tampered))
+        with pytest.raises(InternalError) as refused:
+            await store.get_entry(key)
+        assert_clean(refused.value, KEY_1)
+
+
+async def test_the_server_refuses_an_update_over_another_owners_sealed_blob(
+    bench: Bench,
+) -> None:
+    """An update without a revision reads nothing on the client, so the refusal of a sealed
+    blob of another owner comes from the script comparing owner digests: the fence holds on the
+    server, and the stored bytes stay as they were."""
+    store = bench.open(encryption=ring(k1=KEY_1))
+    key = await store.create_session(BOB, secret_data(BOB))
+    before = await bench.blob(key)
+    with pytest.raises(InvalidInputError, match=r"tenant fence \(user\)"):
+        await store.update_session(key, secret_data(ALICE))
+    assert await bench.blob(key) == before
+    # A blob sealed for another namespace's owner digest is another owner too.
+    foreign = Sealer(bench.namespace + "-elsewhere", encryption=ring(k1=KEY_1))
+    plain = (await bench.raw.get(bench.keys.session(key))) or b""
+    assert plain  # the blob is there
+    json = Sealer(bench.namespace, encryption=ring(k1=KEY_1)).open(
+        before, session_key=key, limit=None
+    )
+    forged = foreign.seal(
+        json, session_key=key, owner_digest=foreign.owner_digest(scope_of(BOB.with_user(None)))
+    )
+    await bench.raw.set(bench.keys.session(key), forged)
+    with pytest.raises(InvalidInputError, match="tenant fence"):
+        await store.update_session(key, secret_data(BOB))
+    assert await bench.blob(key) == forged
+
+
+async def test_plaintext_is_refused_then_migrated_with_accept_plaintext(bench: Bench) -> None:
+    """Plaintext written by a store without options is refused by an encrypting store; with
+    accept_plaintext=True it is read, the next write seals it, and the sealed session then
+    behaves fully for a strict store (its pointer is recorded: remove clears it)."""
+    plain = bench.open()
+    key = await plain.create_session(ALICE, secret_data())
+    assert (await bench.blob(key)).startswith(b"{")
+    strict = bench.open(encryption=ring(k1=KEY_1))
+    with pytest.raises(InternalError, match="plaintext JSON") as refused:
+        await strict.get_session(key)
+    assert_clean(refused.value, KEY_1)
+    with pytest.raises(InternalError, match="plaintext JSON"):
+        await strict.find_by_user(ALICE, SECRET_USER)
+    migrating = bench.open(encryption=ring(k1=KEY_1, accept_plaintext=True))
+    entry = await migrating.find_entry(ALICE, SECRET_USER)
+    assert entry is not None
+    assert entry.data == secret_data()
+    await migrating.update_with(key, lambda data: data)
+    assert (await bench.blob(key))[0] == 0xC5
+    assert await strict.get_session(key) == secret_data()
+    await strict.remove_session(key)
+    assert await strict.find_by_user(ALICE, SECRET_USER) is None
+    assert await bench.raw.keys(f"{bench.namespace}:*") == []
+
+
+async def test_a_migrated_wait_keeps_working_for_a_strict_store(bench: Bench) -> None:
+    """A wait registered in plaintext and sealed by an update is found, listed and cleared by a
+    strict encrypting store, whose scripts now judge it by its owner digest."""
+    plain = bench.open()
+    key = plain.session_key_for(ALICE, SECRET_USER, "the-wait")
+    await plain.register_wait(ALICE, SECRET_USER, CHAT, key, secret_data())
+    migrating = bench.open(encryption=ring(k1=KEY_1, accept_plaintext=True))
+    await migrating.update_session(key, secret_data(state='{"step":2}'))
+    strict = bench.open(encryption=ring(k1=KEY_1))
+    assert await strict.find_wait_by_scope(ALICE, SECRET_USER, CHAT) == key
+    assert await strict.list_waits_for_user(ALICE, SECRET_USER) == [key]
+    assert await strict.find_wait_by_scope(BOB, "user-b0b55", CHAT) is None
+    await strict.clear_wait(ALICE, SECRET_USER, CHAT)
+    assert await strict.get_session(key) is None
+    assert await bench.raw.keys(f"{bench.namespace}:*") == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"compression": "zstd"}, id="zstd"),
+        pytest.param({"compression": "zstd", "encryption": ring(k1=KEY_1)}, id="encrypted+zstd"),
+    ],
+)
+async def test_compression_at_least_halves_a_realistic_chat_history(
+    bench: Bench, options: dict[str, Any]
+) -> None:
+    """A session holding a realistic 4 KiB chat history is stored in at most half the bytes of
+    its plain JSON, and reads back equal."""
+    data = secret_data(state=chat_history())
+    plain_key = await bench.open().create_session(ALICE, data)
+    store = bench.open(**options)
+    key = await store.create_session(ALICE, data)
+    plain_size, sealed_size = len(await bench.blob(plain_key)), len(await bench.blob(key))
+    assert plain_size > 4096
+    assert sealed_size * 2 <= plain_size, (sealed_size, plain_size)
+    assert await store.get_session(key) == data
+
+
+async def test_max_blob_bytes_counts_the_uncompressed_encoding(bench: Bench) -> None:
+    """A session whose JSON is over max_blob_bytes is refused though it would compress far
+    below it, and nothing is written."""
+    store = bench.open(compression="zstd", max_blob_bytes=2048)
+    with pytest.raises(InvalidInputError, match="max_blob_bytes=2048"):
+        await store.create_session(ALICE, secret_data(state='{"pad":"' + "a" * 4096 + '"}'))
+    assert await bench.raw.keys(f"{bench.namespace}:*") == []
+
+
+async def test_rotation_reads_old_keys_and_writes_the_active_one(bench: Bench) -> None:
+    """Ring k1 writes; ring {k1, k2 active} reads those blobs and writes under k2; ring {k2}
+    then reads what was rewritten and refuses, naming k1, what was not."""
+    first = bench.open(encryption=ring(k1=KEY_1))
+    rewritten = await first.create_session(ALICE, secret_data())
+    left = await first.create_session(BOB, secret_data(BOB))
+    both = bench.open(encryption=ring(k1=KEY_1, k2=KEY_2))
+    assert await both.get_session(left) == secret_data(BOB)
+    await both.update_with(rewritten, lambda data: data)
+    assert b"\x02k2" in (await bench.blob(rewritten))[19:22]
+    second = bench.open(encryption=ring(k2=KEY_2))
+    assert await second.get_session(rewritten) == secret_data()
+    with pytest.raises(InternalError, match="key id 'k1', which is not in the key ring") as old:
+        await second.get_session(left)
+    assert_clean(old.value, KEY_1, KEY_2)
+
+
+async def test_a_ring_with_another_key_under_the_same_id_is_refused(bench: Bench) -> None:
+    """A blob sealed under k1 is refused by a ring whose k1 is another key, and the error shows
+    neither key."""
+    key = await bench.open(encryption=ring(k1=KEY_1)).create_session(ALICE, secret_data())
+    impostor = bench.open(encryption=ring(k1=KEY_2))
+    with pytest.raises(InternalError, match="does not verify") as refused:
+        await impostor.get_session(key)
+    assert_clean(refused.value, KEY_1, KEY_2)
+
+
+async def test_a_store_without_options_refuses_to_overwrite_a_sealed_blob(bench: Bench) -> None:
+    """A plain store (Rust's bytes) neither reads an encrypted blob nor writes over it: both are
+    InternalError and the sealed bytes stay."""
+    key = await bench.open(encryption=ring(k1=KEY_1)).create_session(ALICE, secret_data())
+    before = await bench.blob(key)
+    plain = bench.open()
+    with pytest.raises(InternalError, match="no key ring"):
+        await plain.get_session(key)
+    with pytest.raises(InternalError, match="not SessionData JSON"):
+        await plain.update_session(key, secret_data())
+    assert await bench.blob(key) == before
+
+
+def test_the_store_repr_shows_key_ids_never_keys() -> None:
+    """repr of a sealing store names its key ids and options, never a key in any spelling."""
+    store = RedisSessionStore.from_url(
+        "redis://127.0.0.1:1/0", encryption=ring(k1=KEY_1, k2=KEY_2), compression="zstd"
+    )
+    shown = repr(store)
+    assert "'k1'" in shown
+    assert "'k2'" in shown
+    assert "zstd" in shown
+    for secret in (KEY_1, KEY_2):
+        assert secret.hex() not in shown
+        assert repr(secret) not in shown
+
+
+async def test_a_claim_drops_a_sealed_wait_whose_blob_another_owner_holds(
+    bench: Bench, redis_url: str
+) -> None:
+    """A claim cannot read a sealed blob's owner: it hands the wait to the client, which
+    opens it, finds another owner's session under the wait's key, and drops the deadline
+    instead of returning it; a sealed wait of its own owner is returned whole."""
+    enc = ring(k1=KEY_1)
+    store = bench.open(encryption=enc)
+    ours = store.session_key_for(ALICE, SECRET_USER, "ours")
+    hijacked = store.session_key_for(ALICE, SECRET_USER, "hijacked")
+    for key in (ours, hijacked):
+        await store.register_wait(
+            ALICE, SECRET_USER, ReplyScope(conversation=key), key, secret_data(), due_in=60
+        )
+    sealer = Sealer(bench.namespace, encryption=enc)
+    other = make_data(BOB)
+    from greentic_session.codec import encode_session_data
+
+    forged = sealer.seal(
+        encode_session_data(other),
+        session_key=hijacked,
+        owner_digest=sealer.owner_digest(scope_of(BOB)),
+    )
+    await bench.raw.set(bench.keys.session(hijacked), forged, keepttl=True)
+    await shift_deadlines(redis_url, bench.namespace, 120)
+    claimed = await store.claim_due_waits()
+    assert [due.key for due in claimed] == [ours]
+    assert claimed[0].entry.data == secret_data()
+    assert await store.claim_due_waits() == []
+    assert not await bench.raw.exists(bench.keys.due(hijacked))
