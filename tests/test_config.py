@@ -9,7 +9,7 @@ import typing
 
 import pytest
 
-from greentic_session import InvalidInputError, SessionBackendConfig, StoreOptions
+from greentic_session import Encryption, InvalidInputError, SessionBackendConfig, StoreOptions
 from greentic_session.backends.redis.options import (
     PoolOptions,
     RedisClusterOptions,
@@ -77,6 +77,25 @@ def test_store_options_and_unknown_options_are_sorted_out() -> None:
     assert (config.redis.namespace, config.redis.max_connections) == ("app", 8)
     with pytest.raises(TypeError):
         SessionBackendConfig.redis_url("redis://h:6379/0", idle_tll=30)  # type: ignore[call-arg]
+
+
+def test_sealing_options_are_store_options_checked_when_the_config_is_built() -> None:
+    """encryption and compression go to the store on every config kind; a wrong type or an
+    unknown compression is InvalidInputError at once, and the config's repr shows key ids only."""
+    ring = Encryption({"k1": bytes(range(32))}, "k1")
+    for config in (
+        SessionBackendConfig.in_memory(encryption=ring, compression="zstd"),
+        SessionBackendConfig.redis_url("redis://h:6379/0", encryption=ring, compression="zstd"),
+        SessionBackendConfig.redis_cluster(["redis://h:7000"], encryption=ring),
+        SessionBackendConfig.redis_sentinel(["redis://s:26379"], "main", compression="zstd"),
+    ):
+        assert set(config.store) <= {"encryption", "compression"}
+        assert bytes(range(32)).hex() not in repr(config)
+        assert "'k1'" in repr(config) or "encryption" not in config.store
+    with pytest.raises(InvalidInputError, match="encryption must be an Encryption"):
+        SessionBackendConfig.in_memory(encryption=bytes(32))  # type: ignore[typeddict-item]
+    with pytest.raises(InvalidInputError, match="compression must be one of"):
+        SessionBackendConfig.redis_url("redis://h", compression="gzip")  # type: ignore[typeddict-item]
 
 
 def test_a_cluster_url_names_the_same_cluster_as_its_startup_urls() -> None:

@@ -165,6 +165,7 @@ class InMemorySessionStore(SessionStore):
     `idle_ttl` and `max_lifetime` (seconds) are the expiry options of `expiry.Expiry`;
     `clock` (seconds, monotonic) is injectable for tests; `max_blob_bytes` caps a session's
     encoded size (see `limits`). Without expiry options no clock is read and no deadline kept.
+    `encryption` and `compression` hold every session sealed (`sealing`), opened on each read.
     """
 
     def __init__(

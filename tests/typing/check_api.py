@@ -6,6 +6,7 @@ from typing import assert_type
 
 from greentic_session import (
     DueWait,
+    Encryption,
     ErrorCode,
     InMemorySessionStore,
     RedisSessionStore,
@@ -48,6 +49,13 @@ async def tour(data: SessionData) -> None:
     assert_type(redis_store, RedisSessionStore)
     config = SessionBackendConfig.redis_url("redis://localhost", pool_timeout=1.5)
     assert_type(config, SessionBackendConfig)
+
+    ring = Encryption({"k1": bytes(32)}, "k1")
+    assert_type(ring.key_ids, tuple[str, ...])
+    sealed = SessionBackendConfig.redis_url("redis://h", encryption=ring, compression="zstd")
+    assert_type(sealed, SessionBackendConfig)
+    assert_type(InMemorySessionStore(encryption=ring, compression=None), InMemorySessionStore)
+    SessionBackendConfig.in_memory(compression="gzip")  # type: ignore[arg-type]
 
     assert_type(encode_session_data(data), bytes)
     assert_type(decode_session_data(b"{}"), SessionData)

@@ -69,7 +69,7 @@ class RedisPoolOptions(TypedDict, total=False):
 class RedisStoreOptions(RedisPoolOptions, StoreOptions, total=False):
     """Every keyword option of a Redis store or config besides its address: the `namespace`,
     the pool's (`RedisPoolOptions`), and the `StoreOptions` every backend takes (`idle_ttl`,
-    `max_lifetime`, `max_blob_bytes`)."""
+    `max_lifetime`, `max_blob_bytes`, `encryption`, `compression`)."""
 
     namespace: str
 

@@ -119,6 +119,10 @@ class RedisSessionStore(SessionStore):
     around your own `redis.asyncio.Redis` (created with `retry=Retry(NoBackoff(), 0)`; the store
     does not close a client it was given). `socket_timeout` bounds each call; with None, only the
     client's own redis-py timeouts apply.
+
+    `encryption` (an `Encryption` key ring) and `compression` ("zstd") seal blobs at rest
+    (`sealing`): the scripts then check a sealed blob's owner by its digest, and every session
+    with a pointer gets a meta key recording it. Without them the bytes are Rust's.
     """
 
     def __init__(
@@ -189,8 +193,8 @@ class RedisSessionStore(SessionStore):
         Redis Cluster (`redis+cluster://host1:port,host2:port`, see `from_cluster`).
 
         `options` (`RedisStoreOptions`): the `namespace`, the pool's (`RedisPoolOptions`), and
-        `idle_ttl`, `max_lifetime` (seconds) and `max_blob_bytes`, the `StoreOptions` every
-        backend takes; as `SessionBackendConfig.redis_url`.
+        `idle_ttl`, `max_lifetime` (seconds), `max_blob_bytes`, `encryption` and `compression`,
+        the `StoreOptions` every backend takes; as `SessionBackendConfig.redis_url`.
         """
         return factory.from_config(cls, SessionBackendConfig.redis_url(url, **options))
 
