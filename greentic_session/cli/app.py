@@ -8,17 +8,19 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import IO, NoReturn, TextIO
+from typing import IO, Any, NoReturn, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
 from ..backends.redis.errors import scrub
 from ..backends.redis.options import DEFAULT_NAMESPACE
 from ..backends.redis.store import RedisSessionStore
-from ..errors import SessionError
+from ..errors import InvalidInputError, SessionError
 from . import inspection, maintenance, transfer
 from .context import Context, ExitCode, Report, session_error_code
 from .copy import copy_to_cluster
+from .keyring import KEYS_VARIABLE, Sealing, load_sealing
 from .layout import Layout
+from .reseal import reseal
 from .walk import Progress, Stop, connect
 
 __all__ = ["main"]
@@ -28,15 +30,22 @@ CLUSTER_VARIABLE = "GREENTIC_SESSION_CLUSTER_URLS"
 
 DESCRIPTION = """\
 Look at and look after the sessions of a greentic-session Redis: read one, find a user's,
-count, check and repair, purge, erase a user, export and import, copy into a Redis Cluster.
-Every command walks keys with SCAN in bounded batches (never KEYS or FLUSHALL) and touches only
-keys under --namespace.
+count, check and repair, purge, erase a user, export and import, copy into a Redis Cluster,
+reseal under a new key. Every command walks keys with SCAN in bounded batches (never KEYS or
+FLUSHALL) and touches only keys under --namespace.
+
+Sealed stores (encryption and compression at rest): give the key ring in a file
+(--keys-file PATH) or in $GREENTIC_SESSION_KEYS, never on the command line, as JSON:
+  {"active": "k2", "keys": {"k1": "<base64 of 32 bytes>", "k2": "<base64 of 32 bytes>"}}
+Blobs are opened with it (any key of the ring); import, reseal and copy-to-cluster seal what
+they write under "active", compressed if --compression zstd.
 """
 
 EPILOG = """\
 exit codes: 0 ok; 1 problems found (check found problems, records skipped or refused);
-2 usage or invalid input (nothing written); 3 cannot connect or authenticate, or Redis failed;
-4 not found (get, find); 130 interrupted by Ctrl-C (the summary so far is printed).
+2 usage or invalid input, a bad key ring (nothing written); 3 cannot connect or
+authenticate, or Redis failed; 4 not found (get, find); 130 interrupted by Ctrl-C (the
+summary so far is printed).
 
 The URL's password is never printed; prefer GREENTIC_SESSION_REDIS_URL over --url (and
 GREENTIC_SESSION_CLUSTER_URLS over copy-to-cluster's --to), which other users of the machine
@@ -72,6 +81,15 @@ already there with the same bytes counts as copied before, one with other data i
 the cluster, writing nothing) unless --yes. Running it again is safe. See docs/cli.md.
 """
 
+RESEAL_HELP = """\
+Rewrite every session of --namespace under the active key of the key ring (--keys-file or
+$GREENTIC_SESSION_KEYS) and the --compression setting: a blob already so is skipped, the others
+are opened, sealed anew and written only if unchanged since read (a concurrent update is read
+again and retried, never lost). Blobs that do not open or decode are refused and left as they
+are. A dry run (counting, writing nothing) unless --yes. Running it again skips what is done.
+Costs one SCAN walk, one read and one script per session. Prints counts only. See docs/cli.md.
+"""
+
 ERASE_HELP = """\
 Erase one user (a data-protection request): every session of --env/--tenant/--team whose data
 names --user as its user, whether or not a pointer still names it, with its expiry meta key,
@@ -86,6 +104,11 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviations: `--keys SECRET` must not pass for `--keys-file SECRET`.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
 
@@ -109,6 +132,23 @@ def build_parser() -> Parser:
         "--timeout", type=float, default=10.0, help="seconds per Redis call (default: 10)"
     )
     parser.add_argument("--tls-ca-file", help="CA bundle for rediss:// URLs")
+    parser.add_argument(
+        "--keys-file",
+        metavar="PATH",
+        help=f"the key ring, a JSON file (default: ${KEYS_VARIABLE}, the JSON itself); "
+        "keys are never taken from the command line",
+    )
+    parser.add_argument(
+        "--compression",
+        choices=("zstd", "none"),
+        default="none",
+        help="how import, reseal and copy-to-cluster compress what they seal (default: none)",
+    )
+    parser.add_argument(
+        "--accept-plaintext",
+        action="store_true",
+        help="with a key ring: also read unencrypted blobs (to migrate a plaintext store)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     get = sub.add_parser("get", help="show one session by its key")
@@ -142,6 +182,14 @@ def build_parser() -> Parser:
     )
     _slot_options(erase, required=True)
     erase.add_argument("--yes", action="store_true", help="erase (without it: a dry run)")
+
+    resealing = sub.add_parser(
+        "reseal",
+        help="rewrite every session under the active key and compression setting",
+        description=RESEAL_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    resealing.add_argument("--yes", action="store_true", help="write (without it: a dry run)")
 
     sub.add_parser(
         "export",
@@ -185,13 +233,19 @@ def _slot_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 async def _run(
-    args: argparse.Namespace, url: str, inp: IO[bytes], out: TextIO, err: TextIO
+    args: argparse.Namespace,
+    url: str,
+    inp: IO[bytes],
+    out: TextIO,
+    err: TextIO,
+    *,
+    sealing: Sealing,
 ) -> Report:
     layout = Layout(args.namespace)
     conn = connect(url, timeout=args.timeout, tls_ca_file=args.tls_ca_file)
     stop = Stop()
     stop.install()
-    ctx = Context(conn, layout, stop, Progress(err))
+    ctx = Context(conn, layout, stop, Progress(err), sealing)
     try:
         await conn.call(conn.client.ping)
         return await _command(ctx, args, inp, out, err)
@@ -211,15 +265,8 @@ async def _command(
             return await inspection.find(ctx, args.env, args.tenant, args.team, args.user)
         case "stats":
             return await inspection.stats(ctx)
-        case "check":
-            return await maintenance.check(ctx, repair=args.repair)
-        case "purge":
-            chosen = maintenance.selector(args.env, args.tenant, args.team, args.user)
-            return await maintenance.purge(ctx, chosen, yes=args.yes)
-        case "erase-user":
-            return await maintenance.erase_user(
-                ctx, args.env, args.tenant, args.team, args.user, yes=args.yes
-            )
+        case "check" | "purge" | "erase-user" | "reseal":
+            return await _maintain(ctx, args)
         case "export":
             sink = getattr(out, "buffer", None)
             if sink is None:
@@ -238,6 +285,22 @@ async def _command(
             raise AssertionError(args.command)
 
 
+async def _maintain(ctx: Context, args: argparse.Namespace) -> Report:
+    """The commands that write to the namespace they walk."""
+    match args.command:
+        case "check":
+            return await maintenance.check(ctx, repair=args.repair)
+        case "purge":
+            chosen = maintenance.selector(args.env, args.tenant, args.team, args.user)
+            return await maintenance.purge(ctx, chosen, yes=args.yes)
+        case "erase-user":
+            return await maintenance.erase_user(
+                ctx, args.env, args.tenant, args.team, args.user, yes=args.yes
+            )
+        case _:
+            return await reseal(ctx, yes=args.yes)
+
+
 def _cluster_urls(args: argparse.Namespace) -> list[str]:
     urls: str = args.to or os.environ.get(CLUSTER_VARIABLE) or ""
     return [url.strip() for url in urls.split(",") if url.strip()]
@@ -252,6 +315,36 @@ def _cluster_store(args: argparse.Namespace) -> RedisSessionStore:
         socket_timeout=args.timeout,
         tls_ca_file=args.to_tls_ca_file,
     )
+
+
+def _sealing(args: argparse.Namespace) -> Sealing:
+    """This run's key ring and compression; `InvalidInputError` (naming no key) when bad."""
+    return load_sealing(
+        args.namespace,
+        keys_file=args.keys_file,
+        compression=args.compression,
+        accept_plaintext=args.accept_plaintext,
+    )
+
+
+def _ready(args: argparse.Namespace, *, piped: bool) -> tuple[str, Sealing] | str:
+    """The URL and the sealing settings of the run, or the usage error that stops it."""
+    if args.command == "import" and not piped and sys.stdin.isatty():
+        return "import reads JSON Lines from stdin: redirect a file or pipe"
+    url = args.url or next((os.environ[v] for v in URL_VARIABLES if os.environ.get(v)), None)
+    if not url:
+        return "no Redis URL: set GREENTIC_SESSION_REDIS_URL or pass --url"
+    if args.command == "copy-to-cluster" and not _cluster_urls(args):
+        return f"no cluster URLs: set ${CLUSTER_VARIABLE} or pass --to"
+    sealing: Sealing | None = None
+    problem: str | None = None
+    try:
+        sealing = _sealing(args)
+    except InvalidInputError as exc:  # names no key: keyring.py raises outside every except
+        problem = exc.message
+    if sealing is None:
+        return problem or "bad key ring"
+    return url, sealing
 
 
 def _print(report: Report, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
@@ -280,22 +373,18 @@ def main(
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
-        err.write(parser.format_usage() + f"{exc}\n")
+        given = list(sys.argv[1:] if argv is None else argv)
+        err.write(parser.format_usage() + f"{_unechoed(str(exc), given)}\n")
         return ExitCode.USAGE
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
-    if args.command == "import" and stdin is None and sys.stdin.isatty():
-        err.write("greentic-session: import reads JSON Lines from stdin: redirect a file or pipe\n")
+    ready = _ready(args, piped=stdin is not None)
+    if isinstance(ready, str):
+        err.write(f"greentic-session: {ready}\n")
         return ExitCode.USAGE
-    url = args.url or next((os.environ[v] for v in URL_VARIABLES if os.environ.get(v)), None)
-    if not url:
-        err.write("greentic-session: no Redis URL: set GREENTIC_SESSION_REDIS_URL or pass --url\n")
-        return ExitCode.USAGE
-    if args.command == "copy-to-cluster" and not _cluster_urls(args):
-        err.write(f"greentic-session: no cluster URLs: set ${CLUSTER_VARIABLE} or pass --to\n")
-        return ExitCode.USAGE
+    url, sealing = ready
     try:
-        report = asyncio.run(_run(args, url, inp, out, err))
+        report = asyncio.run(_run(args, url, inp, out, err, sealing=sealing))
     except SessionError as exc:
         err.write(f"greentic-session: {exc.message}\n")
         return session_error_code(exc)
@@ -319,6 +408,17 @@ def main(
         return ExitCode.PROBLEMS
     _print(report, args, out, err)
     return report.code
+
+
+def _unechoed(message: str, argv: list[str]) -> str:
+    """`message` without the long values of `argv`: argparse echoes what it refuses, and a key
+    pasted on the command line (`--keys SECRET`: no such option) must not reach stderr and the
+    logs that keep it. 16 characters is shorter than any encoding of a 32-byte key."""
+    for token in argv:
+        value = token.partition("=")[2] if token.startswith("-") else token
+        if len(value) >= 16:
+            message = message.replace(value, "...")
+    return message
 
 
 def _password(url: str) -> str | None:

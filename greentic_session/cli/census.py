@@ -1,19 +1,22 @@
 """The walk `stats` and `check` share: a `Census` of every key of the namespace, counted for
-`stats`, with the problems `check` reports (corrupt blobs, wrong-type keys, orphan references,
-confirmed missing just before they are reported)."""
+`stats`, with the problems `check` reports (corrupt blobs, blobs that do not open with the
+run's keys, wrong-type keys, orphan references, confirmed missing just before they are
+reported), and how the blobs are sealed (from their headers: no key needed)."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from ..errors import InternalError
 from ..fence import UserSlot
 from ..schema import SessionData
-from .context import Context, chunks, team_label, try_decode
+from ..sealing import read_header
+from .context import Context, Opened, chunks, team_label
 from .layout import COMPANION_KINDS, Kind
 from .walk import Entry, Walker
 
-__all__ = ["SIZE_BUCKETS", "TTL_BUCKETS", "Census", "take_census"]
+__all__ = ["SIZE_BUCKETS", "TTL_BUCKETS", "Census", "sealed_form", "take_census"]
 
 
 # Histogram buckets: (upper bound, label).
@@ -51,10 +54,28 @@ def _slot_owner(slot: UserSlot) -> tuple[str, str, str]:
     return (slot.env, slot.tenant_id, team_label(slot.team))
 
 
+def sealed_form(key: str, raw: bytes) -> tuple[str, bool, bool] | None:
+    """How a blob is stored, from its header: (key id, "" when not encrypted; compressed;
+    encrypted), ("", False, False) for plaintext JSON, None for a malformed sealed header."""
+    header = None
+    try:
+        header = read_header(raw, session_key=key)
+    except InternalError:
+        return None
+    if header is None:
+        return ("", False, False)
+    return (header.key_id, header.compressed, header.encrypted)
+
+
 class Census:
     """What a walk saw: counts for `stats`, problems for `check`."""
 
-    def __init__(self) -> None:
+    def __init__(self, opener: Callable[[str, bytes], Opened]) -> None:
+        self.opener = opener
+        # Per sealed form (sealed_form; None: malformed header): blobs and their stored bytes.
+        self.forms: Counter[tuple[str, bool, bool] | None] = Counter()
+        self.form_bytes: Counter[tuple[str, bool, bool] | None] = Counter()
+        self.unopened: list[tuple[Entry, str]] = []
         self.kinds: Counter[str] = Counter()
         self.sessions: Counter[tuple[str, str, str]] = Counter()
         self.refs: Counter[tuple[str, str, str]] = Counter()
@@ -78,11 +99,16 @@ class Census:
             self.ttls[
                 "none" if entry.pttl is None else _bucket(entry.pttl, TTL_BUCKETS, ">=7d")
             ] += 1
-            data, problem = try_decode(entry.value)
-            if data is None:
-                self.corrupt.append((entry, problem or "undecodable"))
+            form = sealed_form(key, entry.value)
+            self.forms[form] += 1
+            self.form_bytes[form] += len(entry.value)
+            opened = self.opener(key, entry.value)
+            if opened.data is not None:
+                self.sessions[_owner(opened.data)] += 1
+            elif opened.sealed:
+                self.unopened.append((entry, opened.problem or "does not open"))
             else:
-                self.sessions[_owner(data)] += 1
+                self.corrupt.append((entry, opened.problem or "undecodable"))
         elif entry.kind in COMPANION_KINDS and key is not None:
             self.naming[key].append((entry, None))
         elif entry.slot is not None:
@@ -109,7 +135,7 @@ class Census:
 
 async def take_census(ctx: Context, label: str) -> tuple[Census, Walker]:
     """Walk every key into a `Census`; the orphans are confirmed unless Ctrl-C cut the walk."""
-    census = Census()
+    census = Census(ctx.open)
     walker = ctx.walker(label)
     async for batch in walker.batches():
         for entry in batch:

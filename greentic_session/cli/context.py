@@ -4,7 +4,12 @@ its table, and an optional one-line message for stderr; printing is `app`'s busi
 codes, and the helpers that build a report.
 
 The commands: `inspection` (get, find, stats), `maintenance` (check, repair, purge), `transfer`
-(export, import) and `copy` (copy-to-cluster).
+(export, import), `copy` (copy-to-cluster) and `reseal`.
+
+Every blob's content is read through `Context.open`: the run's `Sealer` (keyring.py) opens it,
+then the codec decodes it. The two failures stay apart: a blob that does not open (encrypted
+without the key, another key, altered, moved, plaintext an encrypting ring refuses) is never
+repaired, since the data may be fine; one that opens but does not decode is corrupt.
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..codec import decode_session_data
-from ..errors import InvalidInputError, NotFoundError, SessionError, UnavailableError
+from ..errors import InternalError, InvalidInputError, NotFoundError, SessionError, UnavailableError
 from ..fence import team_segment
 from ..schema import SessionData
+from .keyring import Sealing
 from .layout import Layout
 from .walk import Connection, Progress, Stop, Walker
 
@@ -25,6 +31,7 @@ __all__ = [
     "BATCH",
     "Context",
     "ExitCode",
+    "Opened",
     "Report",
     "chunks",
     "finish",
@@ -55,15 +62,40 @@ class Report:
     message: str | None = None  # one line for stderr
 
 
+class Opened(NamedTuple):
+    """A stored blob's content: its data and JSON, or None and why not (naming no content)."""
+
+    data: SessionData | None
+    plain: bytes | None  # the codec's JSON, when the blob opened
+    problem: str | None
+    sealed: bool = False  # the problem is that it does not open (never a repair's business)
+
+
 @dataclass
 class Context:
     conn: Connection
     layout: Layout
     stop: Stop
     progress: Progress
+    sealing: Sealing
 
     def walker(self, label: str) -> Walker:
         return Walker(self.conn, self.layout, stop=self.stop, progress=self.progress, label=label)
+
+    def open(self, key: str, raw: bytes) -> Opened:
+        """Session `key`'s stored `raw` bytes, opened with this run's sealer and decoded."""
+        problem: str | None = None
+        plain = b""
+        try:
+            plain = self.sealing.sealer.open(raw, session_key=key, limit=self.sealing.limit)
+        except InternalError as exc:
+            problem = exc.message
+        if problem is not None:
+            # The sealer names the key first; callers show the key in a column of its own.
+            head = f"session {key!r}: "
+            return Opened(None, None, problem.removeprefix(head), sealed=True)
+        data, problem = try_decode(plain)
+        return Opened(data, plain if data is not None else None, problem)
 
 
 BATCH = 1000

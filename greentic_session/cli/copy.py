@@ -19,6 +19,13 @@ A session whose blob is already in the cluster with the same bytes counts as cop
 second run, or one after an interruption, finishes the pointers and changes nothing else); with
 other bytes it is a conflict and nothing of it is written.
 
+A sealed blob (sealing.py) is bound to its session key and namespace (the AES-GCM associated data
+and the owner digest). It is copied byte for byte while both stay; a re-keyed wait, or any
+sealed blob when `--to-namespace` differs, is resealed for its new key and namespace with the
+run's settings (keys, compression), which needs the blob opened: without the keys that opens
+it, such a session is skipped and named. A resealed blob never has the same bytes twice (a new
+nonce), so a blob already in the cluster that opens to the same JSON counts as copied before.
+
 The writes go through the cluster store's own router (its `caller`, a `ClusterCaller`) rather
 than redis-py's `RedisCluster`: it follows MOVED and ASK, never re-sends a write whose reply was
 lost (redis-py's cluster client retries by default), and maps every failure to the store's typed
@@ -37,8 +44,10 @@ from ..backends.redis.caller import Caller
 from ..backends.redis.keys import RedisKeys, is_tagged, key_tag
 from ..backends.redis.scripts import Script
 from ..backends.redis.store import RedisSessionStore
+from ..errors import InternalError
 from ..fence import UserSlot, scope_of
 from ..schema import SessionData
+from ..sealing import MAGIC, Sealer
 from . import scripts
 from .context import Context, ExitCode, Report, table
 from .layout import Kind, Layout, Parsed, parse_slot
@@ -85,6 +94,7 @@ class Copy:
     target_key: str
     group: list[Step]
     pointers: list[Step] = field(default_factory=list)
+    resealed: bytes | None = None  # the JSON of a blob resealed for its new key or namespace
 
     @property
     def rekeyed(self) -> bool:
@@ -115,25 +125,55 @@ class Source(NamedTuple):
     key: str
     blob: bytes
     pttl: int | None
-    data: SessionData
+    data: SessionData | None  # None: a sealed blob this run cannot open
     meta: MetaRecord | None
     hint: MetaRecord | None
     refs: list[RefRecord]
 
 
-def plan(found: Source, source: Layout, target: RedisKeys) -> Copy:
+_NOT_OPENED = (
+    "its blob is sealed, bound to its session key and namespace, and does not open without "
+    "the keys: give the keys (--keys-file or $GREENTIC_SESSION_KEYS) to reseal it"
+)
+
+
+def _rebound(found: Source, plain: bytes | None, target_key: str, sealer: Sealer | None) -> bytes:
+    """The blob to write under `target_key`: the stored bytes, or with `sealer` (the target
+    namespace's, given when the blob must be bound anew) resealed from `plain`."""
+    if sealer is None:
+        return found.blob
+    if found.data is None or plain is None:
+        raise Skip(_NOT_OPENED)
+    owner = scope_of(found.data.tenant_ctx)
+    return sealer.seal(plain, session_key=target_key, owner_digest=sealer.owner_digest(owner))
+
+
+def plan(
+    found: Source,
+    source: Layout,
+    target: RedisKeys,
+    *,
+    plain: bytes | None = None,
+    target_sealer: Sealer | None = None,
+) -> Copy:
     """The cluster keys of one source session (see the module docstring); `Skip` when it has
-    none that the cluster store could use."""
+    none that the cluster store could use. `plain` is the blob's JSON and `target_sealer` the
+    cluster namespace's, used when a sealed blob must be bound to a new key or namespace."""
     refs = [(source.parse(ref.key), ref) for ref in found.refs]
     target_key = _target_key(found, [p for p, _ in refs], target)
     tagged, tag = is_tagged(target_key), key_tag(target_key)
+    sealed = found.blob[:1] == bytes((MAGIC,))
+    rebind = sealed and (target_key != found.key or target.namespace != source.namespace)
+    if rebind and target_sealer is None:
+        raise Skip(_NOT_OPENED)
+    blob = _rebound(found, plain, target_key, target_sealer if rebind else None)
 
     def same_slot(slot: UserSlot, what: str) -> None:
         # A tagged key's scripts read its pointer and wait keys on its own node.
         if tagged and target.tag(slot) != tag:
             raise Skip(f"its {what} names another user than its key's cluster hash tag")
 
-    group = [Step("B", target.session(target_key), found.blob, found.pttl)]
+    group = [Step("B", target.session(target_key), blob, found.pttl)]
     if found.meta is not None:
         value = ""
         if found.meta.value:
@@ -158,7 +198,7 @@ def plan(found: Source, source: Layout, target: RedisKeys) -> Copy:
         else:
             scope_hash = ref.key.rpartition(":")[2]
             group.append(Step("S", target.wait_scope(at, scope_hash), name, ref.pttl))
-    return Copy(found.key, target_key, group, pointers)
+    return Copy(found.key, target_key, group, pointers, plain if rebind else None)
 
 
 def _target_key(found: Source, refs: list[Parsed], target: RedisKeys) -> str:
@@ -166,6 +206,8 @@ def _target_key(found: Source, refs: list[Parsed], target: RedisKeys) -> str:
     waits = [parsed.slot for parsed in refs if parsed.kind in (Kind.WAIT_SCOPE, Kind.WAIT_SET)]
     if found.hint is None and not waits:
         return found.key
+    if found.data is None:
+        raise Skip(_NOT_OPENED)
     owner = scope_of(found.data.tenant_ctx)
     if owner.user is None:
         raise Skip("a wait session whose data names no user")
@@ -192,9 +234,10 @@ class Tally:
 
 
 class Copier:
-    def __init__(self, caller: Caller, *, dry: bool) -> None:
+    def __init__(self, caller: Caller, *, dry: bool, sealer: Sealer | None = None) -> None:
         self.caller = caller
         self.dry = dry
+        self.sealer = sealer  # the cluster namespace's: opens a resealed copy made before
         self.tally = Tally()
         self._gate = asyncio.Semaphore(CONCURRENCY)
 
@@ -213,6 +256,8 @@ class Copier:
                 COPY_SESSION, keys, args, write=True, key=copy.target_key
             )
             status, written, taken = (int(part) for part in reply)
+            if status == -1 and await self._resealed_before(copy):
+                status = 0
             if status < 0:
                 why = "holds other data" if status == -1 else "has another of its keys taken"
                 self.tally.conflicts.append(f"{copy.source_key}: the cluster {why}")
@@ -235,6 +280,21 @@ class Copier:
                 outcome = {1: "copied", 0: "already_there"}.get(int(done), "taken")
                 counts[f"pointers_{outcome}"] += 1
 
+    async def _resealed_before(self, copy: Copy) -> bool:
+        """Whether the cluster blob of a resealed `copy` opens to the same JSON (an earlier run
+        resealed it: the bytes differ by their nonce)."""
+        if copy.resealed is None or self.sealer is None:
+            return False
+        stored = await self.caller.execute("GET", copy.group[0].key, key=copy.target_key)
+        if not isinstance(stored, bytes):
+            return False
+        opened: bytes | None = None
+        try:
+            opened = self.sealer.open(stored, session_key=copy.target_key, limit=None)
+        except InternalError:
+            return False
+        return opened == copy.resealed
+
 
 async def copy_to_cluster(ctx: Context, target: RedisSessionStore, *, yes: bool) -> Report:
     """Copy every session of the source namespace into the cluster `target` stores in."""
@@ -246,7 +306,8 @@ async def copy_to_cluster(ctx: Context, target: RedisSessionStore, *, yes: bool)
     # the command at once, with nothing read or written.
     await caller.execute("EXISTS", keys.session_prefix)
     index, first = await index_references(ctx, "copy: indexing")
-    copier = Copier(caller, dry=not yes)
+    target_sealer = ctx.sealing.for_namespace(keys.namespace)
+    copier = Copier(caller, dry=not yes, sealer=target_sealer)
     tally = copier.tally
     second = ctx.walker("copy: sessions")
     sessions = 0
@@ -255,14 +316,22 @@ async def copy_to_cluster(ctx: Context, target: RedisSessionStore, *, yes: bool)
         async for batch in second.batches(frozenset({Kind.SESSION}), match=match):
             copies = []
             for entry in batch:
-                found = index.blob(entry)
+                found = index.blob(entry, unopened=True)
                 if found is None:
                     continue
                 sessions += 1
-                key, blob, data = found
-                source = Source(key, blob, entry.pttl, data, *index.take(key))
+                key = found.key
+                source = Source(key, found.raw, entry.pttl, found.data, *index.take(key))
                 try:
-                    copies.append(plan(source, ctx.layout, keys))
+                    copies.append(
+                        plan(
+                            source,
+                            ctx.layout,
+                            keys,
+                            plain=found.plain,
+                            target_sealer=target_sealer,
+                        )
+                    )
                 except Skip as exc:
                     tally.skipped.append(f"{key}: {exc.reason}")
             await copier.run(copies)

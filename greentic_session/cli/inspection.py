@@ -1,5 +1,6 @@
 """The read-only commands: `get` (one session by its key), `find` (the session a user's pointer
-names) and `stats` (counts per owner, blob sizes, expiries and problems, from a `Census`)."""
+names) and `stats` (counts per owner, blob sizes, expiries, sealed forms and problems, from a
+`Census`). A sealed blob is opened with the run's keys (`Context.open`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from redis import exceptions as redis_errors
 
 from ..fence import NO_TEAM, UserSlot, check_key
 from ..schema import validate_identifier
-from .census import SIZE_BUCKETS, TTL_BUCKETS, take_census
-from .context import Context, ExitCode, Report, finish, table, team_label, try_decode, walk_summary
+from .census import SIZE_BUCKETS, TTL_BUCKETS, Census, sealed_form, take_census
+from .context import Context, ExitCode, Report, finish, table, team_label, walk_summary
 from .layout import Kind
 from .walk import as_text
 
@@ -55,11 +56,29 @@ async def _show(ctx: Context, key: str) -> Report:
             "value": meta.decode(errors="replace"),
             "pttl": None if meta_pttl < 0 else meta_pttl,
         }
-    data, problem = try_decode(blob)
-    if data is None:
-        result["corrupt"] = problem
-        lines = table(["field", "value"], [("key", key), ("size", len(blob)), ("corrupt", problem)])
-        return Report(ExitCode.PROBLEMS, result, lines, message="the stored blob is corrupt")
+    form = sealed_form(key, blob)
+    result["sealed"] = _form_json(form)
+    opened = ctx.open(key, blob)
+    data = opened.data
+    if data is None or opened.plain is None:
+        what = "does_not_open" if opened.sealed else "corrupt"
+        result[what] = opened.problem
+        label = "does not open" if opened.sealed else "corrupt"
+        lines = table(
+            ["field", "value"],
+            [
+                ("key", key),
+                ("size", len(blob)),
+                ("stored as", _form_label(form)),
+                (label, opened.problem),
+            ],
+        )
+        message = (
+            "the stored blob does not open with the keys given (see docs/cli.md: keys)"
+            if opened.sealed
+            else "the stored blob is corrupt"
+        )
+        return Report(ExitCode.PROBLEMS, result, lines, message=message)
     ctx_ = data.tenant_ctx
     user = ctx_.normalized_user
     if user is not None:
@@ -69,11 +88,12 @@ async def _show(ctx: Context, key: str) -> Report:
             "key": layout.pointer_name(slot),
             "points_here": pointer is not None and as_text(pointer) == key,
         }
-    result["data"] = json.loads(blob)
+    result["data"] = json.loads(opened.plain)
     rows: list[tuple[str, object]] = [
         ("key", key),
         ("expires in", _ms(result["pttl"])),
         ("size", f"{len(blob)} B"),
+        ("stored as", _form_label(form)),
         ("env", ctx_.env),
         ("tenant", ctx_.tenant_id),
         ("team", team_label(ctx_.normalized_team)),
@@ -94,6 +114,33 @@ async def _show(ctx: Context, key: str) -> Report:
         rows.append(("meta expires in", _ms(result["meta"]["pttl"])))
     lines = [*table(["field", "value"], rows), "", json.dumps(result["data"], indent=2)]
     return Report(ExitCode.OK, result, lines)
+
+
+def _form_json(form: tuple[str, bool, bool] | None) -> dict[str, Any] | None:
+    """A sealed form (census.sealed_form) as JSON; None for a malformed header."""
+    if form is None:
+        return None
+    kid, compressed, encrypted = form
+    return {"key_id": kid or None, "compressed": compressed, "encrypted": encrypted}
+
+
+def _form_label(form: tuple[str, bool, bool] | None) -> str:
+    if form is None:
+        return "malformed sealed blob"
+    kid, compressed, encrypted = form
+    parts = ([f"encrypted (key {kid})"] if encrypted else []) + (["zstd"] if compressed else [])
+    return ", ".join(parts) or "plaintext JSON"
+
+
+def _sealing_rows(census: Census) -> tuple[list[dict[str, Any]], list[tuple[object, ...]]]:
+    """The sealed forms the walk met, as JSON and as table rows, most frequent first."""
+    entries: list[dict[str, Any]] = []
+    rows: list[tuple[object, ...]] = []
+    for form, blobs in census.forms.most_common():
+        size = census.form_bytes[form]
+        entries.append({"form": _form_json(form), "blobs": blobs, "bytes": size})
+        rows.append((_form_label(form), blobs, size))
+    return entries, rows
 
 
 async def get(ctx: Context, key: str) -> Report:
@@ -140,6 +187,7 @@ async def find(ctx: Context, env: str, tenant: str, team: str | None, user: str)
 async def stats(ctx: Context) -> Report:
     census, walker = await take_census(ctx, "stats: keys")
     owners = sorted(set(census.sessions) | set(census.refs))
+    sealing, sealing_rows = _sealing_rows(census)
     result: dict[str, Any] = {
         **walk_summary(walker),
         "kinds": {str(kind): census.kinds.get(kind, 0) for kind in Kind},
@@ -155,8 +203,12 @@ async def stats(ctx: Context) -> Report:
         ],
         "blob_sizes": dict(census.sizes),
         "ttls": dict(census.ttls),
+        "sealing": sealing,
+        "sealed": sum(n for form, n in census.forms.items() if form and (form[1] or form[2])),
+        "plaintext": census.forms[("", False, False)],
         "orphans": len(census.orphans),
         "corrupt": len(census.corrupt),
+        "does_not_open": len(census.unopened),
         "wrong_type": len(census.wrong_type),
     }
     size_order = [label for _, label in SIZE_BUCKETS] + [">=1MiB"]
@@ -169,11 +221,13 @@ async def stats(ctx: Context) -> Report:
         ),
         (["blob size", "sessions"], [(b, census.sizes[b]) for b in size_order if census.sizes[b]]),
         (["expires in", "sessions"], [(b, census.ttls[b]) for b in ttl_order if census.ttls[b]]),
+        (["stored as", "sessions", "bytes"], sealing_rows),
         (
             ["problem", "keys"],
             [
                 ("orphan references", result["orphans"]),
                 ("corrupt blobs", result["corrupt"]),
+                ("unopened blobs", result["does_not_open"]),
                 ("wrong-type keys", result["wrong_type"]),
             ],
         ),

@@ -3,6 +3,8 @@
 Every deletion of check and purge is a compare-and-delete script (scripts.py, lua/) that first
 checks the key is still what the walk read, sent in pipelined batches by `CompareDelete`;
 erase-user calls the store's own `erase_user`, which checks each blob's owner as it deletes it.
+Blobs are opened with the run's keys (`Context.open`); one that does not open is reported by
+check, never repaired, and neither selected by purge nor counted by erase-user's dry run.
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ from .context import (
     finish,
     table,
     team_label,
-    try_decode,
     walk_summary,
 )
-from .layout import COMPANION_KINDS, Kind, Layout
+from .layout import COMPANION_KINDS, Kind
 from .walk import Entry
 
 __all__ = ["CompareDelete", "Selector", "check", "erase_user", "purge", "selector"]
@@ -74,6 +75,9 @@ def _problem_rows(census: Census) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     rows += [{"problem": "corrupt blob", "key": e.name, "detail": why} for e, why in census.corrupt]
     rows += [
+        {"problem": "does not open", "key": e.name, "detail": why} for e, why in census.unopened
+    ]
+    rows += [
         {
             "problem": "wrong type",
             "key": e.name,
@@ -100,7 +104,8 @@ async def check(ctx: Context, *, repair: bool) -> Report:
     if repair and problems and not walker.interrupted:
         outcome = await _repair(ctx, census)
         result["repaired"] = outcome
-        remaining = outcome["kept"]
+        # A blob that does not open may hold good data under a key this run lacks: kept.
+        remaining = outcome["kept"] + len(census.unopened)
     lines = (
         table(
             ["problem", "key", "detail"], [(p["problem"], p["key"], p["detail"]) for p in problems]
@@ -116,6 +121,11 @@ async def check(ctx: Context, *, repair: bool) -> Report:
             f"{r['gone']} already gone; then {r['orphans_after']} orphan(s) of the deleted "
             "corrupt blobs repaired"
         )
+        if census.unopened:
+            lines.append(
+                f"left {len(census.unopened)} blob(s) that do not open: never repaired "
+                "(give the keys that sealed them)"
+            )
     code = ExitCode.PROBLEMS if remaining else ExitCode.OK
     return finish(Report(code, result, lines), walker)
 
@@ -195,13 +205,24 @@ def selector(env: str | None, tenant: str | None, team: str | None, user: str | 
     return Selector(env, tenant, team, user)
 
 
+def _unreadable(ctx: Context, entry: Entry) -> bool:
+    """Whether `entry` is a session blob whose content this run cannot read."""
+    key = entry.parsed.session_key
+    if entry.kind is not Kind.SESSION or entry.value is None or key is None:
+        return False
+    return ctx.open(key, entry.value).data is None
+
+
 def _purge_step(
-    layout: Layout, entry: Entry, chosen: Selector
+    ctx: Context, entry: Entry, chosen: Selector
 ) -> tuple[str, list[str], Sequence[bytes | str]] | None:
     """The compare-and-delete call that purges `entry`, or None if it is not selected."""
+    layout = ctx.layout
     if entry.kind is Kind.SESSION:
-        data = try_decode(entry.value)[0] if entry.value is not None else None
         key = entry.parsed.session_key
+        data = (
+            ctx.open(key, entry.value).data if entry.value is not None and key is not None else None
+        )
         if data is None or key is None or entry.value is None:
             return None
         t = data.tenant_ctx
@@ -230,10 +251,9 @@ async def purge(ctx: Context, chosen: Selector, *, yes: bool) -> Report:
         for entry in batch:
             if entry.wrong_type:
                 continue  # `check` reports and repairs these
-            step = _purge_step(ctx.layout, entry, chosen)
+            step = _purge_step(ctx, entry, chosen)
             if step is None:
-                if entry.kind is Kind.SESSION and entry.value is not None:
-                    corrupt += try_decode(entry.value)[0] is None
+                corrupt += _unreadable(ctx, entry)
                 continue
             selected[entry.kind] += 1
             names.append(entry.name)
@@ -258,7 +278,7 @@ async def purge(ctx: Context, chosen: Selector, *, yes: bool) -> Report:
     else:
         lines.append(f"dry run: {len(names)} key(s) would be deleted; run again with --yes")
     if corrupt:
-        lines.append(f"{corrupt} corrupt blob(s) not examined (see `check`)")
+        lines.append(f"{corrupt} corrupt or unopened blob(s) not examined (see `check`)")
     code = ExitCode.PROBLEMS if kept else ExitCode.OK
     return finish(Report(code, result, lines), walker)
 
@@ -285,8 +305,13 @@ async def erase_user(
     # The store's erase does not watch `ctx.stop`: Ctrl-C interrupts it at once (exit 130);
     # each session goes in one atomic step, so running the command again is safe.
     ctx.stop.uninstall()
+    # With the run's keys: the store's script compares a sealed blob's owner digest.
     store = RedisSessionStore(
-        ctx.conn.client, namespace=ctx.layout.namespace, socket_timeout=ctx.conn.timeout
+        ctx.conn.client,
+        namespace=ctx.layout.namespace,
+        socket_timeout=ctx.conn.timeout,
+        encryption=ctx.sealing.encryption,
+        compression=ctx.sealing.compression,
     )
     try:
         erased = await store.erase_user(operator, user)
@@ -308,10 +333,10 @@ async def _erase_dry_run(ctx: Context, chosen: Selector, result: dict[str, Any])
         for entry in batch:
             if entry.wrong_type:
                 continue
-            if _purge_step(ctx.layout, entry, chosen) is not None:
+            if _purge_step(ctx, entry, chosen) is not None:
                 selected[entry.kind] += 1
-            elif entry.kind is Kind.SESSION and entry.value is not None:
-                corrupt += try_decode(entry.value)[0] is None
+            else:
+                corrupt += _unreadable(ctx, entry)
     sessions = selected[Kind.SESSION]
     indexes = sum(selected.values()) - sessions
     result.update(walk_summary(walker), sessions=sessions, index_keys=indexes)
@@ -322,5 +347,5 @@ async def _erase_dry_run(ctx: Context, chosen: Selector, result: dict[str, Any])
         f"{where} would be erased; run again with --yes",
     ]
     if corrupt:
-        lines.append(f"{corrupt} corrupt blob(s) not examined (see `check`)")
+        lines.append(f"{corrupt} corrupt or unopened blob(s) not examined (see `check`)")
     return finish(Report(ExitCode.OK, result, lines), walker)

@@ -5,7 +5,8 @@ The walk reads each SCAN batch with `FETCH`. The write scripts: compare-and-dele
 deletion first checks the key is still what the walk saw, so a repair or purge never deletes
 what a live writer changed meanwhile; `IMPORT`, one call per batch of records; and
 copy-to-cluster's `COPY_SESSION` and `COPY_POINTER`, each writing keys of one cluster slot, all
-declared in KEYS, and never overwriting one (`copy.py`).
+declared in KEYS, and never overwriting one (`copy.py`); `RESEAL`, reseal's compare-and-set
+of one blob on the exact bytes read (`reseal.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "FETCH",
     "IMPORT",
     "REMOVE_ORPHAN_MEMBER",
+    "RESEAL",
     "load_lua",
 ]
 
@@ -42,3 +44,4 @@ DELETE_IF_TYPE = load_lua("delete_if_type.lua")
 IMPORT = load_lua("import.lua")
 COPY_SESSION = load_lua("copy_session.lua")
 COPY_POINTER = load_lua("copy_pointer.lua")
+RESEAL = load_lua("reseal.lua")

@@ -1,5 +1,12 @@
 """`export` (every session as JSON Lines, in the format of records.py) and `import` (those lines
-validated, then written). `index_references`, export's first walk, also serves copy-to-cluster."""
+validated, then written). `index_references`, export's first walk, also serves copy-to-cluster.
+
+Sealed stores: export writes each blob opened (the codec's JSON), so the file imports anywhere;
+a blob that does not open with the run's keys is skipped and named. Import seals each record
+with the run's settings (keys, compression), bound to its session key and the target namespace,
+and, as a sealing store does, records the user pointer's suffix in the meta key (a sealed blob
+hides its owner from the store's scripts).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,17 @@ import contextlib
 import itertools
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from typing import IO, NamedTuple
 
 import msgspec
 
+from ..codec import decode_session_data
 from ..errors import InvalidInputError, SessionError
+from ..fence import owner_slot, scope_of
 from ..schema import SessionData
 from . import scripts
-from .context import BATCH, Context, ExitCode, Report, try_decode
+from .context import BATCH, Context, ExitCode, Opened, Report
 from .layout import COMPANION_KINDS, Kind, Layout
 from .records import (
     MetaRecord,
@@ -28,13 +38,23 @@ from .records import (
 )
 from .walk import Entry, Walker
 
-__all__ = ["ReferenceIndex", "export", "import_", "index_references"]
+__all__ = ["Blob", "ReferenceIndex", "export", "import_", "index_references"]
+
+
+class Blob(NamedTuple):
+    """A session blob the walk read and opened."""
+
+    key: str
+    raw: bytes  # as stored
+    plain: bytes | None  # the codec's JSON (`raw` itself when not sealed); None: unopened
+    data: SessionData | None  # None only for a sealed blob (`blob(..., unopened=True)`)
 
 
 class ReferenceIndex:
     """Export's first walk: the meta key and the references of every session, by session key."""
 
-    def __init__(self) -> None:
+    def __init__(self, opener: Callable[[str, bytes], Opened]) -> None:
+        self.opener = opener
         self.metas: dict[str, MetaRecord] = {}
         self.hints: dict[str, MetaRecord] = {}
         self.refs: dict[str, list[RefRecord]] = defaultdict(list)
@@ -55,18 +75,22 @@ class ReferenceIndex:
             target = entry.value.decode(errors="replace")
             self.refs[target].append(RefRecord(entry.name, entry.pttl))
 
-    def blob(self, entry: Entry) -> tuple[str, bytes, SessionData] | None:
-        """A blob entry's session key, bytes and data, or None (and a note in `skipped`) when it
-        is of the wrong type or corrupt."""
+    def blob(self, entry: Entry, *, unopened: bool = False) -> Blob | None:
+        """A blob entry opened, or None (and a note in `skipped`) when it is of the wrong type,
+        does not open with the run's keys (unless `unopened`: then without its data), or is
+        corrupt."""
         key = entry.parsed.session_key
         if entry.wrong_type or entry.value is None or key is None:
             self.skipped.append(f"wrong-type key {entry.name} ({entry.type_name})")
             return None
-        data, problem = try_decode(entry.value)
-        if data is None:
-            self.skipped.append(f"corrupt blob {entry.name}: {problem}")
+        opened = self.opener(key, entry.value)
+        if unopened and opened.sealed:
+            return Blob(key, entry.value, None, None)
+        if opened.data is None or opened.plain is None:
+            what = "sealed blob that does not open" if opened.sealed else "corrupt blob"
+            self.skipped.append(f"{what} {entry.name}: {opened.problem}")
             return None
-        return key, entry.value, data
+        return Blob(key, entry.value, opened.plain, opened.data)
 
     def take(self, key: str) -> tuple[MetaRecord | None, MetaRecord | None, list[RefRecord]]:
         """Session `key`'s meta key, wait hint and references, removed from the index."""
@@ -75,14 +99,13 @@ class ReferenceIndex:
     def record(self, entry: Entry) -> bytes | None:
         """The export line for a blob entry, or None (and a note in `skipped`)."""
         found = self.blob(entry)
-        if found is None:
+        if found is None or found.plain is None:
             return None
-        key, blob, _ = found
-        meta, wait_hint, refs = self.take(key)
+        meta, wait_hint, refs = self.take(found.key)
         record = SessionRecord(
-            key=key,
+            key=found.key,
             pttl=entry.pttl,
-            data=embed_blob(blob),
+            data=embed_blob(found.plain),
             meta=meta,
             wait_hint=wait_hint,
             refs=refs,
@@ -98,7 +121,7 @@ class ReferenceIndex:
 async def index_references(ctx: Context, label: str) -> tuple[ReferenceIndex, Walker]:
     """The first walk of `export` and `copy-to-cluster`: every meta key, wait hint, pointer and
     wait key, indexed by the session it names."""
-    index = ReferenceIndex()
+    index = ReferenceIndex(ctx.open)
     walker = ctx.walker(label)
     async for batch in walker.batches(
         frozenset({*COMPANION_KINDS, Kind.POINTER, Kind.WAIT_SCOPE, Kind.WAIT_SET})
@@ -184,7 +207,7 @@ async def import_(ctx: Context, source: IO[bytes]) -> Report:
                         continue
                 if not batch:
                     break
-                steps = _import_steps(ctx.layout, batch)
+                steps = _import_steps(ctx, batch)
                 if in_flight is not None:
                     ok, bad = await in_flight
                     imported, failed = imported + ok, failed + bad
@@ -213,12 +236,34 @@ async def import_(ctx: Context, source: IO[bytes]) -> Report:
     return report
 
 
-def _import_steps(layout: Layout, batch: list[SessionRecord]) -> ImportBatch:
+def _sealed_record(ctx: Context, record: SessionRecord) -> tuple[bytes, MetaRecord | None]:
+    """`record`'s blob sealed with the run's settings, and its meta key: as a sealing store
+    keeps it, holding the pointer suffix of the session's user (or else of the user pointer the
+    record names), with the blob's expiry, when the record brings none."""
+    sealer = ctx.sealing.sealer
+    plain = bytes(record.data)
+    owner = scope_of(decode_session_data(plain).tenant_ctx)
+    blob = sealer.seal(plain, session_key=record.key, owner_digest=sealer.owner_digest(owner))
+    meta = record.meta
+    if meta is None or not meta.value:
+        slot = owner_slot(owner)
+        if slot is None:
+            pointers = [ctx.layout.parse(ref.key) for ref in record.refs]
+            slot = next((p.slot for p in pointers if p.kind is Kind.POINTER), None)
+        if slot is not None:  # an empty meta value keeps its expiry (a lifetime's end)
+            pttl = record.pttl if meta is None else meta.pttl
+            meta = MetaRecord(ctx.layout.keys.slot_suffix(slot), pttl)
+    return blob, meta
+
+
+def _import_steps(ctx: Context, batch: list[SessionRecord]) -> ImportBatch:
     """The IMPORT script's arguments for `batch`.
 
     Every step sets an absolute state (SET with or without PX; SADD then PEXPIRE or PERSIST),
-    so writing the same record twice leaves the same state.
+    so writing the same record twice leaves the same state (sealed anew, with a new nonce).
     """
+    layout = ctx.layout
+    sealing = not ctx.sealing.sealer.identity
     ops: list[str] = []
     fields: list[bytes] = []
     owners: list[int] = []
@@ -230,9 +275,10 @@ def _import_steps(layout: Layout, batch: list[SessionRecord]) -> ImportBatch:
         owners.append(record)
 
     for index, record in enumerate(batch):
-        step("S", layout.session_name(record.key), bytes(record.data), record.pttl, index)
+        blob, meta = _sealed_record(ctx, record) if sealing else (bytes(record.data), record.meta)
+        step("S", layout.session_name(record.key), blob, record.pttl, index)
         for name, companion in (
-            (layout.meta_name(record.key), record.meta),
+            (layout.meta_name(record.key), meta),
             (layout.hint_name(record.key), record.wait_hint),
         ):
             if companion is None:

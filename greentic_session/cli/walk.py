@@ -128,8 +128,11 @@ class Progress:
         self._shown = 0.0
         self._dirty = False
 
-    def update(self, label: str, done: int, fraction: float | None = None) -> None:
-        """Show `done` items; `fraction` is the estimated share of the walk behind us."""
+    def update(
+        self, label: str, done: int, fraction: float | None = None, *, total: int | None = None
+    ) -> None:
+        """Show `done` items (of `total`, when given); `fraction` is the estimated share of the
+        walk behind us."""
         if not self.enabled:
             return
         now = time.monotonic()
@@ -142,7 +145,8 @@ class Progress:
             bar = f" [{'#' * filled}{'.' * (30 - filled)}] ~{fraction:.0%}"
         else:
             bar = ""
-        self.stream.write(f"\r{label}: {done:,}{bar}\x1b[K")
+        count = f"{done:,}" if total is None else f"{done:,}/{total:,}"
+        self.stream.write(f"\r{label}: {count}{bar}\x1b[K")
         self.stream.flush()
         self._dirty = True
 
