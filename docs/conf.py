@@ -46,6 +46,7 @@ nitpicky = True
 nitpick_ignore = [
     ("py:class", "greentic_session.backends.redis.factory.Connection"),  # what from_* pass in
     ("py:class", "greentic_session.backends.redis.caller.Caller"),  # the store's `caller`
+    ("py:class", "greentic_session.sealing.Sealer"),  # the store's `sealer` (for the CLI)
     ("py:class", "abc.ABC"),
     ("py:class", "asyncio.events.AbstractEventLoop"),  # loop_factory's return type
     ("py:class", "collections.abc.Awaitable"),
@@ -99,6 +100,7 @@ API_SECTIONS = {
     "greentic_session.config": "Stores",
     "greentic_session.store": "Stores",
     "greentic_session.backends": "Stores",
+    "greentic_session.sealing": "Data protection at rest",
     "greentic_session.schema": "Session data",
     "greentic_session.codec": "Codec",
     "greentic_session.errors": "Errors",
