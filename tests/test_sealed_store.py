@@ -396,3 +396,23 @@ async def test_a_claim_drops_a_sealed_wait_whose_blob_another_owner_holds(
     assert claimed[0].entry.data == secret_data()
     assert await store.claim_due_waits() == []
     assert not await bench.raw.exists(bench.keys.due(hijacked))
+
+
+async def test_a_claimer_lacking_the_key_leaves_the_wait_leased_not_dropped(
+    bench: Bench, redis_url: str
+) -> None:
+    """A deadline claimer whose ring lacks the key a wait is sealed under (a rotation under
+    way) neither returns nor drops it: the wait stays leased and, once the lease ends, a
+    claimer holding the key gets it, on attempt 2."""
+    holder = bench.open(encryption=ring(k1=KEY_1))
+    key = holder.session_key_for(ALICE, SECRET_USER, "rotating")
+    await holder.register_wait(ALICE, SECRET_USER, CHAT, key, secret_data(), due_in=60)
+    await shift_deadlines(redis_url, bench.namespace, 120)
+    lacking = bench.open(encryption=ring(k2=KEY_2))
+    assert await lacking.claim_due_waits(lease=30) == []
+    assert await bench.raw.exists(bench.keys.due(key))
+    assert await holder.claim_due_waits() == []  # leased meanwhile
+    await shift_deadlines(redis_url, bench.namespace, 60)
+    [due] = await holder.claim_due_waits()
+    assert (due.key, due.attempt) == (key, 2)
+    assert due.entry.data == secret_data()

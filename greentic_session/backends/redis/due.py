@@ -176,10 +176,12 @@ class RedisDue:
         keys: RedisKeys,
         caller: Caller,
         entry_of: Callable[[str, bytes], SessionEntry],
+        lacks_key: Callable[[bytes], bool] = lambda raw: False,
     ) -> None:
         self._keys = keys
         self._redis = caller
         self._entry_of = entry_of
+        self._lacks_key = lacks_key
         self.cluster = keys.cluster
         layout = 1 if self.cluster else 0
         self._claim_due = _CLAIM_DUE[layout]
@@ -352,6 +354,11 @@ class RedisDue:
             entry = self._entry_of(key, blob)
             scope = _scope_decoder.decode(json)
         except (SessionError, msgspec.MsgspecError, ValueError):
+            if self._lacks_key(blob):
+                # Not corrupt: sealed under a key another process's ring may hold (a rotation
+                # under way). Left leased, it comes back when the lease ends, never dropped.
+                _log.warning("claimed a wait sealed under a key this store lacks; left leased")
+                return None
             return key, lease_id
         if slot is not None and wait_verdict(slot, scope_of(entry.data.tenant_ctx)) == FOREIGN:
             return key, lease_id  # not the wait's owner's: its deadline is dead

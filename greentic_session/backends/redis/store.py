@@ -66,7 +66,7 @@ from ...fence import (
 )
 from ...limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
 from ...schema import ReplyScope, SessionData, SessionKey, TenantCtx
-from ...sealing import Encryption, Sealer
+from ...sealing import Encryption, Sealer, read_header
 from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, resolve
 from . import erase, factory, replies, scripts
 from .caller import Caller, ConnectionStats
@@ -156,6 +156,7 @@ class RedisSessionStore(SessionStore):
         # when `_sealer` is set.
         self._opener = Sealer(namespace, encryption=encryption, compression=compression)
         self._sealer = None if self._opener.identity else self._opener
+        self._key_ids = frozenset(() if encryption is None else encryption.key_ids)
         self._tail: tuple[scripts.Arg, ...] = (
             () if self._sealer is None else scripts.SEALED_NO_OWNERS
         )
@@ -174,6 +175,7 @@ class RedisSessionStore(SessionStore):
             lambda key, raw: SessionEntry(
                 SessionKey(key), self._decode(key, raw), revision_of(raw)
             ),
+            self._lacks_key,
         )
         self.client: aioredis.Redis | None = connection.client
 
@@ -641,6 +643,15 @@ class RedisSessionStore(SessionStore):
         if isinstance(raw, bytes):
             with contextlib.suppress(InternalError):
                 check_update(scope_of(self._decode(key, raw).tenant_ctx), data)
+
+    def _lacks_key(self, raw: bytes) -> bool:
+        """Whether `raw` is sealed under a key id this store's ring lacks: unreadable here, not
+        corrupt (another process may hold the key)."""
+        try:
+            header = read_header(raw, session_key="")
+        except InternalError:
+            return False
+        return header is not None and header.encrypted and header.key_id not in self._key_ids
 
     def _visible(self, slot: UserSlot, key: str, raw: bytes | None) -> SessionData | None:
         """The data of a blob found through `slot`'s pointer if the slot may see it, else None
