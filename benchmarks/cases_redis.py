@@ -41,12 +41,12 @@ from aiogram.fsm.storage.redis import RedisStorage
 from greentic_session import ReplyScope, SessionKey
 from greentic_session.backends.redis import RedisSessionStore
 from greentic_session.fence import lookup_slot
-from greentic_session.testing import BACKENDS
 
 from .harness import Contender, Summary, latency, rates
 from .payloads import Population
 from .seed_store import SeedPatternStore
 from .settings import Profile
+from .stores import delete_namespace, open_redis_store
 from .wire import WireCounter, command_deltas, commandstats, server_cpu_seconds
 
 __all__ = ["BUILDERS", "REDIS_OPS", "Rig", "delete_namespace", "open_redis_store", "run_redis_op"]
@@ -70,32 +70,6 @@ REDIS_OPS: tuple[str, ...] = (
 IDLE_TTL = 3600.0  # the expiring store's idle_ttl: long enough never to expire during a run
 USERS = 64  # distinct users (and sessions) each case cycles through
 WIRE_OPS = 21  # one call for round trips, then 20 for command counts
-
-
-def open_redis_store(
-    url: str, namespace: str, backend_id: str = "redis", **options: Any
-) -> RedisSessionStore:
-    """A Redis store exactly as the tests open it: a row of the shared backend table ("redis",
-    batched, the default; "redis-unbatched", redis-py's pool)."""
-    backend = next(b for b in BACKENDS if b.id == backend_id)
-    store = backend.open(redis_url=url, namespace=namespace, **options)
-    if not isinstance(store, RedisSessionStore):
-        raise TypeError(f"backend table gave {type(store).__name__}, not RedisSessionStore")
-    return store
-
-
-async def delete_namespace(client: aioredis.Redis, namespace: str) -> int:
-    """UNLINK every key under `namespace:` (SCAN, never FLUSHALL)."""
-    removed = 0
-    batch: list[bytes] = []
-    async for key in client.scan_iter(match=f"{namespace}:*", count=2000):
-        batch.append(key)
-        if len(batch) >= 2000:
-            removed += await client.unlink(*batch)
-            batch.clear()
-    if batch:
-        removed += await client.unlink(*batch)
-    return removed
 
 
 async def _unlink(client: aioredis.Redis, keys: Sequence[str]) -> None:

@@ -26,6 +26,11 @@ from .cases_memory import MEMORY_OPS, run_memory_op
 from .cases_otel import otel_ticks, render_otel_table, run_otel_cases
 from .cases_redis import REDIS_OPS, run_redis_op
 from .cases_sealing import render_sealing_table, run_sealing_cases, sealing_ticks
+from .cases_sealing_store import (
+    render_sealing_store_table,
+    run_sealing_store_cases,
+    sealing_store_ticks,
+)
 from .machine import CpuAccount, git_state, machine_info, package_versions
 from .memory_usage import memory_footprint, redis_footprint
 from .report import render_table, write_json, write_plot
@@ -52,6 +57,7 @@ PACKAGES = (
 SECTIONS = (
     "codec",
     "sealing",
+    "sealing-store",
     "memory",
     "redis",
     "footprint",
@@ -125,6 +131,7 @@ def plan_ticks(profile: Profile, sections: tuple[str, ...] = SECTIONS) -> int:
     ticks = {
         "codec": len(profile.codec_sizes) * len(CODEC_OPS) * profile.rounds,
         "sealing": sealing_ticks(profile),
+        "sealing-store": sealing_store_ticks(profile),
         "memory": len(profile.memory_sizes) * len(MEMORY_OPS) * profile.rounds,
         "redis": len(profile.redis_sizes) * len(REDIS_OPS) * (2 * profile.rounds + 1),
         "footprint": len(profile.footprint_sizes) * 2,
@@ -158,6 +165,9 @@ async def run_cases(
         elif section == "sealing":
             status("sealing 4 KiB")
             rows += run_sealing_cases(profile, tick=tick)
+        elif section == "sealing-store":
+            status("sealed stores 4 KiB")
+            rows += await run_sealing_store_cases(url, profile, tick=tick)
         elif section == "memory":
             for size in profile.memory_sizes:
                 for op in MEMORY_OPS:
@@ -266,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         write_plot(doc, args.out / "latency.png")
     print(render_table(doc, targets))
     print(render_sealing_table(rows))
+    print(render_sealing_store_table(rows))
     print(render_otel_table(rows))
     print(render_cluster_table(rows))
     print(f"\nwrote {args.out / name}" + (" and latency.png" if plot else ""))

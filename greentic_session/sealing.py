@@ -37,11 +37,12 @@ None or "<length>:<text>" (self-delimiting, so no two owners share an input). No
 the fence keeps no team apart from a team named "-" (`fence.wait_verdict`), so the digests do
 too. Encrypted blobs key it with HKDF-SHA256(ring key, info "greentic-session sealing v1: owner
 digest key") of the ring key the blob names; compressed-only blobs, which hide nothing anyway,
-use it unkeyed (key id ""). A write computes the digest once (`owner_digest`) for its script
-and for `seal`. Scripts never compute one: the client sends the digests of the owners a call
-may see (`owner_digests`: per key id of the ring), and the script compares 16 bytes, so the
-tenant fence holds on the server, atomically, without the server seeing an owner. For
-`visible_to` that is the slot's owner with its user and without a user; for `wait_verdict`
+use it unkeyed (key id ""). A sealer keeps the digests of the last 1024 owners it computed
+(owners repeat call after call: a write needs its owner's for its script and for `seal`).
+Scripts never compute one: the client sends the digests of the owners a call may see
+(`owner_digests`: per key id of the ring), and the script compares 16 bytes, so the tenant
+fence holds on the server, atomically, without the server seeing an owner. For `visible_to`
+that is the slot's owner with its user and without a user; for `wait_verdict`
 also both with the team swapped between None and "-". Equal digests do show that two blobs
 under one key share an owner: a server-side equality test cannot hide that.
 
@@ -61,9 +62,10 @@ coordination between writers and no ceiling on the writes under one ring key. Re
 key a blob's salt names and keep the last 1024 derived keys.
 
 Decompression is bounded: a frame declaring more than the limit (`max_blob_bytes`, which counts
-the uncompressed encoding) is refused before it is decompressed, the decompressor stops one
-byte past the limit whatever the frame declares, and the window a frame may ask the decoder to
-reserve is capped at the larger of the limit and 8 MiB. A refused frame costs at most about
+the uncompressed encoding; the size is read from the frame header as RFC 8878 lays it out, as
+zstd reads it) is refused before it is decompressed, the decompressor stops one byte past the
+limit whatever the frame declares, and the window a frame may ask the decoder to reserve is
+capped at the larger of the limit and 8 MiB. A refused frame costs at most about
 twice the limit in memory (the output, then its copy), never what it would inflate to.
 
 Compression before encryption shows, through the stored length, how well a session compresses:
@@ -129,6 +131,7 @@ _STORED_KEY_ID = re.compile(_KEY_ID_PATTERN.encode())  # the same rule, on the s
 _KEY_ID_RULE = "key ids must be 1 to 32 ASCII letters, digits, '.', '_' or '-'"
 _EPOCH_SEALS = 1 << 30  # seals under one derived key before a new salt (bound: 2**32)
 _READ_KEYS = 1024  # derived keys a reader keeps
+_OWNERS_KEPT = 1024  # owners whose digests a sealer keeps (about 300 bytes each)
 _DATA_KEY_INFO = b"greentic-session sealing v1: data key"
 _DIGEST_KEY_INFO = b"greentic-session sealing v1: owner digest key"
 _DIGEST_PERSON = b"gs-owner-v1"
@@ -158,7 +161,7 @@ class _Zstd:
     """zstd (Python 3.14's `compression.zstd`, or its backport), imported when a store is built;
     `ImportError` when neither is installed."""
 
-    __slots__ = ("Decompressor", "Error", "compressor", "frame_info", "window_log_max")
+    __slots__ = ("Decompressor", "Error", "compressor", "window_log_max")
 
     def __init__(self, *, compress: bool, checksum: bool) -> None:
         if sys.version_info >= (3, 14):
@@ -168,7 +171,6 @@ class _Zstd:
                 ZstdCompressor,
                 ZstdDecompressor,
                 ZstdError,
-                get_frame_info,
             )
         else:
             from backports.zstd import (
@@ -177,7 +179,6 @@ class _Zstd:
                 ZstdCompressor,
                 ZstdDecompressor,
                 ZstdError,
-                get_frame_info,
             )
         self.compressor = (
             ZstdCompressor(
@@ -191,7 +192,6 @@ class _Zstd:
         )
         self.Decompressor = ZstdDecompressor
         self.Error = ZstdError
-        self.frame_info = get_frame_info
         self.window_log_max = DecompressionParameter.window_log_max
 
 
@@ -220,7 +220,7 @@ class _Secret:
 class _Epoch(NamedTuple):
     """The derived key new seals use, and how many seals it has made."""
 
-    salt: bytes
+    named: bytes  # the header bytes naming it: key id length, key id, salt
     aead: AESGCM
     seals: itertools.count[int]
 
@@ -338,10 +338,10 @@ class Encryption:
         return self
 
     def _new_epoch(self) -> _Epoch:
-        salt = os.urandom(_SALT_SIZE)
-        aead = self._cipher(self._active_field + salt)
+        named = self._active_field + os.urandom(_SALT_SIZE)
+        aead = self._cipher(named)
         assert aead is not None
-        epoch = _Epoch(salt, aead, itertools.count())
+        epoch = _Epoch(named, aead, itertools.count())
         self._epoch = epoch
         return epoch
 
@@ -423,6 +423,30 @@ def _parse(stored: bytes) -> tuple[int, bytes, int] | str | None:
     return flags, kid, end
 
 
+_ZSTD_MAGIC = (0xFD2FB528).to_bytes(4, "little")
+_DICT_ID_SIZES = (0, 1, 2, 4)  # by the descriptor's low two bits
+_CONTENT_SIZE_SIZES = (0, 2, 4, 8)  # by its top two; 0 is 1 byte in a single-segment frame
+
+
+def _declared_size(frame: bytes) -> int | None:
+    """The content size a zstd frame's header declares (RFC 8878, 3.1.1.1); None when it
+    declares none or is not a frame header at all (the decoder refuses those, or the limit
+    cuts them). What `get_frame_info` reads, without building its object on every read."""
+    if len(frame) < 6 or not frame.startswith(_ZSTD_MAGIC):
+        return None
+    descriptor = frame[4]
+    if descriptor & 0x08:  # the reserved bit: not a frame any zstd reads
+        return None
+    size_flag = descriptor >> 6
+    single_segment = descriptor & 0x20
+    at = (5 if single_segment else 6) + _DICT_ID_SIZES[descriptor & 0x03]
+    width = 1 if single_segment and not size_flag else _CONTENT_SIZE_SIZES[size_flag]
+    if not width or len(frame) < at + width:
+        return None
+    size = int.from_bytes(frame[at : at + width], "little")
+    return size + 256 if width == 2 else size
+
+
 def check_sealing(encryption: object, compression: object) -> None:
     """`InvalidInputError` unless `encryption` is an `Encryption` or None and `compression` one
     of `COMPRESSIONS` or None: the store options' check, where a config is written."""
@@ -445,11 +469,13 @@ class Sealer:
     """
 
     __slots__ = (
+        "_active_kid",
         "_context",
         "_digest_macs",
         "_encryption",
         "_flags",
         "_namespace",
+        "_owners",
         "_prefix",
         "_window_options",
         "_zstd",
@@ -489,7 +515,11 @@ class Sealer:
         self._digest_macs = {kid: mac.copy() for kid, mac in macs.items()}
         for mac in self._digest_macs.values():
             mac.update(self._context)
-        self._window_options: dict[int, dict[Any, int]] = {}
+        self._active_kid = "" if encryption is None else encryption.active
+        # Owner -> its digest per key id: a write needs its owner's twice (script and seal),
+        # and the owners a store serves repeat call after call.
+        self._owners: dict[Scope, dict[str, bytes]] = {}
+        self._window_options: dict[int | None, dict[Any, int]] = {}
 
     def _load_zstd(self, *, compress: bool) -> _Zstd | None:
         try:
@@ -529,18 +559,29 @@ class Sealer:
         mac.update(text)
         return mac.digest()
 
+    def _digests_of(self, owner: Scope) -> dict[str, bytes]:
+        """`owner`'s digest per key id, kept for the last `_OWNERS_KEPT` owners (never handed
+        out: callers get copies or single digests)."""
+        owners = self._owners
+        digests = owners.get(owner)
+        if digests is None:
+            text = self._owner_text(owner)
+            digests = {kid: self._digest(kid, text) for kid in self._digest_macs}
+            if len(owners) >= _OWNERS_KEPT:
+                owners.clear()  # one atomic step, safe under threads; the busy owners return
+            owners[owner] = digests
+        return digests
+
     def owner_digest(self, owner: Scope) -> bytes:
         """The digest `seal` stores for `owner`: under the active key, or unkeyed when this store
         does not encrypt."""
-        enc = self._encryption
-        return self._digest("" if enc is None else enc._active, self._owner_text(owner))
+        return self._digests_of(owner)[self._active_kid]
 
     def owner_digests(self, owner: Scope) -> dict[str, bytes]:
         """The digest of `owner` for each key id a blob this store reads may name ("" for
         unencrypted blobs, when it reads them): what a script compares with the stored digest
         (at `DIGEST_OFFSET`) after looking up the stored key id."""
-        text = self._owner_text(owner)
-        return {kid: self._digest(kid, text) for kid in self._digest_macs}
+        return dict(self._digests_of(owner))
 
     # -- seal ----------------------------------------------------------------------------------
 
@@ -564,15 +605,7 @@ class Sealer:
             return b"".join((self._prefix, owner_digest, b"\x00", body))
         epoch = enc._sealing_epoch()
         nonce = os.urandom(_NONCE_SIZE)
-        header = b"".join(
-            (
-                self._prefix,
-                owner_digest,
-                enc._active_field,
-                epoch.salt,
-                nonce,
-            )
-        )
+        header = b"".join((self._prefix, owner_digest, epoch.named, nonce))
         associated = b"".join((header, self._context, session_key.encode("utf-8", "surrogatepass")))
         return header + epoch.aead.encrypt(nonce, body, associated)
 
@@ -603,7 +636,8 @@ class Sealer:
                 return "the blob is encrypted and this store has no key ring"
             nonce_at = end + _SALT_SIZE
             body_at = nonce_at + _NONCE_SIZE
-            aead = enc._cipher(stored[KEY_ID_LENGTH_OFFSET:nonce_at])
+            named = stored[KEY_ID_LENGTH_OFFSET:nonce_at]
+            aead = enc._ciphers.get(named) or enc._cipher(named)  # a call only when not cached
             if aead is None:
                 return (
                     f"the blob is sealed under key id {kid.decode()!r}, which is not in the "
@@ -648,11 +682,7 @@ class Sealer:
         if zstd is None:
             return "the blob is zstd-compressed: pip install 'greentic-session[compression]'"
         corrupt = "the blob's zstd frame is corrupt"
-        declared: int | None = None
-        try:
-            declared = zstd.frame_info(frame).decompressed_size
-        except zstd.Error:
-            return corrupt
+        declared = _declared_size(frame)
         if limit is not None and declared is not None and declared > limit:
             return f"the blob declares {declared} bytes uncompressed, over max_blob_bytes={limit}"
         decompressor = zstd.Decompressor(options=self._window(zstd, limit))
@@ -672,12 +702,14 @@ class Sealer:
         """Decompressor options capping the window at the limit's size, but not below 8 MiB:
         a frame from any usual zstd writer opens, and a hostile one cannot make the decoder
         reserve more than the larger of the two (zstd's own default would be 128 MiB)."""
-        log = _WINDOW_LOG_MAX
-        if limit is not None:
-            log = min(_WINDOW_LOG_MAX, max(_WINDOW_LOG_MIN, limit.bit_length()))
-        options = self._window_options.get(log)
+        options = self._window_options.get(limit)
         if options is None:
-            options = self._window_options[log] = {zstd.window_log_max: log}
+            log = _WINDOW_LOG_MAX
+            if limit is not None:
+                log = min(_WINDOW_LOG_MAX, max(_WINDOW_LOG_MIN, limit.bit_length()))
+            if len(self._window_options) >= 16:  # a store reads under one or two limits
+                self._window_options.clear()
+            options = self._window_options[limit] = {zstd.window_log_max: log}
         return options
 
     def is_current(self, stored: bytes) -> bool:

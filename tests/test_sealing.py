@@ -43,9 +43,9 @@ from greentic_session.sealing import (
 )
 
 if sys.version_info >= (3, 14):
-    from compression.zstd import CompressionParameter, ZstdCompressor
+    from compression.zstd import CompressionParameter, ZstdCompressor, ZstdError, get_frame_info
 else:
-    from backports.zstd import CompressionParameter, ZstdCompressor
+    from backports.zstd import CompressionParameter, ZstdCompressor, ZstdError, get_frame_info
 
 K1, K2 = os.urandom(32), os.urandom(32)
 NS = "greentic:session"
@@ -343,6 +343,24 @@ def test_owner_digests_tell_owners_apart() -> None:
     assert all(len(d) == DIGEST_SIZE for d in digests)
 
 
+def test_kept_owner_digests_stay_right_past_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sealer keeps owners' digests for reuse: past its bound it starts over, every digest it
+    gives equals a fresh sealer's, and altering a returned mapping changes nothing kept."""
+    monkeypatch.setattr(sealing, "_OWNERS_KEPT", 3)
+    ring = Encryption({"k1": K1, "k2": K2}, "k2", accept_plaintext=True)
+    s = Sealer(NS, encryption=ring)
+    owners = [OWNER._replace(user=f"user-{i}") for i in range(10)]
+    for _ in range(2):
+        for owner in owners:
+            fresh = Sealer(NS, encryption=ring).owner_digests(owner)
+            given = s.owner_digests(owner)
+            assert given == fresh
+            assert s.owner_digest(owner) == fresh["k2"]
+            given["k2"] = bytes(DIGEST_SIZE)
+            assert s.owner_digests(owner) == fresh
+    assert len(s._owners) <= 3
+
+
 def test_unencrypted_blobs_carry_the_unkeyed_digest() -> None:
     """A compressed-only blob names no key and carries the unkeyed digest (key id "")."""
     s = sealer("compressed")
@@ -512,6 +530,76 @@ def test_an_encrypted_session_over_the_limit_is_refused() -> None:
     assert len(sealed) < 8 * 1024
     assert "max_blob_bytes=1048576" in str(refusal(s.open, sealed, session_key=KEY, limit=MiB))
     assert s.open(sealed, session_key=KEY, limit=len(big)) == big
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    size=st.sampled_from([0, 1, 255, 256, 257, 4513, 65535, 65791, 65792, 70000, 1 << 20]),
+    level=st.sampled_from([-5, 1, 3]),
+    checksum=st.booleans(),
+    content_size=st.booleans(),
+    window_log=st.one_of(st.none(), st.integers(min_value=10, max_value=27)),
+    how=st.sampled_from(["one-shot", "pledged", "streamed"]),
+)
+def test_the_declared_size_is_what_zstd_reads(
+    *,
+    size: int,
+    level: int,
+    checksum: bool,
+    content_size: bool,
+    window_log: int | None,
+    how: str,
+) -> None:
+    """The content size the sealer reads from a frame's header is zstd's own reading, for
+    frames of every header shape (single segment or not, each size field width, none)."""
+    options: dict[int, int] = {
+        CompressionParameter.compression_level: level,
+        CompressionParameter.checksum_flag: int(checksum),
+        CompressionParameter.content_size_flag: int(content_size),
+    }
+    if window_log is not None:
+        options[CompressionParameter.window_log] = window_log
+    compressor = ZstdCompressor(options=options)
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    if how == "one-shot":
+        frame = compressor.compress(data, mode=compressor.FLUSH_FRAME)
+    else:
+        if how == "pledged":
+            compressor.set_pledged_input_size(size)
+        frame = compressor.compress(data) + compressor.flush()
+    assert sealing._declared_size(frame) == get_frame_info(frame).decompressed_size
+
+
+@settings(max_examples=500, deadline=None)
+@given(header=st.binary(max_size=18))
+def test_the_declared_size_of_any_header_zstd_reads_is_zstd_s(header: bytes) -> None:
+    """For any bytes after zstd's magic that zstd reads as a frame header, the sealer reads the
+    same declared size (for the rest, it declares nothing and the bounded decoder decides)."""
+    frame = (0xFD2FB528).to_bytes(4, "little") + header
+    try:
+        expected = get_frame_info(frame).decompressed_size
+    except ZstdError:
+        return
+    assert sealing._declared_size(frame) == expected
+
+
+def test_a_sealer_still_works_after_refusing_frames() -> None:
+    """The compressor a sealer reuses, and the sealer itself, seal and open as before after
+    refusing a frame too large, one cut at the limit, a corrupt one and a tiny limit's."""
+    s = sealer("compressed")
+    refusal(
+        s.open, compressed_blob(frame_of_zeros(64 * MiB, declared=True)), session_key=KEY, limit=MiB
+    )
+    refusal(
+        s.open, compressed_blob(frame_of_zeros(2 * MiB, declared=False)), session_key=KEY, limit=MiB
+    )
+    broken = bytearray(seal_as(s, PLAIN))
+    broken[-6] ^= 0x40
+    refusal(s.open, bytes(broken), session_key=KEY, limit=None)
+    for small in range(1, 40):  # more limits than the sealer keeps decoder options for
+        refusal(s.open, seal_as(s, PLAIN), session_key=KEY, limit=small)
+    for limit in (None, MiB, len(PLAIN)):
+        assert s.open(seal_as(s, PLAIN), session_key=KEY, limit=limit) == PLAIN
 
 
 def test_a_corrupt_compressed_only_frame_is_refused() -> None:
