@@ -94,6 +94,9 @@ _log = logging.getLogger("greentic_session.redis")
 _IN_OTHER_SLOT = FoundBlob.IN_OTHER_SLOT
 _SEALED_OWNER_DIFFERS = replies.UpdateReply.SEALED_OWNER_DIFFERS
 
+# Owners whose write tails (seal.lua) a sealing store keeps before it starts over.
+_KEPT_TAILS = 1024
+
 # find_or_create's create step retries when the user's pointer names a foreign session that is
 # replaced meanwhile; more than a couple of rounds means the slot is being fought over.
 _CREATE_ATTEMPTS = 5
@@ -157,6 +160,7 @@ class RedisSessionStore(SessionStore):
         self._opener = Sealer(namespace, encryption=encryption, compression=compression)
         self._sealer = None if self._opener.identity else self._opener
         self._key_ids = frozenset(() if encryption is None else encryption.key_ids)
+        self._owner_tails: dict[tuple[Scope, str], tuple[scripts.Arg, ...]] = {}
         self._tail: tuple[scripts.Arg, ...] = (
             () if self._sealer is None else scripts.SEALED_NO_OWNERS
         )
@@ -365,7 +369,7 @@ class RedisSessionStore(SessionStore):
             split=split,
         )
         if sealer is not None:
-            args += scripts.sealed_tail(sealer, ((owner, "owner", str(args[11])),))
+            args += self._owner_tail(owner, str(args[11]))
         step = self._caller.eval(self._scripts.UPDATE, keys, args, write=True, key=key)
         if split:
             step = self._split.write(step, key)
@@ -539,9 +543,7 @@ class RedisSessionStore(SessionStore):
             deadline=deadline,
         )
         if self._sealer is not None:
-            args += scripts.sealed_tail(
-                self._sealer, ((owner, "owner", self.keys.slot_suffix(slot)),)
-            )
+            args += self._owner_tail(owner, self.keys.slot_suffix(slot))
         script = self._scripts.REGISTER_WAIT
         step = self._caller.eval(script, keys, args, write=True, key=key)
         if deadline is not None and self.keys.cluster:
@@ -627,6 +629,20 @@ class RedisSessionStore(SessionStore):
     def _encode(self, data: SessionData) -> bytes:
         """`data`'s JSON (the codec's), within `max_blob_bytes`: checked before it is sealed."""
         return encode_session_data(data, max_bytes=self._max_blob_bytes)
+
+    def _owner_tail(self, owner: Scope, suffix: str) -> tuple[scripts.Arg, ...]:
+        """The script tail (seal.lua) of a write by `owner` (whose pointer suffix is `suffix`),
+        kept per owner: a runner writes the same few owners over and over."""
+        tails = self._owner_tails
+        tail = tails.get((owner, suffix))
+        if tail is None:
+            assert self._sealer is not None
+            if len(tails) >= _KEPT_TAILS:
+                tails.clear()
+            tail = tails[owner, suffix] = scripts.sealed_tail(
+                self._sealer, ((owner, "owner", suffix),)
+            )
+        return tail
 
     def _seal(self, key: str, blob: bytes, owner: Scope) -> bytes:
         """The sealed form of `blob` stored at `key` (a sealing store only)."""

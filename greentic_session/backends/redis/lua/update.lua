@@ -52,7 +52,8 @@ local same_owner = not SEALED and head ~= '' and string.sub(head, 1, n) == strin
     and string.find(head, ',"cursor":{"node_pointer":"', n, true)
     and (tail or redis.call('GETRANGE', KEYS[1], -2, -1)) == '"}'
 
-if not same_owner and is_sealed(head) then
+local was_sealed = not same_owner and is_sealed(head)
+if was_sealed then
   local owner = owner_of_sealed(head)
   if not owner then return -1 end
   if owner_differs(owner, 1) then return -4 end
@@ -91,7 +92,7 @@ if plan then
 else
   redis.call('SET', KEYS[1], new, 'KEEPTTL')
   -- A session first written in plaintext gets its pointer recorded as it is sealed.
-  if SEALED and ARGV[12] ~= '' then redis.call('SET', KEYS[2], ARGV[12], 'NX') end
+  if SEALED and not was_sealed and ARGV[12] ~= '' then redis.call('SET', KEYS[2], ARGV[12], 'NX') end
 end
 if ARGV[10] == '' then return plan and {plan.suffix, plan.ttl} or {'', -1} end
 return 1
