@@ -249,13 +249,14 @@ def update_call(
     expected: str | bytes,
     compare: str,
     ttl: Ttl,
-    pointer_slot: UserSlot | None,
+    pointer_suffix: str,
     split: bool,
 ) -> Call:
     """update.lua: write `blob` (whose first `owner_prefix` bytes hold its owner fields) over
     `key` while `owner` owns it and it is still `expected` (a revision with `compare` 'sha1',
-    '' for no condition; the very bytes read with 'bytes'). `pointer_slot` is the owner's
-    pointer to refresh under expiry options (None: none); `split` as in `create_call`."""
+    '' for no condition; the very bytes read with 'bytes'). `pointer_suffix` is the owner's
+    pointer (`RedisKeys.slot_suffix`) to refresh under expiry options, or to record in a
+    sealing store ('' for none); `split` as in `create_call`."""
     user_prefix, scope_prefix, set_prefix = _NO_INDEXES if split else keys.index_prefixes
     env, tenant_id, team, user = _owner(owner)
     return (keys.session(key), keys.meta(key), keys.wait_hint(key)), (
@@ -270,7 +271,7 @@ def update_call(
         ttl[1],  # ARGV[9]: lifetime ms
         user_prefix,  # ARGV[10]
         key,  # ARGV[11]
-        "" if pointer_slot is None else keys.slot_suffix(pointer_slot),  # ARGV[12]
+        pointer_suffix,  # ARGV[12]
         compare,  # ARGV[13]
         scope_prefix,  # ARGV[14]
         set_prefix,  # ARGV[15]

@@ -94,8 +94,8 @@ _log = logging.getLogger("greentic_session.redis")
 _IN_OTHER_SLOT = FoundBlob.IN_OTHER_SLOT
 _SEALED_OWNER_DIFFERS = replies.UpdateReply.SEALED_OWNER_DIFFERS
 
-# Owners whose write tails (seal.lua) a sealing store keeps before it starts over.
-_KEPT_TAILS = 1024
+# Owners whose writes (pointer suffix, seal.lua tail) a sealing store keeps before it starts over.
+_KEPT_WRITES = 1024
 
 # find_or_create's create step retries when the user's pointer names a foreign session that is
 # replaced meanwhile; more than a couple of rounds means the slot is being fought over.
@@ -160,7 +160,7 @@ class RedisSessionStore(SessionStore):
         self._opener = Sealer(namespace, encryption=encryption, compression=compression)
         self._sealer = None if self._opener.identity else self._opener
         self._key_ids = frozenset(() if encryption is None else encryption.key_ids)
-        self._owner_tails: dict[tuple[Scope, str], tuple[scripts.Arg, ...]] = {}
+        self._owner_writes: dict[Scope, tuple[str, tuple[scripts.Arg, ...]]] = {}
         self._tail: tuple[scripts.Arg, ...] = (
             () if self._sealer is None else scripts.SEALED_NO_OWNERS
         )
@@ -353,8 +353,15 @@ class RedisSessionStore(SessionStore):
         owner = scope_of(data.tenant_ctx)
         split = self.keys.local_only(key)
         sealer = self._sealer
+        tail: tuple[scripts.Arg, ...] = ()
         if sealer is not None:
             blob = self._seal(key, blob, owner)
+            suffix, tail = self._owner_write(owner)
+        elif self._expiry.enabled:
+            slot = owner_slot(owner)
+            suffix = "" if slot is None else self.keys.slot_suffix(slot)
+        else:
+            suffix = ""
         keys, args = scripts.update_call(
             self.keys,
             key,
@@ -365,11 +372,11 @@ class RedisSessionStore(SessionStore):
             compare=compare,
             ttl=self._ttl_args,
             # A sealing store records the pointer with or without expiry (update.lua).
-            pointer_slot=owner_slot(owner) if self._expiry.enabled or sealer else None,
+            pointer_suffix=suffix,
             split=split,
         )
-        if sealer is not None:
-            args += self._owner_tail(owner, str(args[11]))
+        if tail:
+            args += tail
         step = self._caller.eval(self._scripts.UPDATE, keys, args, write=True, key=key)
         if split:
             step = self._split.write(step, key)
@@ -543,7 +550,7 @@ class RedisSessionStore(SessionStore):
             deadline=deadline,
         )
         if self._sealer is not None:
-            args += self._owner_tail(owner, self.keys.slot_suffix(slot))
+            args += self._owner_write(owner)[1]
         script = self._scripts.REGISTER_WAIT
         step = self._caller.eval(script, keys, args, write=True, key=key)
         if deadline is not None and self.keys.cluster:
@@ -630,19 +637,21 @@ class RedisSessionStore(SessionStore):
         """`data`'s JSON (the codec's), within `max_blob_bytes`: checked before it is sealed."""
         return encode_session_data(data, max_bytes=self._max_blob_bytes)
 
-    def _owner_tail(self, owner: Scope, suffix: str) -> tuple[scripts.Arg, ...]:
-        """The script tail (seal.lua) of a write by `owner` (whose pointer suffix is `suffix`),
-        kept per owner: a runner writes the same few owners over and over."""
-        tails = self._owner_tails
-        tail = tails.get((owner, suffix))
-        if tail is None:
+    def _owner_write(self, owner: Scope) -> tuple[str, tuple[scripts.Arg, ...]]:
+        """A sealing store's write by `owner`: the owner's pointer suffix ('' for none) and the
+        script tail (seal.lua) naming it as the owner; kept per owner, as a runner writes the
+        same few owners over and over."""
+        kept = self._owner_writes
+        write = kept.get(owner)
+        if write is None:
             assert self._sealer is not None
-            if len(tails) >= _KEPT_TAILS:
-                tails.clear()
-            tail = tails[owner, suffix] = scripts.sealed_tail(
-                self._sealer, ((owner, "owner", suffix),)
-            )
-        return tail
+            slot = owner_slot(owner)
+            suffix = "" if slot is None else self.keys.slot_suffix(slot)
+            if len(kept) >= _KEPT_WRITES:
+                kept.clear()
+            tail = scripts.sealed_tail(self._sealer, ((owner, "owner", suffix),))
+            write = kept[owner] = (suffix, tail)
+        return write
 
     def _seal(self, key: str, blob: bytes, owner: Scope) -> bytes:
         """The sealed form of `blob` stored at `key` (a sealing store only)."""
