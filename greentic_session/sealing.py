@@ -583,6 +583,18 @@ class Sealer:
         (at `DIGEST_OFFSET`) after looking up the stored key id."""
         return dict(self._digests_of(owner))
 
+    def erase_digests(self, owner: Scope) -> dict[str, bytes]:
+        """`owner_digests`, with the unkeyed digest of compressed-only blobs even where this
+        store does not read them: an erasure judges every form it can (such a blob hides
+        nothing, so judging it needs no key)."""
+        digests = self.owner_digests(owner)
+        if "" not in digests:
+            mac = hashlib.blake2b(digest_size=DIGEST_SIZE, person=_DIGEST_PERSON)
+            mac.update(self._context)
+            mac.update(self._owner_text(owner))
+            digests[""] = mac.digest()
+        return digests
+
     # -- seal ----------------------------------------------------------------------------------
 
     def seal(self, plain: bytes, *, session_key: str, owner_digest: bytes) -> bytes:

@@ -163,7 +163,9 @@ class SessionStore(abc.ABC):
         found: O(sessions in the namespace) server work, whatever the user holds; meant for
         data-protection requests, not a hot path. Each session is checked and deleted in one
         atomic step, so a session re-created meanwhile under a key by another owner is kept; a
-        session the user creates while the erase runs may survive it.
+        session the user creates while the erase runs may survive it. A sealed session under a
+        key id the store's ring lacks cannot be judged (`sealing`): the erase deletes all else,
+        then raises `InternalError` naming those key ids.
         """
 
     async def _read_for_update(self, key: str) -> tuple[SessionEntry, object] | None:

@@ -347,7 +347,7 @@ async def test_a_store_without_options_refuses_to_overwrite_a_sealed_blob(bench:
     plain = bench.open()
     with pytest.raises(InternalError, match="no key ring"):
         await plain.get_session(key)
-    with pytest.raises(InternalError, match="not SessionData JSON"):
+    with pytest.raises(InternalError, match=r"sealed \(encrypted or compressed\)"):
         await plain.update_session(key, secret_data())
     assert await bench.blob(key) == before
 
@@ -416,3 +416,88 @@ async def test_a_claimer_lacking_the_key_leaves_the_wait_leased_not_dropped(
     [due] = await holder.claim_due_waits()
     assert (due.key, due.attempt) == (key, 2)
     assert due.entry.data == secret_data()
+
+
+async def test_erase_reports_sealed_sessions_it_cannot_judge(bench: Bench) -> None:
+    """An erasure by a store whose ring lacks a key erases what it can judge, leaves a session
+    sealed under the missing key, and raises InternalError saying how many and under which key
+    id (never looking complete); a store holding the key then erases it."""
+    old = bench.open(encryption=ring(k1=KEY_1))
+    hidden = await old.create_session(ALICE, secret_data())
+    new = bench.open(encryption=ring(k2=KEY_2))
+    seen = await new.create_session(ALICE, secret_data())
+    operator = ALICE.with_user(None)
+    with pytest.raises(InternalError, match=r"erased 1 session.*judge 1 sealed.*'k1'") as raised:
+        await new.erase_user(operator, SECRET_USER)
+    assert_clean(raised.value, KEY_1, KEY_2)
+    assert await new.get_session(seen) is None
+    assert await old.get_session(hidden) == secret_data()
+    both = bench.open(encryption=ring(k1=KEY_1, k2=KEY_2))
+    assert await both.erase_user(operator, SECRET_USER) == 1
+    assert await bench.raw.keys(f"{bench.namespace}:*") == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({}, id="plain"),
+        pytest.param({"encryption": ring(k1=KEY_1)}, id="strict-encrypted"),
+    ],
+)
+async def test_erase_judges_compressed_only_blobs_in_any_store(
+    bench: Bench, options: dict[str, Any]
+) -> None:
+    """A compressed-only session (which hides nothing) is erased by a store that does not read
+    that form, a plain one or a strictly encrypting one, and another user's stays."""
+    compressed = bench.open(compression="zstd")
+    mine = await compressed.create_session(ALICE, secret_data())
+    theirs = await compressed.create_session(BOB, secret_data(BOB))
+    assert await bench.open(**options).erase_user(ALICE.with_user(None), SECRET_USER) == 1
+    assert await compressed.get_session(mine) is None
+    assert await compressed.get_session(theirs) == secret_data(BOB)
+
+
+async def test_a_wait_sealing_a_plaintext_session_records_its_pointer(bench: Bench) -> None:
+    """register_wait by a migrating store over a plaintext session with a pointer (no expiry
+    options) records the pointer as it seals the blob, so remove later clears the pointer."""
+    key = await bench.open().create_session(ALICE, secret_data())
+    migrating = bench.open(encryption=ring(k1=KEY_1, accept_plaintext=True))
+    await migrating.register_wait(ALICE, SECRET_USER, CHAT, key, secret_data())
+    assert (await bench.blob(key))[0] == 0xC5
+    await migrating.remove_session(key)
+    assert await bench.raw.keys(f"{bench.namespace}:*") == []
+
+
+@pytest.mark.parametrize(
+    "expiry",
+    [pytest.param({"idle_ttl": 60}, id="idle"), pytest.param({"max_lifetime": 600}, id="lifetime")],
+)
+async def test_a_lost_pointer_record_is_repaired_by_the_next_write(
+    bench: Bench, expiry: dict[str, Any]
+) -> None:
+    """When a sealed session's meta key is lost (evicted), a touch cannot rebuild it (the owner
+    is hidden), but the next update writes it from the owner's suffix again, so a remove then
+    leaves no pointer behind."""
+    store = bench.open(encryption=ring(k1=KEY_1), **expiry)
+    key = await store.create_session(ALICE, secret_data())
+    await bench.raw.delete(bench.keys.meta(key))
+    await store.touch_session(key)
+    await store.update_session(key, secret_data(state='{"step":2}'))
+    assert await bench.raw.get(bench.keys.meta(key)) not in (None, b"")
+    await store.remove_session(key)
+    assert await bench.raw.keys(f"{bench.namespace}:*") == []
+
+
+async def test_a_plain_store_says_a_compressed_blob_is_sealed(bench: Bench) -> None:
+    """A store without options reads a compressed-only blob, but its scripts cannot judge one:
+    an update or a wait over it is an InternalError saying the blob is sealed and what to do,
+    and the stored bytes stay."""
+    key = await bench.open(compression="zstd").create_session(ALICE, secret_data())
+    before = await bench.blob(key)
+    plain = bench.open()
+    assert await plain.get_session(key) == secret_data()
+    with pytest.raises(InternalError, match=r"sealed .* neither option"):
+        await plain.update_session(key, secret_data())
+    with pytest.raises(InternalError, match=r"sealed .* neither option"):
+        await plain.register_wait(ALICE, SECRET_USER, CHAT, key, secret_data())
+    assert await bench.blob(key) == before

@@ -462,11 +462,12 @@ class InMemorySessionStore(SessionStore):
         stored = _stored_form(data, self._max_blob_bytes)
         owner, slot = check_find_or_create(ctx, slot, data)
         key = new_session_key()
+        held = self._held(key, stored, owner)  # sealed outside the lock
         with self._lock:
             found = self._at_slot(slot)
             if found is not None:  # another call created it while we built
                 return self._entry_of(*found), False
-            revision = self._add(key, self._held(key, stored, owner), slot=slot, owner=owner)
+            revision = self._add(key, held, owner, slot)
         return SessionEntry(key, _private_copy(stored), str(revision)), True
 
     # -- reply-scope waits -----------------------------------------------------------------------
@@ -487,6 +488,7 @@ class InMemorySessionStore(SessionStore):
         scope_hash = scope_hash_of(scope)
         stored = _stored_form(data, self._max_blob_bytes)
         owner, slot = check_register_wait(ctx, user_id, data)
+        held = self._held(key, stored, owner)  # sealed outside the lock: nothing half done
         ttl_ms = wait_ttl_millis(ttl, self._expiry.idle_ttl)
         due_ms = due_millis(due_in, ttl_ms)
         wait = _Wait(wait_segments(slot), scope_hash, ttl_ms)
@@ -506,7 +508,7 @@ class InMemorySessionStore(SessionStore):
                 self._supersede(previous, wait)
             created = now if existing is None else existing.created
             entry = _Entry(
-                self._held(key, stored, owner),
+                held,
                 owner,
                 None if existing is None else existing.slot,  # never moves a user pointer
                 next(self._revisions),

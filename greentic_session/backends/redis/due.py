@@ -324,21 +324,23 @@ class RedisDue:
             _log.info("could not tidy a deadline index shard; its claim leases will run out")
 
     async def _delivered(self, replies: list[Any]) -> list[DueWait]:
-        """The claimed waits of a claim's replies; a wait whose blob or scope does not decode is
-        settled (its deadline dropped) and left out."""
+        """The claimed waits of a claim's replies; a wait whose blob or scope does not decode,
+        or whose sealed blob another owner holds, is settled (its deadline dropped) and left
+        out."""
         waits: list[DueWait] = []
         for reply in replies:
             due = self._due_wait(reply)
             if isinstance(due, DueWait):
                 waits.append(due)
             elif due is not None:
-                key, lease_id = due
-                _log.warning("dropped a deadline whose session or scope does not decode")
+                key, lease_id, why = due
+                _log.warning("dropped a deadline %s", why)
                 with contextlib.suppress(SessionError):  # else its lease runs out: met again
                     await self._settle_lease(key, lease_id)
         return waits
 
-    def _due_wait(self, reply: Any) -> DueWait | tuple[str, str] | None:
+    def _due_wait(self, reply: Any) -> DueWait | tuple[str, str, str] | None:
+        """A claimed wait; (key, lease id, why) for one to drop; None to leave alone."""
         try:
             raw_key, blob, json, due_ms, attempt, raw_lease, raw_user, *judge = reply
             key, lease_id, user = raw_key.decode(), raw_lease.decode(), raw_user.decode()
@@ -359,9 +361,10 @@ class RedisDue:
                 # under way). Left leased, it comes back when the lease ends, never dropped.
                 _log.warning("claimed a wait sealed under a key this store lacks; left leased")
                 return None
-            return key, lease_id
+            return key, lease_id, "whose session or scope does not decode"
         if slot is not None and wait_verdict(slot, scope_of(entry.data.tenant_ctx)) == FOREIGN:
-            return key, lease_id  # not the wait's owner's: its deadline is dead
+            return key, lease_id, "whose sealed session another owner holds"
+
         return DueWait(SessionKey(key), user, scope, entry, due_ms / 1000, attempt, lease_id)
 
     # -- settle ----------------------------------------------------------------------------------

@@ -22,16 +22,18 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+from ...errors import InternalError
 from ...fence import Scope, UserSlot
 from ...sealing import Sealer
 from .caller import Caller
 from .cluster import ClusterCaller
 from .keys import RedisKeys
-from .scripts import Arg, load_script, remove_call, sealed_tail
+from .scripts import load_script, remove_call, sealed_tail
 
 __all__ = ["SCAN_COUNT", "erase_user"]
 
 SCAN_COUNT = 500
+_UNJUDGED = -5  # erase_check.lua: a sealed blob under a key id the tail has no digest for
 
 _ERASE = {
     cluster: load_script(
@@ -64,24 +66,27 @@ def _erased(reply: object, split: bool) -> bool:
     return reply == 1 or (split and isinstance(reply, bytes))
 
 
-async def erase_user(
-    caller: Caller, keys: RedisKeys, slot: UserSlot, sealer: Sealer | None = None
-) -> int:
-    """Erase `slot`'s user (see the module docstring); return how many sessions went. A sealing
-    store's `sealer` gives the digest the script compares with a sealed blob's (seal.lua)."""
+async def erase_user(caller: Caller, keys: RedisKeys, slot: UserSlot, sealer: Sealer) -> int:
+    """Erase `slot`'s user (see the module docstring); return how many sessions went. `sealer`
+    (the store's, the identity without options) gives the digests the script compares with a
+    sealed blob's (seal.lua): under every key id it reads, and unkeyed. A sealed blob it cannot
+    judge (under a key id its ring lacks) is left, and once the walk is done `InternalError`
+    says how many and under which key ids: an erasure must not look complete when it is not."""
     script = _ERASE[keys.cluster]
     owner = (slot.env, slot.tenant_id, slot.team or "", slot.user)
-    tail: tuple[Arg, ...] = ()
-    if sealer is not None:
-        erased_owner = Scope(slot.env, slot.tenant_id, slot.team, slot.user)
-        tail = sealed_tail(sealer, ((erased_owner, "owner", keys.slot_suffix(slot)),))
+    erased_owner = Scope(slot.env, slot.tenant_id, slot.team, slot.user)
+    tail = sealed_tail(sealer, ((erased_owner, "owner", keys.slot_suffix(slot)),), erasing=True)
     seen: set[str] = set()
     erased = 0
+    unjudged: list[str] = []
 
     async def erase_one(key: str) -> bool:
         split = keys.local_only(key)
         call_keys, args = remove_call(keys, key, split)
         reply = await caller.eval(script, call_keys, (*args, *owner, *tail), write=True, key=key)
+        if isinstance(reply, list) and reply[:1] == [_UNJUDGED]:
+            unjudged.append(reply[1].decode("ascii", "replace") if len(reply) > 1 else "")
+            return False
         return _erased(reply, split)
 
     for node in await _nodes(caller):
@@ -91,6 +96,15 @@ async def erase_user(
             results = await asyncio.gather(*(erase_one(key) for key in fresh))
             erased += sum(results)
     await _drop_user_keys(caller, keys, slot)
+    if unjudged:
+        ids = ", ".join(
+            repr(kid) if kid else "(a malformed header)" for kid in sorted(set(unjudged))
+        )
+        raise InternalError(
+            f"erase_user erased {erased} session(s) but could not judge {len(unjudged)} sealed "
+            f"session(s) of the namespace, sealed under key id(s) {ids} that this store's ring "
+            "lacks: erase again with a store holding those keys"
+        )
     return erased
 
 

@@ -150,12 +150,16 @@ Ttl = tuple[str, str]
 _NO_INDEXES = ("", "", "")
 
 
-def sealed_tail(sealer: Sealer, owners: Iterable[tuple[Scope, str, str]]) -> tuple[Arg, ...]:
+def sealed_tail(
+    sealer: Sealer, owners: Iterable[tuple[Scope, str, str]], *, erasing: bool = False
+) -> tuple[Arg, ...]:
     """A sealing store's ARGV tail (seal.lua) for a call that checks `owners`: each as (owner,
-    verdict, pointer suffix), sent as its digest under every key id the store reads."""
+    verdict, pointer suffix), sent as its digest under every key id the store reads (`erasing`:
+    and unkeyed, `Sealer.erase_digests`)."""
     args: list[Arg] = []
+    digests_of = sealer.erase_digests if erasing else sealer.owner_digests
     for owner, verdict, suffix in owners:
-        for kid, digest in sealer.owner_digests(owner).items():
+        for kid, digest in digests_of(owner).items():
             args += (kid, digest, verdict, suffix)
     return (*args, len(args) // 4, SEAL_MARK)
 

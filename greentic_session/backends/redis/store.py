@@ -66,7 +66,7 @@ from ...fence import (
 )
 from ...limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
 from ...schema import ReplyScope, SessionData, SessionKey, TenantCtx
-from ...sealing import Encryption, Sealer, read_header
+from ...sealing import MAGIC, Encryption, Sealer, read_header
 from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, resolve
 from . import erase, factory, replies, scripts
 from .caller import Caller, ConnectionStats
@@ -93,6 +93,8 @@ _log = logging.getLogger("greentic_session.redis")
 # Bound once, as replies.py's own: an enum member lookup costs ~0.25 us on Python 3.11.
 _IN_OTHER_SLOT = FoundBlob.IN_OTHER_SLOT
 _SEALED_OWNER_DIFFERS = replies.UpdateReply.SEALED_OWNER_DIFFERS
+_CORRUPT = replies.UpdateReply.CORRUPT  # register_wait.lua's too
+_SEALED_MAGIC = bytes((MAGIC,))
 
 # Owners whose writes (pointer suffix, seal.lua tail) a sealing store keeps before it starts over.
 _KEPT_WRITES = 1024
@@ -383,6 +385,8 @@ class RedisSessionStore(SessionStore):
         reply = await step
         if reply == _SEALED_OWNER_DIFFERS:
             await self._explain_owner(key, data)
+        elif reply == _CORRUPT and sealer is None:
+            await self._explain_sealed(key)
         replies.updated(reply, key, revision, data, split=split)
         return blob
 
@@ -558,6 +562,8 @@ class RedisSessionStore(SessionStore):
         reply = await step
         if reply == _SEALED_OWNER_DIFFERS:
             await self._explain_owner(key, data)
+        elif reply == _CORRUPT and self._sealer is None:
+            await self._explain_sealed(key)
         replies.registered(reply, key, data)
 
     async def find_wait_by_scope(
@@ -594,7 +600,7 @@ class RedisSessionStore(SessionStore):
         cluster, every master) and runs one script per blob: O(keys in the namespace)."""
         self._check_open()
         return await erase.erase_user(
-            self._caller, self.keys, erase_slot(ctx, user_id), self._sealer
+            self._caller, self.keys, erase_slot(ctx, user_id), self._opener
         )
 
     # -- deadlines (due.py) ------------------------------------------------------------------------
@@ -668,6 +674,19 @@ class RedisSessionStore(SessionStore):
         if isinstance(raw, bytes):
             with contextlib.suppress(InternalError):
                 check_update(scope_of(self._decode(key, raw).tenant_ctx), data)
+
+    async def _explain_sealed(self, key: str) -> None:
+        """A script of this store (which has no sealing option) refused the blob at `key`: when
+        it is sealed, say so and what to do, rather than "not SessionData" (this error path
+        only: one more round trip)."""
+        raw = await self._caller.execute("GET", self.keys.session(key), key=key)
+        if isinstance(raw, bytes) and raw[:1] == _SEALED_MAGIC:
+            raise replies.corrupt(
+                key,
+                "the stored blob is sealed (encrypted or compressed) and this store has neither "
+                "option: build it with the options the namespace is sealed with, or reseal the "
+                "namespace to plaintext (greentic-session reseal)",
+            )
 
     def _lacks_key(self, raw: bytes) -> bool:
         """Whether `raw` is sealed under a key id this store's ring lacks: unreadable here, not

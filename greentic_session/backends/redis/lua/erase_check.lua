@@ -3,11 +3,17 @@
 -- exactly the user being erased, read in the same atomic step (a session re-created under this key
 -- by another owner after the SCAN is kept). A corrupt or ambiguous blob is left alone (0).
 -- KEYS and ARGV[1..4] as remove.lua; ARGV[5..8] the erased user's env, tenant_id, team ('' none),
--- user. Returns 0 when the session is not the user's (or gone), else remove.lua's reply.
+-- user; then the erased user's digests (seal.lua's tail, every key id the store reads and the
+-- unkeyed one). Returns 0 when the session is not the user's (or gone), {-5, key id} for a sealed
+-- blob it cannot judge (its key id is one the tail has no digest for; '' when its header is
+-- malformed), else remove.lua's reply.
 local erase_raw, erase_wrong_type = get_string(KEYS[1])
 if not erase_raw or erase_wrong_type then return 0 end
 local erase_owner = owner_of_head(string.sub(erase_raw, 1, 4096))
-if not erase_owner and is_sealed(erase_raw) then return 0 end
+if not erase_owner and is_sealed(erase_raw) then
+  local n = string.byte(erase_raw, 20) or 0
+  return {-5, string.sub(erase_raw, 21, 20 + n)}
+end
 if not erase_owner then
   local decoded, data = pcall(cjson.decode, erase_raw)
   if not decoded or type(data) ~= 'table' or type(data.tenant_ctx) ~= 'table' then return 0 end

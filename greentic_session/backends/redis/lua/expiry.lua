@@ -68,11 +68,16 @@ local function expiry_plan(meta_key, blob_key, fallback, idle, life, user_prefix
   local plan = {suffix = fallback, reset = false}
   if l or fallback == '' or SEALED then
     local suffix = get_string(meta_key)
-    -- Under idle_ttl alone a user-less session keeps its meta key only while it has one; in a
-    -- sealing store every session with a pointer has one (written here if it went missing).
-    plan.suffix = suffix or fallback
-    plan.reset = suffix ~= false or (SEALED ~= nil and fallback ~= '')
-    if l then plan.ends, plan.reset = expiry_lifetime(meta_key, blob_key, suffix, now, l) end
+    -- Under idle_ttl alone a user-less session keeps its meta key only while it has one.
+    plan.suffix, plan.reset = suffix or fallback, suffix ~= false
+    -- In a sealing store every session with a pointer has one: written (or, if it went
+    -- missing and a touch recorded no pointer, repaired) from the owner's suffix.
+    local repair = SEALED ~= nil and fallback ~= '' and (not suffix or suffix == '')
+    if repair then plan.suffix, plan.reset = fallback, true end
+    if l then
+      plan.ends, plan.reset = expiry_lifetime(meta_key, blob_key, suffix, now, l)
+      plan.reset = plan.reset or repair
+    end
   end
   plan.at = plan.ends
   if i and (not plan.at or now + i < plan.at) then plan.at = now + i end
@@ -84,6 +89,13 @@ local function expiry_plan(meta_key, blob_key, fallback, idle, life, user_prefix
   plan.pointer_ours = plan.suffix ~= '' and user_prefix ~= ''
     and get_string(user_prefix .. plan.suffix) == session_key
   return plan
+end
+
+-- A sealing store's record of a session's pointer `suffix` in its meta key, when the session
+-- has none yet (a plaintext session being sealed, in a store without expiry; under expiry
+-- expiry_plan writes it). Writes only.
+local function expiry_record_pointer(meta_key, suffix)
+  if SEALED and suffix ~= '' then redis.call('SET', meta_key, suffix, 'NX') end
 end
 
 -- Apply a plan (writes only) once the session's own key got plan.at.

@@ -89,6 +89,8 @@ else
   redis.call('SET', KEYS[4], key)
   redis.call('SET', KEYS[3], hint)
   if persist_pointer then redis.call('PERSIST', persist_pointer) end
+  -- A stored plaintext session being sealed gets its pointer recorded (expiry.lua).
+  if stored and not owner.sealed then expiry_record_pointer(KEYS[2], ARGV[9]) end
 end
 redis.call('SADD', KEYS[5], key)
 if old_pointer then redis.call('DEL', old_pointer) end

@@ -92,7 +92,7 @@ if plan then
 else
   redis.call('SET', KEYS[1], new, 'KEEPTTL')
   -- A session first written in plaintext gets its pointer recorded as it is sealed.
-  if SEALED and not was_sealed and ARGV[12] ~= '' then redis.call('SET', KEYS[2], ARGV[12], 'NX') end
+  if not was_sealed then expiry_record_pointer(KEYS[2], ARGV[12]) end
 end
 if ARGV[10] == '' then return plan and {plan.suffix, plan.ttl} or {'', -1} end
 return 1
