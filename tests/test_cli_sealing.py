@@ -499,3 +499,16 @@ def test_copy_to_cluster_reseals_a_rekeyed_sealed_wait(
         assert wait == make_data(waiter)
     finally:
         asyncio.run(drop_namespace(masters, ns))
+
+
+def test_max_blob_bytes_bounds_what_a_compressed_blob_may_open_to(redis_url: str, ns: str) -> None:
+    """--max-blob-bytes is the limit a compressed blob opens within: below the session's size
+    get refuses it (exit 1, no content), at the default it opens."""
+    made = seed(redis_url, ns, compression="zstd")
+    key = next(iter(made))
+    small = cli(redis_url, ns, "--max-blob-bytes", "64", "--json", "get", key)
+    assert small.code == 1
+    assert small.json["does_not_open"]
+    assert "support.flow" not in small.out + small.err
+    assert cli(redis_url, ns, "--json", "get", key).code == 0
+    assert cli(redis_url, ns, "--max-blob-bytes", "0", "get", key).code == 2

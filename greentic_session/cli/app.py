@@ -15,6 +15,7 @@ from ..backends.redis.errors import scrub
 from ..backends.redis.options import DEFAULT_NAMESPACE
 from ..backends.redis.store import RedisSessionStore
 from ..errors import InvalidInputError, SessionError
+from ..limits import DEFAULT_MAX_BLOB_BYTES
 from . import inspection, maintenance, transfer
 from .context import Context, ExitCode, Report, session_error_code
 from .copy import copy_to_cluster
@@ -143,6 +144,13 @@ def build_parser() -> Parser:
         choices=("zstd", "none"),
         default="none",
         help="how import, reseal and copy-to-cluster compress what they seal (default: none)",
+    )
+    parser.add_argument(
+        "--max-blob-bytes",
+        type=int,
+        default=DEFAULT_MAX_BLOB_BYTES,
+        help="the most bytes a compressed blob may open to: the stores' max_blob_bytes "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--accept-plaintext",
@@ -324,6 +332,7 @@ def _sealing(args: argparse.Namespace) -> Sealing:
         keys_file=args.keys_file,
         compression=args.compression,
         accept_plaintext=args.accept_plaintext,
+        limit=args.max_blob_bytes,
     )
 
 

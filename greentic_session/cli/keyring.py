@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import InvalidInputError
-from ..limits import DEFAULT_MAX_BLOB_BYTES
+from ..limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
 from ..sealing import Encryption, Sealer
 
 __all__ = ["KEYS_VARIABLE", "Sealing", "load_sealing", "parse_key_ring"]
@@ -115,10 +115,12 @@ def load_sealing(
     keys_file: str | None,
     compression: str | None,
     accept_plaintext: bool,
+    limit: int = DEFAULT_MAX_BLOB_BYTES,
     environ: Mapping[str, str] | None = None,
 ) -> Sealing:
     """This run's `Sealing`: the ring from `keys_file`, else from $GREENTIC_SESSION_KEYS, else
-    none; `compression` "zstd" or None. `InvalidInputError` for a bad ring or option."""
+    none; `compression` "zstd" or None; `limit` what a compressed blob may open to (the stores'
+    max_blob_bytes). `InvalidInputError` for a bad ring or option."""
     env = os.environ if environ is None else environ
     encryption: Encryption | None = None
     if keys_file is not None:
@@ -135,4 +137,7 @@ def load_sealing(
         )
     chosen: Literal["zstd"] | None = "zstd" if compression == "zstd" else None
     sealer = Sealer(namespace, encryption=encryption, compression=chosen)
-    return Sealing(encryption, chosen, sealer)
+    checked = check_max_blob_bytes(limit)  # a positive int
+    return Sealing(
+        encryption, chosen, sealer, DEFAULT_MAX_BLOB_BYTES if checked is None else checked
+    )
