@@ -25,7 +25,7 @@ from greentic_session import (
     TenantCtx,
 )
 from greentic_session.backends.redis.keys import RedisKeys
-from greentic_session.fence import scope_of
+from greentic_session.fence import lookup_slot, scope_of
 from greentic_session.sealing import Encryption, Sealer
 from tests.conftest import drop_namespace, make_data
 from tests.test_due_waits import shift_deadlines
@@ -501,3 +501,103 @@ async def test_a_plain_store_says_a_compressed_blob_is_sealed(bench: Bench) -> N
     with pytest.raises(InternalError, match=r"sealed .* neither option"):
         await plain.register_wait(ALICE, SECRET_USER, CHAT, key, secret_data())
     assert await bench.blob(key) == before
+
+
+# -- hostile sealed bytes --------------------------------------------------------------------
+
+HOSTILE_RING = ring(k1=KEY_1)
+_HEADER = bytes((0xC5, 1, 0x03))  # magic, version 1, compressed and encrypted
+_ANY_DIGEST = bytes(16)
+
+
+def hostile_blobs(namespace: str) -> dict[str, bytes]:
+    """Bytes that look sealed to a script or a reader but cannot be trusted, by what is wrong."""
+    sealer = Sealer(namespace, encryption=HOSTILE_RING)
+    alice = sealer.owner_digest(scope_of(ALICE))
+    body = os.urandom(64)
+    return {
+        "truncated": _HEADER + bytes(5),
+        "future-version": bytes((0xC5, 2, 0x03)) + alice + b"\x02k1" + body,
+        "unknown-flags": bytes((0xC5, 1, 0x83)) + alice + b"\x02k1" + body,
+        "key-id-past-the-end": _HEADER + alice + b"\xff" + b"k1",
+        "invalid-key-id": _HEADER + alice + b"\x03k 1" + body,
+        "unknown-key-id": _HEADER + alice + b"\x02zz" + body,
+        "key-id-but-not-encrypted": bytes((0xC5, 1, 0x01)) + alice + b"\x02k1" + body,
+        "encrypted-without-key-id": _HEADER + alice + b"\x00" + body,
+        "foreign-digest": _HEADER + _ANY_DIGEST + b"\x02k1" + body,
+        # Alice's digest (a script judges it hers) over a body no key opens.
+        "forged-body": _HEADER + alice + b"\x02k1" + body,
+    }
+
+
+# The owner digest is the writer's: the script lets Alice's update replace the unreadable body.
+REPLACEABLE = {"forged-body"}
+HOSTILE_NAMES = list(hostile_blobs("x"))
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+async def test_hostile_sealed_bytes_are_typed_errors_and_stay_unless_replaced(
+    bench: Bench, name: str
+) -> None:
+    """Whatever sealed-looking bytes a blob key holds, every call of an encrypting store answers
+    with InternalError (naming the key, holding no plaintext or key) or the safe answer, never
+    a raw exception; no write replaces them, except an update by the owner their digest names."""
+    store = bench.open(encryption=HOSTILE_RING, compression="zstd")
+    blob = hostile_blobs(bench.namespace)[name]
+    alice_slot = lookup_slot(ALICE, SECRET_USER)
+    await bench.raw.set(bench.keys.session("bad"), blob)
+    await bench.raw.set(store.keys.user(alice_slot), "bad")
+    await bench.raw.set(store.keys.wait_scope(alice_slot, CHAT.scope_hash()), "bad")
+    await bench.raw.sadd(store.keys.wait_user(alice_slot), "bad")
+    for read in (store.get_session("bad"), store.get_entry("bad")):
+        with pytest.raises(InternalError, match="'bad'") as refused:
+            await read
+        assert_clean(refused.value, KEY_1)
+    with pytest.raises(InternalError):
+        await store.find_by_user(ALICE, SECRET_USER)
+    with pytest.raises(InternalError):
+        await store.find_or_create(ALICE, SECRET_USER, secret_data)
+    for lookup in (
+        store.find_wait_by_scope(ALICE, SECRET_USER, CHAT),
+        store.list_waits_for_user(ALICE, SECRET_USER),
+    ):
+        try:
+            found = await lookup
+        except InternalError as exc:
+            assert_clean(exc, KEY_1)
+        else:  # judged: another owner's (pruned), or Alice's by its digest
+            assert found in (None, [], "bad", ["bad"])
+    try:
+        await store.erase_user(BOB.with_user(None), "user-b0b55")
+    except InternalError as exc:
+        assert_clean(exc, KEY_1)
+    assert await bench.blob("bad") == blob
+    if name in REPLACEABLE:
+        await store.update_session("bad", secret_data())
+        assert await store.get_session("bad") == secret_data()
+        return
+    with pytest.raises((InternalError, InvalidInputError)) as refused_write:
+        await store.update_session("bad", secret_data())
+    assert_clean(refused_write.value, KEY_1)
+    with pytest.raises((InternalError, InvalidInputError)):
+        await store.register_wait(ALICE, SECRET_USER, CHAT, "bad", secret_data())
+    assert await bench.blob("bad") == blob
+    await store.remove_session("bad")
+    assert not await bench.raw.exists(bench.keys.session("bad"))
+
+
+async def test_a_compression_bomb_is_refused_without_being_inflated(bench: Bench) -> None:
+    """A compressed-only blob whose zstd frame inflates to 64 MiB is refused by a store whose
+    max_blob_bytes is 1 MiB, as over the limit, before more than the limit is produced."""
+    from backports import zstd  # the extra the store itself needs
+
+    frame = zstd.compress(b"{" + b" " * (64 << 20))
+    sealer = Sealer(bench.namespace, compression="zstd")
+    stored = sealer.seal(frame, session_key="bomb", owner_digest=_ANY_DIGEST)
+    # `seal` compressed the frame again; store the bomb's own frame under a real header.
+    bomb = stored[:20] + frame
+    await bench.raw.set(bench.keys.session("bomb"), bomb)
+    store = bench.open(compression="zstd", max_blob_bytes=1 << 20)
+    with pytest.raises(InternalError, match="max_blob_bytes=1048576") as refused:
+        await store.get_session("bomb")
+    assert_clean(refused.value)

@@ -30,8 +30,10 @@ end
 -- malformed or names a key id this call brought no digests for (unreadable here: corrupt).
 local function owner_of_sealed(text)
   if not SEALED or string.byte(text, 2) ~= 1 or #text < 20 then return nil end
-  local n = string.byte(text, 20)
-  if #text < 20 + n then return nil end
+  -- Flags as sealing._parse reads them: compressed (1) and/or encrypted (2), and a key id
+  -- exactly when encrypted.
+  local flags, n = string.byte(text, 3), string.byte(text, 20)
+  if flags < 1 or flags > 3 or (flags >= 2) ~= (n > 0) or #text < 20 + n then return nil end
   local kid = string.sub(text, 21, 20 + n)
   if not SEALED_KIDS[kid] then return nil end
   local hit = SEALED[kid .. '|' .. string.sub(text, 4, 19)]
