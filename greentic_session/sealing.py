@@ -477,6 +477,7 @@ class Sealer:
         "_namespace",
         "_owners",
         "_prefix",
+        "_unkeyed_mac",
         "_window_options",
         "_zstd",
     )
@@ -509,11 +510,14 @@ class Sealer:
         self._prefix = bytes((MAGIC, FORMAT_VERSION, self._flags))
         # Per key id ("" unkeyed, for unencrypted blobs this store reads), a MAC that has been
         # fed the namespace: a digest is then one copy, one update, one digest.
+        # The unkeyed one is kept whether or not this store reads such blobs: an erasure judges
+        # them all the same (`erase_digests`).
         macs = {} if encryption is None else dict(encryption._digest_macs)
+        self._unkeyed_mac = hashlib.blake2b(digest_size=DIGEST_SIZE, person=_DIGEST_PERSON)
         if encryption is None or encryption.accept_plaintext:
-            macs[""] = hashlib.blake2b(digest_size=DIGEST_SIZE, person=_DIGEST_PERSON)
+            macs[""] = self._unkeyed_mac
         self._digest_macs = {kid: mac.copy() for kid, mac in macs.items()}
-        for mac in self._digest_macs.values():
+        for mac in (*self._digest_macs.values(), self._unkeyed_mac):
             mac.update(self._context)
         self._active_kid = "" if encryption is None else encryption.active
         # Owner -> its digest per key id: a write needs its owner's twice (script and seal),
@@ -554,8 +558,10 @@ class Sealer:
         )
         return text.encode("utf-8", "surrogatepass")
 
-    def _digest(self, kid: str, text: bytes) -> bytes:
-        mac = self._digest_macs[kid].copy()  # keyed for `kid`, the namespace already fed
+    @staticmethod
+    def _digest(fed: hashlib.blake2b, text: bytes) -> bytes:
+        """`text`'s digest under `fed`, a MAC already keyed and fed the namespace."""
+        mac = fed.copy()
         mac.update(text)
         return mac.digest()
 
@@ -566,7 +572,7 @@ class Sealer:
         digests = owners.get(owner)
         if digests is None:
             text = self._owner_text(owner)
-            digests = {kid: self._digest(kid, text) for kid in self._digest_macs}
+            digests = {kid: self._digest(mac, text) for kid, mac in self._digest_macs.items()}
             if len(owners) >= _OWNERS_KEPT:
                 owners.clear()  # one atomic step, safe under threads; the busy owners return
             owners[owner] = digests
@@ -589,10 +595,7 @@ class Sealer:
         nothing, so judging it needs no key)."""
         digests = self.owner_digests(owner)
         if "" not in digests:
-            mac = hashlib.blake2b(digest_size=DIGEST_SIZE, person=_DIGEST_PERSON)
-            mac.update(self._context)
-            mac.update(self._owner_text(owner))
-            digests[""] = mac.digest()
+            digests[""] = self._digest(self._unkeyed_mac, self._owner_text(owner))
         return digests
 
     # -- seal ----------------------------------------------------------------------------------
@@ -723,6 +726,15 @@ class Sealer:
                 self._window_options.clear()
             options = self._window_options[limit] = {zstd.window_log_max: log}
         return options
+
+    def lacks_key(self, stored: bytes) -> bool:
+        """Whether `stored` is sealed under a key id this store's ring lacks: unreadable here,
+        not corrupt (another process may hold the key)."""
+        parsed = _parse(stored)
+        if parsed is None or isinstance(parsed, str) or not parsed[0] & FLAG_ENCRYPTED:
+            return False
+        enc = self._encryption
+        return enc is None or parsed[1].decode("ascii") not in enc._keys
 
     def is_current(self, stored: bytes) -> bool:
         """Whether `stored` is as this store writes now (encrypted under the active key, and

@@ -169,14 +169,15 @@ def shard_of(key: str) -> int:
 
 
 class RedisDue:
-    """One store's deadline calls; `entry_of` reads a claimed blob as the store's get_entry."""
+    """One store's deadline calls; `entry_of` reads a claimed blob as the store's get_entry, and
+    `lacks_key` tells one sealed under a key the store's ring lacks (`Sealer.lacks_key`)."""
 
     def __init__(
         self,
         keys: RedisKeys,
         caller: Caller,
         entry_of: Callable[[str, bytes], SessionEntry],
-        lacks_key: Callable[[bytes], bool] = lambda raw: False,
+        lacks_key: Callable[[bytes], bool],
     ) -> None:
         self._keys = keys
         self._redis = caller
@@ -364,7 +365,6 @@ class RedisDue:
             return key, lease_id, "whose session or scope does not decode"
         if slot is not None and wait_verdict(slot, scope_of(entry.data.tenant_ctx)) == FOREIGN:
             return key, lease_id, "whose sealed session another owner holds"
-
         return DueWait(SessionKey(key), user, scope, entry, due_ms / 1000, attempt, lease_id)
 
     # -- settle ----------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ from ...fence import (
 )
 from ...limits import DEFAULT_MAX_BLOB_BYTES, check_max_blob_bytes
 from ...schema import ReplyScope, SessionData, SessionKey, TenantCtx
-from ...sealing import MAGIC, Encryption, Sealer, read_header
+from ...sealing import MAGIC, Encryption, Sealer
 from ...store import SessionBuilder, SessionEntry, SessionStore, StoreOptions, resolve
 from . import erase, factory, replies, scripts
 from .caller import Caller, ConnectionStats
@@ -92,9 +92,19 @@ _log = logging.getLogger("greentic_session.redis")
 
 # Bound once, as replies.py's own: an enum member lookup costs ~0.25 us on Python 3.11.
 _IN_OTHER_SLOT = FoundBlob.IN_OTHER_SLOT
-_SEALED_OWNER_DIFFERS = replies.UpdateReply.SEALED_OWNER_DIFFERS
-_CORRUPT = replies.UpdateReply.CORRUPT  # register_wait.lua's too
+# The write scripts' refusals `_explain_refusal` reads the blob for (register_wait.lua's too).
+_EXPLAINED = (replies.UpdateReply.SEALED_OWNER_DIFFERS, replies.UpdateReply.CORRUPT)
 _SEALED_MAGIC = bytes((MAGIC,))
+
+
+class _OwnerWrite(NamedTuple):
+    """What a sealing store's write by one owner sends: the owner's pointer suffix ('' for
+    none), the script tail (seal.lua) naming it as the owner, and its digest for the seal."""
+
+    suffix: str
+    tail: tuple[scripts.Arg, ...]
+    digest: bytes
+
 
 # Owners whose writes (pointer suffix, seal.lua tail) a sealing store keeps before it starts over.
 _KEPT_WRITES = 1024
@@ -161,8 +171,7 @@ class RedisSessionStore(SessionStore):
         # when `_sealer` is set.
         self._opener = Sealer(namespace, encryption=encryption, compression=compression)
         self._sealer = None if self._opener.identity else self._opener
-        self._key_ids = frozenset(() if encryption is None else encryption.key_ids)
-        self._owner_writes: dict[Scope, tuple[str, tuple[scripts.Arg, ...]]] = {}
+        self._owner_writes: dict[Scope, _OwnerWrite] = {}
         self._tail: tuple[scripts.Arg, ...] = (
             () if self._sealer is None else scripts.SEALED_NO_OWNERS
         )
@@ -181,7 +190,7 @@ class RedisSessionStore(SessionStore):
             lambda key, raw: SessionEntry(
                 SessionKey(key), self._decode(key, raw), revision_of(raw)
             ),
-            self._lacks_key,
+            self._opener.lacks_key,
         )
         self.client: aioredis.Redis | None = connection.client
 
@@ -357,8 +366,9 @@ class RedisSessionStore(SessionStore):
         sealer = self._sealer
         tail: tuple[scripts.Arg, ...] = ()
         if sealer is not None:
-            blob = self._seal(key, blob, owner)
-            suffix, tail = self._owner_write(owner)
+            write = self._owner_write(owner)
+            blob = sealer.seal(blob, session_key=key, owner_digest=write.digest)
+            suffix, tail = write.suffix, write.tail
         elif self._expiry.enabled:
             slot = owner_slot(owner)
             suffix = "" if slot is None else self.keys.slot_suffix(slot)
@@ -377,16 +387,13 @@ class RedisSessionStore(SessionStore):
             pointer_suffix=suffix,
             split=split,
         )
-        if tail:
-            args += tail
+        args += tail
         step = self._caller.eval(self._scripts.UPDATE, keys, args, write=True, key=key)
         if split:
             step = self._split.write(step, key)
         reply = await step
-        if reply == _SEALED_OWNER_DIFFERS:
-            await self._explain_owner(key, data)
-        elif reply == _CORRUPT and sealer is None:
-            await self._explain_sealed(key)
+        if reply in _EXPLAINED:
+            await self._explain_refusal(key, data)
         replies.updated(reply, key, revision, data, split=split)
         return blob
 
@@ -554,16 +561,14 @@ class RedisSessionStore(SessionStore):
             deadline=deadline,
         )
         if self._sealer is not None:
-            args += self._owner_write(owner)[1]
+            args += self._owner_write(owner).tail
         script = self._scripts.REGISTER_WAIT
         step = self._caller.eval(script, keys, args, write=True, key=key)
         if deadline is not None and self.keys.cluster:
             step = self._due.indexed_after(step, key, deadline[1])
         reply = await step
-        if reply == _SEALED_OWNER_DIFFERS:
-            await self._explain_owner(key, data)
-        elif reply == _CORRUPT and self._sealer is None:
-            await self._explain_sealed(key)
+        if reply in _EXPLAINED:
+            await self._explain_refusal(key, data)
         replies.registered(reply, key, data)
 
     async def find_wait_by_scope(
@@ -643,59 +648,46 @@ class RedisSessionStore(SessionStore):
         """`data`'s JSON (the codec's), within `max_blob_bytes`: checked before it is sealed."""
         return encode_session_data(data, max_bytes=self._max_blob_bytes)
 
-    def _owner_write(self, owner: Scope) -> tuple[str, tuple[scripts.Arg, ...]]:
-        """A sealing store's write by `owner`: the owner's pointer suffix ('' for none) and the
-        script tail (seal.lua) naming it as the owner; kept per owner, as a runner writes the
-        same few owners over and over."""
+    def _owner_write(self, owner: Scope) -> _OwnerWrite:
+        """A sealing store's write by `owner`, kept per owner: a runner writes the same few
+        owners over and over."""
         kept = self._owner_writes
         write = kept.get(owner)
         if write is None:
-            assert self._sealer is not None
+            sealer = self._sealer
+            assert sealer is not None
             slot = owner_slot(owner)
             suffix = "" if slot is None else self.keys.slot_suffix(slot)
             if len(kept) >= _KEPT_WRITES:
                 kept.clear()
-            tail = scripts.sealed_tail(self._sealer, ((owner, "owner", suffix),))
-            write = kept[owner] = (suffix, tail)
+            tail = scripts.sealed_tail(sealer, ((owner, "owner", suffix),))
+            write = kept[owner] = _OwnerWrite(suffix, tail, sealer.owner_digest(owner))
         return write
 
     def _seal(self, key: str, blob: bytes, owner: Scope) -> bytes:
         """The sealed form of `blob` stored at `key` (a sealing store only)."""
-        sealer = self._sealer
-        assert sealer is not None
-        return sealer.seal(blob, session_key=key, owner_digest=sealer.owner_digest(owner))
+        assert self._sealer is not None
+        digest = self._owner_write(owner).digest
+        return self._sealer.seal(blob, session_key=key, owner_digest=digest)
 
-    async def _explain_owner(self, key: str, data: SessionData) -> None:
-        """A script found a sealed blob of another owner than `data`'s at `key`: read and open
-        it (one more round trip, on this error path only) so that the fence names the rule it
-        breaks, as it does for plaintext. Returns only when the blob is gone or unreadable
-        meanwhile (the caller then raises the fence's general refusal)."""
+    async def _explain_refusal(self, key: str, data: SessionData) -> None:
+        """A write script refused the blob at `key` as another owner's sealed blob or as one it
+        cannot read: read it (one more round trip, on this error path only) to say why as
+        plaintext would. A sealed owner that differs gets the fence's own rule; a sealed blob
+        met by a store without options, what to do. Returns when there is nothing better to
+        say (the caller raises the script's refusal)."""
         raw = await self._caller.execute("GET", self.keys.session(key), key=key)
-        if isinstance(raw, bytes):
-            with contextlib.suppress(InternalError):
-                check_update(scope_of(self._decode(key, raw).tenant_ctx), data)
-
-    async def _explain_sealed(self, key: str) -> None:
-        """A script of this store (which has no sealing option) refused the blob at `key`: when
-        it is sealed, say so and what to do, rather than "not SessionData" (this error path
-        only: one more round trip)."""
-        raw = await self._caller.execute("GET", self.keys.session(key), key=key)
-        if isinstance(raw, bytes) and raw[:1] == _SEALED_MAGIC:
+        if not isinstance(raw, bytes) or raw[:1] != _SEALED_MAGIC:
+            return
+        if self._sealer is None:
             raise replies.corrupt(
                 key,
                 "the stored blob is sealed (encrypted or compressed) and this store has neither "
                 "option: build it with the options the namespace is sealed with, or reseal the "
                 "namespace to plaintext (greentic-session reseal)",
             )
-
-    def _lacks_key(self, raw: bytes) -> bool:
-        """Whether `raw` is sealed under a key id this store's ring lacks: unreadable here, not
-        corrupt (another process may hold the key)."""
-        try:
-            header = read_header(raw, session_key="")
-        except InternalError:
-            return False
-        return header is not None and header.encrypted and header.key_id not in self._key_ids
+        with contextlib.suppress(InternalError):
+            check_update(scope_of(self._decode(key, raw).tenant_ctx), data)
 
     def _visible(self, slot: UserSlot, key: str, raw: bytes | None) -> SessionData | None:
         """The data of a blob found through `slot`'s pointer if the slot may see it, else None

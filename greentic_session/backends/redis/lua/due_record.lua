@@ -52,14 +52,15 @@ local function due_judge(member, record_prefix, blob_prefix, scope_prefix, now)
   if blob_wrong or not blob then return {verdict = 'drop', record = record} end
   -- A sealed blob's owner is hidden and a claim holds no digests (it spans tenants): it is
   -- delivered with the scope's owner fields, and the claimer, who opens it, judges it.
+  local judge = nil
   if is_sealed(blob) then
-    return {verdict = 'deliver', key = key, record = record, blob = blob, json = json, due = due,
-            attempt = attempt + 1, user = user, judge = {env, tenant, team}}
-  end
-  local owner = owner_of_head(string.sub(blob, 1, 512)) or owner_of_blob(blob)
-  if not owner or wait_verdict(owner, env, tenant, team, user) == 'foreign' then
-    return {verdict = 'drop', record = record}
+    judge = {env, tenant, team}
+  else
+    local owner = owner_of_head(string.sub(blob, 1, 512)) or owner_of_blob(blob)
+    if not owner or wait_verdict(owner, env, tenant, team, user) == 'foreign' then
+      return {verdict = 'drop', record = record}
+    end
   end
   return {verdict = 'deliver', key = key, record = record, blob = blob, json = json, due = due,
-          attempt = attempt + 1, user = user}
+          attempt = attempt + 1, user = user, judge = judge}
 end

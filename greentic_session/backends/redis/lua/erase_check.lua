@@ -9,11 +9,8 @@
 -- malformed), else remove.lua's reply.
 local erase_raw, erase_wrong_type = get_string(KEYS[1])
 if not erase_raw or erase_wrong_type then return 0 end
-local erase_owner = owner_of_head(string.sub(erase_raw, 1, 4096))
-if not erase_owner and is_sealed(erase_raw) then
-  local n = string.byte(erase_raw, 20) or 0
-  return {-5, string.sub(erase_raw, 21, 20 + n)}
-end
+local erase_owner, unread_kid = owner_of_head(string.sub(erase_raw, 1, 4096))
+if not erase_owner and is_sealed(erase_raw) then return {-5, unread_kid} end
 if not erase_owner then
   local decoded, data = pcall(cjson.decode, erase_raw)
   if not decoded or type(data) ~= 'table' or type(data.tenant_ctx) ~= 'table' then return 0 end

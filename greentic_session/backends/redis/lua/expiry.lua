@@ -5,8 +5,8 @@
 -- expires when the lifetime ends, set once at creation), and under idle_ttl alone for a user-less
 -- session whose creator's user got a pointer (its value, the pointer suffix, is the only record
 -- of that pointer); in a sealing store (seal.lua) for every session with a pointer, with or
--- without expiry, since a sealed blob's owner is hidden from the scripts. `idle` and `life` are whole milliseconds as strings, '' when that option is
--- off. Every read here (get.lua's get_string) comes before the script's first write, so a refused
+-- without expiry, since a sealed blob's owner is hidden from the scripts. `idle` and `life` are
+-- whole milliseconds as strings, '' when that option is off. Every read here (get.lua's get_string) comes before the script's first write, so a refused
 -- read writes nothing; SET and PEXPIRE work on a key of any type.
 -- Expiry times are absolute (SET PXAT, PEXPIREAT) and derived from one clock reading taken before
 -- any PTTL: Redis 7.0 reads its clock afresh for each command, so a PTTL copied with a later

@@ -27,15 +27,16 @@ end
 -- layout) and the key id that keys the digest (byte 20: its length, then the id). Its owner as
 -- far as this call can tell: {sealed = true, verdict, suffix} from the digest the client sent for
 -- that key id, verdict 'foreign' when the stored digest is none of those; nil when the header is
--- malformed or names a key id this call brought no digests for (unreadable here: corrupt).
+-- malformed or names a key id this call brought no digests for (unreadable here: corrupt), then
+-- that key id ('' when malformed).
 local function owner_of_sealed(text)
-  if not SEALED or string.byte(text, 2) ~= 1 or #text < 20 then return nil end
+  if not SEALED or string.byte(text, 2) ~= 1 or #text < 20 then return nil, '' end
   -- Flags as sealing._parse reads them: compressed (1) and/or encrypted (2), and a key id
   -- exactly when encrypted.
   local flags, n = string.byte(text, 3), string.byte(text, 20)
-  if flags < 1 or flags > 3 or (flags >= 2) ~= (n > 0) or #text < 20 + n then return nil end
+  if flags < 1 or flags > 3 or (flags >= 2) ~= (n > 0) or #text < 20 + n then return nil, '' end
   local kid = string.sub(text, 21, 20 + n)
-  if not SEALED_KIDS[kid] then return nil end
+  if not SEALED_KIDS[kid] then return nil, kid end
   local hit = SEALED[kid .. '|' .. string.sub(text, 4, 19)]
   if hit then return {sealed = true, verdict = hit[1], suffix = hit[2]} end
   return {sealed = true, verdict = 'foreign', suffix = ''}

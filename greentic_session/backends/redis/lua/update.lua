@@ -53,25 +53,27 @@ local same_owner = not SEALED and head ~= '' and string.sub(head, 1, n) == strin
     and (tail or redis.call('GETRANGE', KEYS[1], -2, -1)) == '"}'
 
 local was_sealed = not same_owner and is_sealed(head)
-if was_sealed then
-  local owner = owner_of_sealed(head)
-  if not owner then return -1 end
-  if owner_differs(owner, 1) then return -4 end
-elseif not same_owner then
-  raw = raw or redis.call('GET', KEYS[1])
-  if not raw then return 0 end
-  local ok, data = pcall(cjson.decode, raw)
-  -- A blob of the wrong shape is reported, never silently replaced (get would refuse it too).
-  if not ok or type(data) ~= 'table'
-      or type(data.tenant_ctx) ~= 'table' or type(data.flow_id) ~= 'string' or type(data.context_json) ~= 'string'
-      or type(data.cursor) ~= 'table' or type(data.cursor.node_pointer) ~= 'string'
-      or type(data.tenant_ctx.attempt) ~= 'number' then
-    return -1
+if not same_owner then
+  local owner
+  if was_sealed then
+    owner = owner_of_sealed(head)
+    if not owner then return -1 end
+  else
+    raw = raw or redis.call('GET', KEYS[1])
+    if not raw then return 0 end
+    local ok, data = pcall(cjson.decode, raw)
+    -- A blob of the wrong shape is reported, never silently replaced (get would refuse it too).
+    if not ok or type(data) ~= 'table'
+        or type(data.tenant_ctx) ~= 'table' or type(data.flow_id) ~= 'string' or type(data.context_json) ~= 'string'
+        or type(data.cursor) ~= 'table' or type(data.cursor.node_pointer) ~= 'string'
+        or type(data.tenant_ctx.attempt) ~= 'number' then
+      return -1
+    end
+    owner = owner_of_ctx(data.tenant_ctx)
+    -- So is one whose owner another reader could see differently.
+    if owner_is_ambiguous(raw, owner) then return -1 end
   end
-  local owner = owner_of_ctx(data.tenant_ctx)
-  -- So is one whose owner another reader could see differently.
-  if owner_is_ambiguous(raw, owner) then return -1 end
-  if owner_differs(owner, 1) then return owner end
+  if owner_differs(owner, 1) then return owner_reply(owner) end
 end
 
 local W, wait = nil, nil
